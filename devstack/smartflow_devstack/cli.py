@@ -1,0 +1,54 @@
+"""``smartflow-devstack``: start and stop the local stack (what ``make up``/``make down`` call)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import stack
+from .errors import StackError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="smartflow-devstack",
+        description="Local PostgreSQL, Kafka and Kubernetes control plane on 127.0.0.1 (development only).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start every server (or reuse a running stack) and write .local/env")
+    up.add_argument("--state", type=Path, default=stack.DEFAULT_STATE, help="state and log folder")
+    down = sub.add_parser("down", help="stop the servers started by `up`")
+    down.add_argument("--state", type=Path, default=stack.DEFAULT_STATE)
+    sub.add_parser("build", help="build/fetch the servers into the cache (kube, etcd, helm, kafka, postgres)")
+    status = sub.add_parser("status", help="print the running stack's connection settings")
+    status.add_argument("--state", type=Path, default=stack.DEFAULT_STATE)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            from .build import build_all
+
+            build_all()
+        elif args.command == "up":
+            running = stack.up(args.state)
+            for key, value in running.env().items():
+                print(f"{key}={value}")
+            print(f"logs: {Path(running.state) / 'logs'}\nsettings: {stack.ENV_FILE} (source it)")
+        elif args.command == "down":
+            stack.down(args.state)
+            print("stack stopped")
+        else:
+            found = stack.load(args.state)
+            if found is None:
+                print("no running stack")
+                return 1
+            for key, value in found.env().items():
+                print(f"{key}={value}")
+    except StackError as error:
+        print(f"smartflow-devstack: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

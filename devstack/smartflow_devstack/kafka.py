@@ -1,0 +1,124 @@
+"""A single-node Apache Kafka 4 broker in KRaft mode, run from Maven Central jars with Java 17."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StackError
+from .process import free_port, run, spawn, tcp_open, wait_until
+from .versions import kafka_libs
+
+JAVA_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
+
+
+@dataclass(frozen=True)
+class KafkaInfo:
+    pid: int
+    port: int
+    controller_port: int
+    bootstrap_servers: str
+    config: str
+
+
+def java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise StackError("java (17) is not on PATH")
+    return found
+
+
+def classpath() -> str:
+    libs = kafka_libs()
+    if not libs.exists():
+        raise StackError(f"Kafka jars missing in {libs}; run `make deps`")
+    return f"{libs}/*"
+
+
+def run_tool(main_class: str, *args: str) -> str:
+    """Run one of Kafka's own command-line tools (e.g. the consumer-groups tool) from the jars."""
+    return run(
+        [java(), "-Xmx256m", "-cp", classpath(), "-Dlog4j2.level=WARN", main_class, *args],
+        what=main_class,
+    )
+
+
+CONSUMER_GROUPS_TOOL = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
+
+
+def start(state: Path, *, partitions: int = 6) -> KafkaInfo:
+    home = state / "kafka"
+    if home.exists():
+        shutil.rmtree(home)
+    (home / "data").mkdir(parents=True)
+    log = state / "logs" / "kafka.log"
+    port, controller_port = free_port(), free_port()
+    config = home / "server.properties"
+    config.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={home / 'data'}",
+                f"num.partitions={partitions}",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=true",
+                "log.flush.interval.messages=9223372036854775807",
+                "num.network.threads=2",
+                "num.io.threads=4",
+                "",
+            ]
+        )
+    )
+    log4j = home / "log4j2.properties"
+    log4j.write_text(
+        "rootLogger.level=INFO\nrootLogger.appenderRef.stdout.ref=STDOUT\n"
+        "appender.stdout.type=Console\nappender.stdout.name=STDOUT\n"
+        "appender.stdout.layout.type=PatternLayout\nappender.stdout.layout.pattern=[%d] %p %m (%c)%n\n"
+        "logger.kafka.name=kafka\nlogger.kafka.level=INFO\n"
+        "logger.state.name=state.change.logger\nlogger.state.level=WARN\n"
+    )
+    jvm = [java(), *JAVA_OPTS, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath()]
+    run(
+        [*jvm, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(), "-c", str(config)],
+        what="kafka storage format",
+    )
+    pid = spawn([*jvm, "kafka.Kafka", str(config)], log=log)
+    wait_until(
+        lambda: tcp_open(port) and "Kafka Server started" in log.read_text(errors="replace"),
+        what="kafka",
+        timeout=120,
+        pid=pid,
+        log=log,
+    )
+    return KafkaInfo(
+        pid=pid,
+        port=port,
+        controller_port=controller_port,
+        bootstrap_servers=f"127.0.0.1:{port}",
+        config=str(config),
+    )
+
+
+def _cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

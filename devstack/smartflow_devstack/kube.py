@@ -1,0 +1,221 @@
+"""A Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC on) and a
+kube-controller-manager that runs only the garbage-collector and namespace controllers.
+
+There is no kubelet, scheduler or deployment controller: Deployments are stored and
+validated but get no pods (the dev-only local runner plays that part). Identities:
+an admin token in ``system:masters``, a static non-admin user, and ServiceAccount tokens
+minted through the TokenRequest API for least-privilege tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StackError
+from .process import free_port, run, spawn, tcp_open, wait_until
+from .versions import etcd_bin, kube_bin
+
+ADMIN_TOKEN = "smartflow-admin-token"
+DEVELOPER_TOKEN = "smartflow-developer-token"
+DEVELOPER_USER = "developer"
+
+
+@dataclass(frozen=True)
+class KubeInfo:
+    etcd_pid: int
+    apiserver_pid: int
+    controller_manager_pid: int
+    server: str
+    kubeconfig: str
+    ca_file: str
+    etcd_port: int
+
+
+def _openssl(*args: str) -> None:
+    run(["openssl", *args], what="openssl " + args[0])
+
+
+def _make_certs(pki: Path) -> None:
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=smartflow-local-ca",
+        "-keyout",
+        str(pki / "ca.key"),
+        "-out",
+        str(pki / "ca.crt"),
+    )
+    (pki / "san.cnf").write_text(
+        "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
+        "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=kube-apiserver",
+        "-keyout",
+        str(pki / "apiserver.key"),
+        "-out",
+        str(pki / "apiserver.csr"),
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(pki / "apiserver.csr"),
+        "-CA",
+        str(pki / "ca.crt"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        str(pki / "san.cnf"),
+        "-extensions",
+        "ext",
+        "-out",
+        str(pki / "apiserver.crt"),
+    )
+    _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
+    _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+
+
+def write_kubeconfig(path: Path, *, server: str, ca_file: str, token: str, user: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "smartflow-local", "cluster": {"server": server, "certificate-authority": ca_file}}
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": "smartflow-local", "user": user}}],
+        "current-context": user,
+    }
+    path.write_text(json.dumps(config, indent=2))
+
+
+def start(state: Path) -> KubeInfo:
+    for binary in (etcd_bin(), kube_bin("kube-apiserver"), kube_bin("kube-controller-manager")):
+        if not binary.exists():
+            raise StackError(f"{binary} is missing; run `make deps` to build the control plane")
+    home = state / "kube"
+    if home.exists():
+        shutil.rmtree(home)
+    pki = home / "pki"
+    _make_certs(pki)
+    logs = state / "logs"
+
+    etcd_port, peer_port = free_port(), free_port()
+    etcd_log = logs / "etcd.log"
+    etcd_pid = spawn(
+        [
+            str(etcd_bin()),
+            "--name=local",
+            f"--data-dir={home / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+            f"--initial-cluster=local=http://127.0.0.1:{peer_port}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ],
+        log=etcd_log,
+    )
+    wait_until(lambda: tcp_open(etcd_port), what="etcd", timeout=60, pid=etcd_pid, log=etcd_log)
+
+    tokens = home / "tokens.csv"
+    tokens.write_text(
+        f'{ADMIN_TOKEN},admin,admin-uid,"system:masters"\n{DEVELOPER_TOKEN},{DEVELOPER_USER},developer-uid\n'
+    )
+    port = free_port()
+    server = f"https://127.0.0.1:{port}"
+    api_log = logs / "kube-apiserver.log"
+    apiserver_pid = spawn(
+        [
+            str(kube_bin("kube-apiserver")),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={home / 'certs'}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--authorization-mode=RBAC",
+            f"--token-auth-file={tokens}",
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=false",
+            "--v=1",
+        ],
+        log=api_log,
+    )
+    ca_file = str(pki / "ca.crt")
+    wait_until(
+        lambda: _healthy(server, ca_file), what="kube-apiserver", timeout=120, pid=apiserver_pid, log=api_log
+    )
+    kubeconfig = home / "admin.kubeconfig"
+    write_kubeconfig(kubeconfig, server=server, ca_file=ca_file, token=ADMIN_TOKEN, user="admin")
+
+    kcm_log = logs / "kube-controller-manager.log"
+    kcm_pid = spawn(
+        [
+            str(kube_bin("kube-controller-manager")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--controllers=garbagecollector,namespace",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            f"--cert-dir={home / 'kcm-certs'}",
+            "--v=1",
+        ],
+        log=kcm_log,
+    )
+    wait_until(
+        lambda: (
+            "Started" in kcm_log.read_text(errors="replace")
+            or "garbage" in kcm_log.read_text(errors="replace")
+        ),
+        what="kube-controller-manager",
+        timeout=60,
+        pid=kcm_pid,
+        log=kcm_log,
+    )
+    return KubeInfo(
+        etcd_pid=etcd_pid,
+        apiserver_pid=apiserver_pid,
+        controller_manager_pid=kcm_pid,
+        server=server,
+        kubeconfig=str(kubeconfig),
+        ca_file=ca_file,
+        etcd_port=etcd_port,
+    )
+
+
+def _healthy(server: str, ca_file: str) -> bool:
+    context = ssl.create_default_context(cafile=ca_file)
+    request = urllib.request.Request(f"{server}/readyz", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(request, context=context, timeout=2) as response:
+        return bool(response.status == 200)

@@ -1,0 +1,121 @@
+"""A throwaway PostgreSQL 15 cluster (initdb + postgres) on a free loopback port.
+
+Installed from Debian packages when missing. Tuned for tests: durability is traded for
+speed (fsync off), which is fine for data that lives as long as one test session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StackError
+from .process import free_port, run, spawn, tcp_open, wait_until
+from .versions import POSTGRES_MAJOR, postgres_bindir
+
+DATABASE = "smartflow"
+USER = "smartflow"
+PASSWORD = "smartflow"
+
+
+@dataclass(frozen=True)
+class PostgresInfo:
+    pid: int
+    port: int
+    dsn: str
+
+
+def ensure_installed() -> None:
+    """Install the PostgreSQL server from Debian packages if its binaries are missing."""
+    if (postgres_bindir() / "postgres").exists():
+        return
+    if os.geteuid() != 0:
+        raise StackError(f"PostgreSQL {POSTGRES_MAJOR} is missing; install postgresql-{POSTGRES_MAJOR}")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-q"], what="apt-get update", env=env)
+    run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", f"postgresql-{POSTGRES_MAJOR}"],
+        what="apt-get install postgresql",
+        env=env,
+    )
+
+
+def _server_user() -> str | None:
+    # postgres will not run as root; use the system account the Debian package creates.
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def start(state: Path) -> PostgresInfo:
+    ensure_installed()
+    user = _server_user()
+    data = state / "postgres" / "data"
+    sockets = state / "postgres" / "sock"
+    log = state / "logs" / "postgres.log"
+    if data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True)
+    sockets.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        for path in (state / "postgres", data, sockets):
+            shutil.chown(path, user, user)
+    pwfile = state / "postgres" / "pwfile"
+    pwfile.write_text(PASSWORD + "\n")
+    if user is not None:
+        shutil.chown(pwfile, user, user)
+    bindir = postgres_bindir()
+    run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "-A",
+            "scram-sha-256",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        what="initdb",
+        user=user,
+    )
+    port = free_port()
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "port": str(port),
+        "unix_socket_directories": str(sockets),
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "300",
+        "shared_buffers": "256MB",
+        "log_min_messages": "warning",
+    }
+    argv = [str(bindir / "postgres"), "-D", str(data)]
+    for key, value in settings.items():
+        argv += ["-c", f"{key}={value}"]
+    pid = spawn(argv, log=log, user=user)
+    wait_until(lambda: tcp_open(port) and _ready(bindir, port), what="postgres", timeout=60, pid=pid, log=log)
+    run(
+        [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", USER, DATABASE],
+        what="createdb",
+        env={"PGPASSWORD": PASSWORD},
+    )
+    return PostgresInfo(pid=pid, port=port, dsn=dsn_for(port))
+
+
+def dsn_for(port: int, database: str = DATABASE) -> str:
+    return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/{database}"
+
+
+def _ready(bindir: Path, port: int) -> bool:
+    result = subprocess.run(
+        [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True, check=False
+    )
+    return result.returncode == 0

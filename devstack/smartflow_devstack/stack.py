@@ -1,0 +1,120 @@
+"""The whole local stack as one unit: start, reuse, describe (``.local/env``) and stop.
+
+``make up`` starts every server detached and records them in ``<state>/stack.json``; the
+pytest fixtures reuse such a stack when it is alive, or start their own servers one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import kafka, kube, postgres
+from .process import alive, stop
+from .versions import REPO_ROOT, helm_bin, kube_bin
+
+DEFAULT_STATE = REPO_ROOT / ".local" / "stack"
+ENV_FILE = REPO_ROOT / ".local" / "env"
+
+
+@dataclass(frozen=True)
+class Stack:
+    state: str
+    postgres: postgres.PostgresInfo | None = None
+    kafka: kafka.KafkaInfo | None = None
+    kube: kube.KubeInfo | None = None
+
+    def pids(self) -> list[int]:
+        pids: list[int] = []
+        if self.kube is not None:
+            pids += [self.kube.controller_manager_pid, self.kube.apiserver_pid, self.kube.etcd_pid]
+        if self.kafka is not None:
+            pids.append(self.kafka.pid)
+        if self.postgres is not None:
+            pids.append(self.postgres.pid)
+        return pids
+
+    def env(self) -> dict[str, str]:
+        values: dict[str, str] = {}
+        if self.postgres is not None:
+            values["SMARTFLOW_DATABASE_DSN"] = self.postgres.dsn
+        if self.kafka is not None:
+            values["SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers
+        if self.kube is not None:
+            values["KUBECONFIG"] = self.kube.kubeconfig
+        return values
+
+
+def tool_path() -> str:
+    """PATH entries that put the cached kubectl/helm and the project's virtualenv first."""
+    return os.pathsep.join(
+        [str(kube_bin("kubectl").parent), str(helm_bin().parent), str(REPO_ROOT / ".venv" / "bin")]
+    )
+
+
+def save(stack: Stack, env_file: Path = ENV_FILE) -> None:
+    Path(stack.state).mkdir(parents=True, exist_ok=True)
+    (Path(stack.state) / "stack.json").write_text(json.dumps(asdict(stack), indent=2))
+    lines = [f"export {key}={value!s}" for key, value in stack.env().items()]
+    lines.append(f'export PATH="{tool_path()}:$PATH"')
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.write_text("# written by `make up`; source it: . .local/env\n" + "\n".join(lines) + "\n")
+
+
+def load(state: Path = DEFAULT_STATE) -> Stack | None:
+    """The recorded stack if every one of its servers is still running, else None."""
+    path = state / "stack.json"
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    stack = Stack(
+        state=raw["state"],
+        postgres=postgres.PostgresInfo(**raw["postgres"]) if raw.get("postgres") else None,
+        kafka=kafka.KafkaInfo(**raw["kafka"]) if raw.get("kafka") else None,
+        kube=kube.KubeInfo(**raw["kube"]) if raw.get("kube") else None,
+    )
+    if not stack.pids() or not all(alive(pid) for pid in stack.pids()):
+        return None
+    return stack
+
+
+def up(state: Path = DEFAULT_STATE) -> Stack:
+    running = load(state)
+    if running is not None:
+        return running
+    down(state)
+    state.mkdir(parents=True, exist_ok=True)
+    started = Stack(state=str(state))
+    try:
+        started = Stack(state=str(state), postgres=postgres.start(state))
+        started = Stack(state=str(state), postgres=started.postgres, kafka=kafka.start(state))
+        started = Stack(
+            state=str(state), postgres=started.postgres, kafka=started.kafka, kube=kube.start(state)
+        )
+    except BaseException:
+        for pid in started.pids():
+            stop(pid)
+        raise
+    save(started)
+    return started
+
+
+def down(state: Path = DEFAULT_STATE) -> None:
+    path = state / "stack.json"
+    if not path.exists():
+        return
+    raw = json.loads(path.read_text())
+    pids = []
+    if raw.get("kube"):
+        pids += [raw["kube"]["controller_manager_pid"], raw["kube"]["apiserver_pid"], raw["kube"]["etcd_pid"]]
+    if raw.get("kafka"):
+        pids.append(raw["kafka"]["pid"])
+    if raw.get("postgres"):
+        pids.append(raw["postgres"]["pid"])
+    for pid in pids:
+        stop(pid)
+    path.unlink()
+    if ENV_FILE.exists():
+        ENV_FILE.unlink()

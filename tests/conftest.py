@@ -1,0 +1,128 @@
+"""Session fixtures handing tests real servers: PostgreSQL, Kafka and a Kubernetes control plane.
+
+Each server is started on first use (or taken from a running ``make up`` stack) and stopped at
+the end of the session. A server that cannot be had is a test *failure*, never a skip: the
+tests exist to prove behaviour against the real thing.
+
+Tier markers are derived from the folder (unit/, integration/, e2e/) so ``-m unit`` works.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from smartflow_devstack import kafka, kube, postgres, stack
+from smartflow_devstack.errors import StackError
+from smartflow_devstack.process import stop
+from smartflow_devstack.versions import REPO_ROOT
+
+TEST_STATE = REPO_ROOT / ".local" / "pytest"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in ("unit", "integration", "e2e"):
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+def _server_failure(what: str, error: Exception) -> None:
+    pytest.fail(f"{what} is required by this test and could not be started: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def test_state() -> Path:
+    if TEST_STATE.exists():
+        shutil.rmtree(TEST_STATE, ignore_errors=True)
+    TEST_STATE.mkdir(parents=True)
+    return TEST_STATE
+
+
+@pytest.fixture(scope="session")
+def running_stack() -> stack.Stack | None:
+    """A stack started by `make up`, if one is alive: reused instead of starting servers."""
+    return stack.load()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(running_stack: stack.Stack | None, test_state: Path) -> Iterator[postgres.PostgresInfo]:
+    if running_stack is not None and running_stack.postgres is not None:
+        yield running_stack.postgres
+        return
+    try:
+        info = postgres.start(test_state)
+    except StackError as error:
+        _server_failure("PostgreSQL", error)
+        raise
+    yield info
+    stop(info.pid)
+
+
+@pytest.fixture(scope="session")
+def kafka_server(running_stack: stack.Stack | None, test_state: Path) -> Iterator[kafka.KafkaInfo]:
+    if running_stack is not None and running_stack.kafka is not None:
+        yield running_stack.kafka
+        return
+    try:
+        info = kafka.start(test_state)
+    except StackError as error:
+        _server_failure("Kafka", error)
+        raise
+    yield info
+    stop(info.pid)
+
+
+@pytest.fixture(scope="session")
+def kube_server(running_stack: stack.Stack | None, test_state: Path) -> Iterator[kube.KubeInfo]:
+    if running_stack is not None and running_stack.kube is not None:
+        yield running_stack.kube
+        return
+    try:
+        info = kube.start(test_state)
+    except StackError as error:
+        _server_failure("kube-apiserver", error)
+        raise
+    yield info
+    for pid in (info.controller_manager_pid, info.apiserver_pid, info.etcd_pid):
+        stop(pid)
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(kafka_server: kafka.KafkaInfo) -> str:
+    return kafka_server.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(kube_server: kube.KubeInfo) -> str:
+    return kube_server.kubeconfig
+
+
+@pytest.fixture
+async def database_dsn(postgres_server: postgres.PostgresInfo) -> AsyncIterator[str]:
+    """A fresh, empty database per test, dropped afterwards: tests never see each other's rows."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_server.dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield postgres.dsn_for(postgres_server.port, name)
+    admin = await asyncpg.connect(postgres_server.dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A short unique suffix for topics, groups and namespaces."""
+    return uuid.uuid4().hex[:8]
