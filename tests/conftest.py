@@ -9,6 +9,7 @@ Tier markers are derived from the folder (unit/, integration/, e2e/) so ``-m uni
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +22,8 @@ from smartflow_devstack.errors import StackError
 from smartflow_devstack.process import stop
 from smartflow_devstack.versions import REPO_ROOT
 
-TEST_STATE = REPO_ROOT / ".local" / "pytest"
+# One folder per pytest process, so parallel sessions never share (or wipe) each other's servers.
+TEST_STATE = REPO_ROOT / ".local" / "pytest" / f"run-{os.getpid()}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
