@@ -46,6 +46,7 @@ _EXPECTATIONS: dict[str, str] = {
     "kafka_bootstrap_servers": "comma-separated host:port pairs",
     "kafka_topic": "a non-empty Kafka topic name",
     "kafka_consumer_group": "a non-empty consumer group id",
+    "bind_host": "an interface address like 0.0.0.0 or 127.0.0.1",
     "admin_port": "a port 1..65535",
     "http_port": "a port 1..65535",
     "shutdown_grace_seconds": "a number of seconds > 0",
@@ -78,6 +79,8 @@ class Settings(BaseModel):
     kafka_bootstrap_servers: str | None = None
     kafka_topic: str = Field(default="smartflow.agent.outbox", min_length=1)
     kafka_consumer_group: str = Field(default="smartflow-agent-outbox-consumer", min_length=1)
+    # All interfaces in a pod (reached via the pod IP); tests and the local runner use 127.0.0.1.
+    bind_host: str = Field(default="0.0.0.0", min_length=1)
     admin_port: int = Field(default=9090, ge=1, le=65535)
     http_port: int = Field(default=8080, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=25.0, gt=0)

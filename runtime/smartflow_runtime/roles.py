@@ -1,0 +1,293 @@
+"""Role composition: which services a role runs, and the thin runner that runs and drains them.
+
+``smartflow-runtime run --role R`` (see :mod:`smartflow_runtime.cli`) ends up in
+:func:`run_role`. The table :data:`ROLE_COMPONENTS` is the whole answer to "what does role R
+build?" and is pure data; the api role has only the HTTP app, so it never creates a Kafka
+consumer and never joins the consumer group.
+
+The runner's life, in order:
+
+1. open the PostgreSQL pool, start the admin server (``/healthz`` answers from here on);
+2. build the role's components from the table and start them in table order;
+3. report ready; watch the services (one that stays unhealthy is a dead loop: log, drain, exit 1);
+4. on SIGTERM/SIGINT: report not ready first, then stop the services in reverse table order
+   within ``SMARTFLOW_SHUTDOWN_GRACE_SECONDS``, close the pool, stop the admin server, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import asyncpg
+from prometheus_client import CollectorRegistry
+
+from .admin import HttpServer, build_admin_app
+from .config import Role, Settings
+from .service import NamedService, Service
+
+log = logging.getLogger(__name__)
+
+
+class Component(enum.StrEnum):
+    """A service a role can run."""
+
+    CONSUMER = "consumer"
+    MEMORY_WORKER = "memory-worker"
+    RELAY = "relay"
+    HTTP_API = "http-api"
+
+
+# Start order, left to right; stop order is the reverse. Consumers of work start first so they
+# are ready when work arrives, and on drain the producers of work stop first: the api stops
+# taking requests, the relay stops publishing, then the consumer finishes its in-flight
+# events, commits offsets and leaves the group.
+ROLE_COMPONENTS: Mapping[Role, tuple[Component, ...]] = {
+    Role.API: (Component.HTTP_API,),
+    Role.RELAY: (Component.RELAY,),
+    Role.CONSUMER: (Component.CONSUMER,),
+    Role.MEMORY_WORKER: (Component.MEMORY_WORKER,),
+    Role.WORKER: (Component.CONSUMER, Component.MEMORY_WORKER, Component.RELAY),
+    Role.ALL: (Component.CONSUMER, Component.MEMORY_WORKER, Component.RELAY, Component.HTTP_API),
+}
+
+KAFKA_COMPONENTS = frozenset({Component.CONSUMER, Component.RELAY})
+
+
+def components_for(role: Role) -> tuple[Component, ...]:
+    return ROLE_COMPONENTS[role]
+
+
+def uses_kafka(role: Role) -> bool:
+    return any(c in KAFKA_COMPONENTS for c in ROLE_COMPONENTS[role])
+
+
+def joins_consumer_group(role: Role) -> bool:
+    return Component.CONSUMER in ROLE_COMPONENTS[role]
+
+
+def stop_order(role: Role) -> tuple[Component, ...]:
+    return tuple(reversed(ROLE_COMPONENTS[role]))
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What components are built from; one per process."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    registry: CollectorRegistry
+
+
+ComponentFactory = Callable[[Component, Dependencies], Service]
+
+
+class RunOutcome(enum.IntEnum):
+    """The process exit code of ``run``: documented in the CLI's help."""
+
+    DRAINED = 0
+    FAILED = 1
+
+
+class RoleRunner:
+    """Runs one role's services until a signal or a dead service, then drains them."""
+
+    def __init__(
+        self,
+        *,
+        role: Role,
+        settings: Settings,
+        registry: CollectorRegistry,
+        factory: ComponentFactory,
+        watch_interval: float = 0.5,
+        unhealthy_exit_after: float = 15.0,
+        db_ping_timeout: float = 2.0,
+    ) -> None:
+        self._role = role
+        self._settings = settings
+        self._registry = registry
+        self._factory = factory
+        self._watch_interval = watch_interval
+        self._unhealthy_exit_after = unhealthy_exit_after
+        self._db_ping_timeout = db_ping_timeout
+        self._services: list[NamedService] = []
+        self._pool: asyncpg.Pool | None = None
+        self._ready = False
+        self._stop_requested = asyncio.Event()
+
+    # -- readiness -------------------------------------------------------------------------------
+
+    async def readiness(self) -> Mapping[str, bool]:
+        """Named checks behind ``/readyz``; the first is false from the moment a drain begins."""
+        checks: dict[str, bool] = {"running": self._ready and not self._stop_requested.is_set()}
+        checks["database"] = await self._ping_database()
+        for named in self._services:
+            checks[named.name] = named.service.is_healthy()
+        return checks
+
+    async def _ping_database(self) -> bool:
+        if self._pool is None:
+            return False
+        try:
+            async with asyncio.timeout(self._db_ping_timeout):
+                return bool(await self._pool.fetchval("SELECT 1") == 1)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop_requested.is_set():
+            log.info("drain requested", extra={"reason": reason})
+            self._ready = False
+            self._stop_requested.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self) -> RunOutcome:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        started_at = time.monotonic()
+        admin: HttpServer | None = None
+        outcome = RunOutcome.DRAINED
+        try:
+            self._pool = await self._open_pool()
+            admin = HttpServer(
+                app=build_admin_app(registry=self._registry, readiness=self.readiness),
+                host=self._settings.bind_host,
+                port=self._settings.admin_port,
+                name="admin server",
+                shutdown_timeout=1.0,
+            )
+            await admin.start()
+            if not await self._start_services():
+                outcome = RunOutcome.FAILED
+            else:
+                self._ready = True
+                log.info(
+                    "role running",
+                    extra={
+                        "role_components": [n.name for n in self._services],
+                        "startup_seconds": round(time.monotonic() - started_at, 3),
+                    },
+                )
+                if not await self._watch():
+                    outcome = RunOutcome.FAILED
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.error("role could not start: %s", error, exc_info=True)
+            outcome = RunOutcome.FAILED
+        finally:
+            self._ready = False
+            drained = await self._drain()
+            if self._pool is not None:
+                await self._pool.close()
+            if admin is not None:
+                await admin.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        if not drained:
+            outcome = RunOutcome.FAILED
+        log.info("role exiting", extra={"exit_code": int(outcome)})
+        return outcome
+
+    async def _open_pool(self) -> asyncpg.Pool:
+        dsn = self._settings.require_database_dsn()
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=self._settings.db_pool_max_size, timeout=10, command_timeout=30
+        )
+        assert pool is not None
+        return pool
+
+    async def _start_services(self) -> bool:
+        """Build and start the role's components in order; a failure stops what was started."""
+        assert self._pool is not None
+        deps = Dependencies(settings=self._settings, pool=self._pool, registry=self._registry)
+        for component in components_for(self._role):
+            named = NamedService(component.value, self._factory(component, deps))
+            start = asyncio.ensure_future(named.service.start())
+            stop = asyncio.ensure_future(self._stop_requested.wait())
+            await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not start.done():
+                # A signal during start-up: abandon this start and drain what already runs.
+                start.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await start
+                self._services.append(named)
+                return True
+            self._services.append(named)
+            if (error := start.exception()) is not None:
+                log.error("%s failed to start: %s", component.value, error, exc_info=error)
+                return False
+        return True
+
+    async def _watch(self) -> bool:
+        """Wait for a stop request; False if a service stayed unhealthy too long (a dead loop)."""
+        unhealthy_since: dict[str, float] = {}
+        while not self._stop_requested.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._watch_interval):
+                    await self._stop_requested.wait()
+            now = time.monotonic()
+            for named in self._services:
+                if named.service.is_healthy():
+                    unhealthy_since.pop(named.name, None)
+                    continue
+                since = unhealthy_since.setdefault(named.name, now)
+                if since == now:
+                    log.warning("%s reports unhealthy", named.name)
+                if now - since >= self._unhealthy_exit_after:
+                    log.error(
+                        "%s unhealthy for %.1fs: treating it as dead, draining and exiting non-zero",
+                        named.name,
+                        now - since,
+                    )
+                    self.request_stop(f"{named.name} unhealthy")
+                    return False
+        return True
+
+    async def _drain(self) -> bool:
+        """Stop services in reverse start order within the grace period; False if any overran or failed."""
+        deadline = time.monotonic() + self._settings.shutdown_grace_seconds * 0.9
+        clean = True
+        for named in reversed(self._services):
+            remaining = deadline - time.monotonic()
+            stopped_at = time.monotonic()
+            try:
+                async with asyncio.timeout(max(remaining, 0.1)):
+                    await named.service.stop()
+            except TimeoutError:
+                log.error("%s did not stop within the grace period", named.name)
+                clean = False
+            except Exception:
+                log.exception("%s failed while stopping", named.name)
+                clean = False
+            else:
+                log.info(
+                    "%s stopped", named.name, extra={"stop_seconds": round(time.monotonic() - stopped_at, 3)}
+                )
+        self._services.clear()
+        return clean
+
+
+async def run_role(
+    *,
+    role: Role,
+    settings: Settings,
+    registry: CollectorRegistry,
+    factory: ComponentFactory,
+    unhealthy_exit_after: float = 15.0,
+) -> int:
+    runner = RoleRunner(
+        role=role,
+        settings=settings,
+        registry=registry,
+        factory=factory,
+        unhealthy_exit_after=unhealthy_exit_after,
+    )
+    return int(await runner.run())
