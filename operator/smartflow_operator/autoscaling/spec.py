@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -77,7 +77,17 @@ class Fallback(_Model):
     replicas: int = Field(ge=0, description="Replica count to run while the lag cannot be measured.")
 
 
+MIN_LE_MAX_MESSAGE = "minReplicas must be less than or equal to maxReplicas"
+MIN_LE_MAX_RULE: dict[str, JsonValue] = {
+    "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+    "message": MIN_LE_MAX_MESSAGE,
+}
+
+
 class AutoscalingSpec(_Model):
+    # Checked at admission by the API server (CEL) and again here for the operator's own parsing.
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [MIN_LE_MAX_RULE]})
+
     enabled: bool = Field(default=False, description="Scale this role from outbox lag.")
     mode: ScalingMode = Field(
         default=ScalingMode.OPERATOR,
@@ -126,12 +136,21 @@ class AutoscalingSpec(_Model):
     )
     fallback: Fallback | None = Field(
         default=None,
-        description="Replica count to apply after repeated probe failures. Without it, failures hold the count.",
+        description=(
+            "Replica count to apply after repeated probe failures (kept within min/max). "
+            "Without it, failures hold the current count."
+        ),
     )
     exclude_persistent_lag: bool = Field(
         default=False,
         description=(
-            "Consumer only: a partition whose committed offset has not moved since the last poll while it has "
-            "lag (stuck or poison) counts as zero, so it cannot drive the role to its maximum."
+            "Consumer only: a partition whose committed offset has not moved since the last poll while it "
+            "has lag (stuck or poison) counts as zero, so it cannot drive the role to its maximum."
         ),
     )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(MIN_LE_MAX_MESSAGE)
+        return self

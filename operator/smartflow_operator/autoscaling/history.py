@@ -1,0 +1,74 @@
+"""The autoscaler's memory between polls: a small serialisable value kept in the CR status.
+
+The HPA keeps its recommendations and scale events in controller memory, so a controller
+restart forgets the scale-down window. Here the same data lives in the object (status), so an
+operator restart resumes exactly where it left off. ``decide`` takes one of these and returns
+the next; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class Recommendation(_Value):
+    """One poll's unstabilised recommendation (what the metric alone asked for)."""
+
+    at: datetime
+    replicas: int
+
+
+class ScaleEvent(_Value):
+    """One change the autoscaler made: positive for scale-up, negative for scale-down."""
+
+    at: datetime
+    change: int
+
+
+class ScalingHistory(_Value):
+    recommendations: tuple[Recommendation, ...] = ()
+    scale_events: tuple[ScaleEvent, ...] = ()
+    consecutive_failures: int = 0
+    # Consumer only, for persistent-lag exclusion: the group's committed offset per partition
+    # at the previous poll (JSON keys are strings; pydantic converts them back).
+    committed_offsets: dict[int, int] = Field(default_factory=dict)
+
+    def recommendations_since(self, cutoff: datetime) -> list[int]:
+        """Recommendations strictly after ``cutoff`` (the HPA's ``timestamp.After(cutoff)``)."""
+        return [r.replicas for r in self.recommendations if r.at > cutoff]
+
+    def change_since(self, cutoff: datetime) -> tuple[int, int]:
+        """Replicas (added, removed) by scale events strictly after ``cutoff``."""
+        recent = [e.change for e in self.scale_events if e.at > cutoff]
+        return sum(c for c in recent if c > 0), -sum(c for c in recent if c < 0)
+
+    def pruned(self, now: datetime, *, keep_recommendations: int, keep_events: int) -> ScalingHistory:
+        """Drop entries older than what any window or policy period can still look at."""
+        rec_cutoff = now - timedelta(seconds=keep_recommendations)
+        event_cutoff = now - timedelta(seconds=keep_events)
+        return self.model_copy(
+            update={
+                "recommendations": tuple(r for r in self.recommendations if r.at > rec_cutoff),
+                "scale_events": tuple(e for e in self.scale_events if e.at > event_cutoff),
+            }
+        )
+
+    def to_status(self) -> dict[str, object]:
+        return self.model_dump(mode="json", by_alias=True)
+
+    @classmethod
+    def from_status(cls, value: object) -> ScalingHistory:
+        """Read it back from the status; a missing or unreadable value starts afresh."""
+        if not isinstance(value, dict):
+            return cls()
+        try:
+            return cls.model_validate(value)
+        except ValueError:
+            return cls()
