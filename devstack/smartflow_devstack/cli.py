@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import stack
 from .errors import StackError
+from .runner import cli as runner_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build/fetch the servers into the cache (kube, etcd, helm, kafka, postgres)")
     status = sub.add_parser("status", help="print the running stack's connection settings")
     status.add_argument("--state", type=Path, default=stack.DEFAULT_STATE)
+    runner_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in running.env().items():
                 print(f"{key}={value}")
             print(f"logs: {Path(running.state) / 'logs'}\nsettings: {stack.ENV_FILE} (source it)")
+        elif args.command == "runner":
+            return runner_cli.run(args)
         elif args.command == "down":
             stack.down(args.state)
             print("stack stopped")
