@@ -1,0 +1,118 @@
+"""The runtime's error hierarchy: every failure the data layer raises, with its retry policy as data.
+
+Services (relay, consumer, memory worker) decide "retry later" versus "give up" from
+:attr:`SmartflowError.retriable` on the class, never from message text. Driver errors
+(asyncpg, aiokafka) are wrapped at the boundary with ``raise ... from error`` so the cause
+stays visible in tracebacks while callers only catch our types.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SmartflowError(Exception):
+    """Base of every error the runtime raises on purpose."""
+
+    retriable: ClassVar[bool] = False
+
+
+# --- infrastructure -------------------------------------------------------------------------
+
+
+class DatabaseError(SmartflowError):
+    """PostgreSQL could not be reached or a statement failed for a transient reason."""
+
+    retriable = True
+
+
+class MigrationError(SmartflowError):
+    """The schema cannot be created or upgraded as asked (e.g. a different outbox shard count)."""
+
+
+class KafkaUnavailableError(SmartflowError):
+    """The Kafka cluster could not be reached or refused a request for a transient reason."""
+
+    retriable = True
+
+
+class KafkaRejectedError(SmartflowError):
+    """Kafka refused a record for a reason a retry cannot fix (e.g. record too large)."""
+
+
+# --- outbox -----------------------------------------------------------------------------------
+
+
+class EnvelopeError(SmartflowError):
+    """A Kafka message is not a valid outbox envelope; the row (if known) goes dead."""
+
+
+class UnknownEventTypeError(SmartflowError):
+    """No handler is registered for an event type; the row goes dead with this reason."""
+
+
+# --- handlers ---------------------------------------------------------------------------------
+
+
+class HandlerError(SmartflowError):
+    """A handler failed in a way a later retry may fix; the row goes back to pending."""
+
+    retriable = True
+
+
+class PermanentHandlerError(HandlerError):
+    """A handler failed in a way no retry can fix (bad payload, conflicting data): the row goes dead."""
+
+    retriable = False
+
+
+class PayloadError(PermanentHandlerError):
+    """An event's payload does not match its type's schema."""
+
+
+class TimelineConflictError(PermanentHandlerError):
+    """A timeline entry with the same (conversation, seq) but different content already exists."""
+
+
+class RegistryError(SmartflowError):
+    """Handler wiring is wrong: a type registered twice or a dependency missing."""
+
+
+class DuplicateHandlerError(RegistryError):
+    """An event type was registered twice; a silent overwrite would hide a wiring bug."""
+
+
+class MissingDependencyError(RegistryError):
+    """The handler wiring was given an unusable dependency."""
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+class ExtractionError(SmartflowError):
+    """The fact extractor failed; the job is retried with backoff (or goes dead at max attempts)."""
+
+    retriable = True
+
+
+class PermanentExtractionError(ExtractionError):
+    """The job's input can never be extracted (e.g. malformed payload): the job goes dead at once."""
+
+    retriable = False
+
+
+class LeaseLostError(SmartflowError):
+    """A lease (shard or job) was taken over by another worker; our result must not be written."""
+
+    retriable = True
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Retry policy of any exception: ours say so on the class; unknown exceptions are retried.
+
+    Unknown errors are treated as transient because a bug fixed by a deploy should not leave
+    events dead; bounded ``max_attempts`` still stops a real poison message.
+    """
+    if isinstance(error, SmartflowError):
+        return error.retriable
+    return bool(getattr(error, "retriable", True))

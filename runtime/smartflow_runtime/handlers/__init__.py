@@ -1,0 +1,12 @@
+"""Event handlers: the registry and the one wiring function every consuming role shares."""
+
+from .core import HandlerDependencies, build_registry, register_core_handlers
+from .registry import EventHandler, HandlerRegistry
+
+__all__ = [
+    "EventHandler",
+    "HandlerDependencies",
+    "HandlerRegistry",
+    "build_registry",
+    "register_core_handlers",
+]

@@ -1,0 +1,1 @@
+"""Memory jobs: the queue the ``memory.extract.requested`` handler fills and the memory worker drains."""

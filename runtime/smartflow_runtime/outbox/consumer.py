@@ -1,0 +1,294 @@
+"""The consumer service: runs registered handlers for outbox events arriving from Kafka.
+
+Built by the process layer for the ``consumer``, ``worker`` and ``all`` roles (never ``api``).
+Per message: parse the envelope, then :func:`~.store.consume_and_mark` locks the outbox row,
+skips it if already ``consumed``/``dead`` (a redelivery has no second effect), runs the handler
+and marks it consumed, all in one transaction. A failing handler sends the row back to
+``pending`` with backoff (the relay re-publishes it) or to ``dead``; either way the offset moves
+on, so a poison message never blocks its partition. Offsets are committed only after the
+effects of every message before them are durable.
+
+Partitions of one poll are processed concurrently, each in offset order.
+
+Rebalancing: aiokafka 0.14 implements only the eager JoinGroup protocol; it has no cooperative
+incremental rebalancing (KIP-429) and no KIP-848 consumer protocol. What we do with what it has:
+
+- ``StickyPartitionAssignor`` first (``RoundRobinPartitionAssignor`` as a fallback that every
+  member supports): after a rebalance, members keep the partitions they had, so scale-up/down
+  moves only the partitions that must move and warm members keep working on theirs.
+- a rebalance listener whose ``on_partitions_revoked`` waits for the in-flight batch to finish
+  and commit, so the pause is bounded by one batch and nothing is handled twice needlessly;
+- ``stop()`` finishes the current message per partition, commits, and leaves the group
+  explicitly (LeaveGroup), so the rebalance starts at once instead of after the session timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+
+from ..errors import EnvelopeError, SmartflowError, UnknownEventTypeError
+from ..handlers.registry import EventHandler, HandlerRegistry
+from ..metrics import RuntimeMetrics
+from . import store
+from .kafka import default_client_id, wrap_kafka_error
+from .model import BackoffPolicy, OutboxRow, outbox_id_of, parse_envelope
+
+log = logging.getLogger(__name__)
+
+ASSIGNORS = (StickyPartitionAssignor, RoundRobinPartitionAssignor)
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        # The batch in flight commits its own offsets before releasing the lock.
+        async with self._consumer._batch_lock:
+            log.info("partitions revoked", extra={"partitions": sorted(str(tp) for tp in revoked)})
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
+
+
+class Consumer:
+    """Outbox consumer; ``await start()``, ``await stop()`` (drains, idempotent), ``is_healthy()``.
+
+    Keyword arguments:
+        pool: asyncpg pool; one connection per message in flight (at most one per partition).
+        bootstrap_servers: Kafka ``host:port[,host:port]``.
+        topic: the outbox topic to subscribe to.
+        group_id: the consumer group.
+        registry: :class:`HandlerRegistry` (build it with ``handlers.build_registry``).
+        metrics: :class:`RuntimeMetrics` to report into.
+        client_id: Kafka client id (default: host, pid and a random suffix).
+        backoff: :class:`BackoffPolicy` applied when a handler fails (default 1 s doubling, cap 32 s).
+        clock: ``() -> aware datetime`` for ``consumed_at`` and backoff due times.
+        max_poll_records: records fetched per poll (default 500).
+        poll_timeout_ms: how long one poll waits for records (default 500); bounds stop latency.
+        db_retry_seconds: pause before retrying a message when the database is unavailable.
+        consumer_options: extra aiokafka consumer options (``session_timeout_ms``...); auto commit is
+            always off.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: Any,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str,
+        registry: HandlerRegistry,
+        metrics: RuntimeMetrics,
+        client_id: str | None = None,
+        backoff: BackoffPolicy | None = None,
+        clock: Callable[[], datetime] = store.utcnow,
+        max_poll_records: int = 500,
+        poll_timeout_ms: int = 500,
+        db_retry_seconds: float = 1.0,
+        consumer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.client_id = client_id or default_client_id("consumer")
+        self._pool = pool
+        self._bootstrap_servers = bootstrap_servers
+        self._topic = topic
+        self._group_id = group_id
+        self._registry = registry
+        self._metrics = metrics
+        self._backoff = backoff or BackoffPolicy()
+        self._clock = clock
+        self._max_poll_records = max_poll_records
+        self._poll_timeout_ms = poll_timeout_ms
+        self._db_retry_seconds = db_retry_seconds
+        self._options = dict(consumer_options or {})
+        self._kafka: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._batch_lock = asyncio.Lock()
+        self._last_progress = 0.0
+        self._stopped = False
+
+    async def start(self) -> None:
+        """Join the group and start consuming. Idempotent; raises if Kafka is unreachable."""
+        if self._task is not None:
+            return
+        options: dict[str, Any] = {"auto_offset_reset": "earliest", "session_timeout_ms": 10000}
+        options.update(self._options)
+        options.update({"enable_auto_commit": False, "partition_assignment_strategy": ASSIGNORS})
+        kafka = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap_servers,
+            group_id=self._group_id,
+            client_id=self.client_id,
+            **options,
+        )
+        kafka.subscribe([self._topic], listener=_DrainOnRevoke(self))
+        try:
+            await kafka.start()
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                await kafka.stop()
+            raise wrap_kafka_error(error) from error
+        self._kafka = kafka
+        self._last_progress = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.client_id}")
+        log.info("consumer started", extra={"group": self._group_id, "topic": self._topic})
+
+    async def stop(self) -> None:
+        """Finish the message in flight per partition, commit, leave the group. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        if self._kafka is not None:
+            with contextlib.suppress(Exception):
+                await self._kafka.stop()  # sends LeaveGroup
+            self._kafka = None
+
+    def is_healthy(self) -> bool:
+        """True while the loop runs and it made progress (a poll or a message) recently."""
+        if self._task is None or self._task.done():
+            return False
+        limit = max(30.0, 3 * self._options.get("session_timeout_ms", 10000) / 1000)
+        return bool(time.monotonic() - self._last_progress < limit)
+
+    async def __aenter__(self) -> Consumer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                batch = await self._kafka.getmany(
+                    timeout_ms=self._poll_timeout_ms, max_records=self._max_poll_records
+                )
+                self._last_progress = time.monotonic()
+                if batch:
+                    await self._process(batch)
+            except Exception as error:  # keep consuming; health reports a loop that stopped progressing
+                log.exception("consumer cycle failed: %s", error)
+                await asyncio.sleep(self._db_retry_seconds)
+
+    async def _process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        async with self._batch_lock:
+            assigned = self._kafka.assignment()
+            work = {tp: records for tp, records in batch.items() if tp in assigned}
+            self._metrics.consumer_batch_size.observe(sum(len(r) for r in work.values()))
+            done = await asyncio.gather(*(self._process_partition(records) for records in work.values()))
+            offsets = {tp: offset for tp, offset in zip(work, done, strict=True) if offset is not None}
+            if offsets:
+                await self._commit(offsets)
+
+    async def _process_partition(self, records: Sequence[Any]) -> int | None:
+        """Handle records in offset order; returns the offset to commit (next to read), if any."""
+        next_offset: int | None = None
+        for record in records:
+            if self._stopping.is_set() or not await self._handle_durably(record):
+                break
+            next_offset = record.offset + 1
+            self._last_progress = time.monotonic()
+        return next_offset
+
+    async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        try:
+            await self._kafka.commit(dict(offsets))
+        except Exception as error:
+            # Effects are durable and idempotent: a lost commit only means a harmless redelivery.
+            log.warning("offset commit failed (messages will be redelivered): %s", wrap_kafka_error(error))
+
+    async def _handle_durably(self, record: Any) -> bool:
+        """Handle one record until its outcome is durable; False when stopping before that."""
+        while True:
+            try:
+                await self.handle_message(record.value)
+                return True
+            except SmartflowError as error:
+                if not error.retriable:
+                    raise
+                log.warning("database unavailable while handling a message; retrying: %s", error)
+                if self._stopping.is_set():
+                    return False
+                await asyncio.sleep(self._db_retry_seconds)
+
+    async def handle_message(self, value: bytes | None) -> store.ConsumeResult | None:
+        """Handle one Kafka message value; returns what happened to its outbox row.
+
+        Raises :class:`~smartflow_runtime.errors.DatabaseError` when nothing could be recorded.
+        """
+        try:
+            envelope = parse_envelope(value)
+        except EnvelopeError as error:
+            outbox_id = outbox_id_of(value)
+            async with self._pool.acquire() as conn:
+                killed = outbox_id is not None and await store.mark_dead(
+                    conn, outbox_id, str(error), now=self._clock()
+                )
+            if killed:
+                self._metrics.events_dead.labels("consumer", "unknown").inc()
+                return store.ConsumeResult.DEAD
+            self._metrics.events_skipped.labels("bad_envelope").inc()
+            log.warning("skipped a message that is not an outbox envelope: %s", error)
+            return None
+        handler = self._handler_for(envelope.event_type)
+        started = time.perf_counter()
+        async with self._pool.acquire() as conn:
+            outcome = await store.consume_and_mark(
+                conn,
+                envelope.outbox_id,
+                handler,
+                now=self._clock(),
+                backoff=self._backoff,
+                event_id=envelope.event_id,
+            )
+        self._metrics.handler_latency.labels(envelope.event_type).observe(time.perf_counter() - started)
+        self._record(outcome, envelope.event_type, envelope.event_id)
+        return outcome.result
+
+    def _handler_for(self, event_type: str) -> EventHandler:
+        """The registered handler, or one that fails permanently so the row goes dead with the reason."""
+        try:
+            return self._registry.handler_for(event_type)
+        except UnknownEventTypeError as unknown:
+            reason = unknown
+
+        async def unknown_type(conn: Any, row: OutboxRow) -> None:
+            raise reason
+
+        return unknown_type
+
+    def _record(self, outcome: store.ConsumeOutcome, event_type: str, event_id: uuid.UUID) -> None:
+        result = outcome.result
+        if result is store.ConsumeResult.CONSUMED:
+            self._metrics.events_consumed.labels(event_type).inc()
+        elif result is store.ConsumeResult.SKIPPED:
+            self._metrics.events_skipped.labels("already_done").inc()
+        elif result is store.ConsumeResult.MISSING:
+            self._metrics.events_skipped.labels("no_such_row").inc()
+            log.warning("no outbox row for event %s; skipped", event_id)
+        elif result is store.ConsumeResult.RETRY:
+            self._metrics.events_failed.labels("consumer", event_type).inc()
+            log.warning("handler failed, will retry: %s: %s", event_type, outcome.error)
+        else:
+            self._metrics.events_dead.labels("consumer", event_type).inc()
+            log.error("event went dead: %s: %s", event_type, outcome.error)

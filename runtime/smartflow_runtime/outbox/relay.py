@@ -1,0 +1,296 @@
+"""The relay service: moves due outbox rows from PostgreSQL to Kafka, safely with many replicas.
+
+Built by the process layer for the ``relay``, ``worker`` and ``all`` roles. How it stays correct
+when replicas come and go:
+
+- **Shards.** Rows carry ``shard = crc32(message_key) mod N`` (N fixed at migrate time). Each relay
+  leases whole shards in ``outbox_shards`` (owner + ``lease_until``) and renews them every third
+  of a lease. A relay that dies stops renewing; after the lease its shards are taken over.
+- **Fair share.** Relays heartbeat into ``outbox_relays``; each targets ``ceil(N / live relays)``
+  shards, releases the surplus (between batches, never mid-batch) and acquires free or expired
+  shards up to its target. A release is NOTIFYed so the taker does not wait for its next tick.
+- **Order.** One relay publishes a shard's rows in id order, one batch at a time, holding row
+  locks until Kafka acked and the rows are marked published. A new owner's claim waits on those
+  locks (plain ``FOR UPDATE``), so it cannot overtake a stale owner's in-flight batch.
+- **Wake-ups.** ``LISTEN`` on the outbox channel (writers NOTIFY on commit) plus a fallback poll
+  for rows whose backoff expires.
+- **Failures.** Kafka errors send rows back to ``pending`` with backoff (or ``dead`` at
+  ``max_attempts`` or for a permanent rejection); rows are marked published only after the ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from ..errors import SmartflowError
+from ..metrics import RuntimeMetrics
+from . import store
+from .kafka import build_producer, default_client_id, wrap_kafka_error
+from .model import NOTIFY_CHANNEL, SHARDS_CHANNEL, BackoffPolicy, Envelope, OutboxRow, shard_target
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    """Outbox relay; ``await start()``, ``await stop()`` (drains, idempotent), ``is_healthy()``.
+
+    Keyword arguments:
+        pool: asyncpg pool. The relay holds one connection for LISTEN and borrows one per batch.
+        bootstrap_servers: Kafka ``host:port[,host:port]``. Rows go to the topic stored on each row.
+        metrics: :class:`RuntimeMetrics` to report into.
+        relay_id: unique per replica (default: host, pid and a random suffix); the shard lease owner.
+        batch_size: rows claimed and sent per batch (default 500).
+        lease_seconds: shard lease and heartbeat lifetime; renewed every third of it (default 15).
+        poll_interval_seconds: fallback poll when no NOTIFY arrives (default 2).
+        backoff: :class:`BackoffPolicy` for Kafka failures (default 1 s doubling, cap 32 s).
+        clock: ``() -> aware datetime``; every lease and due-time decision uses it.
+        producer_options: extra aiokafka producer options (``linger_ms``, ``max_request_size``...);
+            ``acks=all`` and ``enable_idempotence`` are always forced.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: Any,
+        bootstrap_servers: str,
+        metrics: RuntimeMetrics,
+        relay_id: str | None = None,
+        batch_size: int = 500,
+        lease_seconds: float = 15.0,
+        poll_interval_seconds: float = 2.0,
+        backoff: BackoffPolicy | None = None,
+        clock: Callable[[], datetime] = store.utcnow,
+        producer_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if lease_seconds <= 0 or poll_interval_seconds <= 0:
+            raise ValueError("lease_seconds and poll_interval_seconds must be > 0")
+        self.relay_id = relay_id or default_client_id("relay")
+        self._pool = pool
+        self._bootstrap_servers = bootstrap_servers
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._lease = timedelta(seconds=lease_seconds)
+        self._tick_seconds = lease_seconds / 3
+        self._poll_seconds = poll_interval_seconds
+        self._backoff = backoff or BackoffPolicy()
+        self._clock = clock
+        self._producer_options = dict(producer_options or {})
+        self._producer: Any = None
+        self._listen_conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._rebalance_now = False
+        self._owned: set[int] = set()
+        self._shard_count: int | None = None
+        self._last_cycle_ok = 0.0
+        self._stopped = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def owned_shards(self) -> frozenset[int]:
+        """Shards this relay believed it leased after its last rebalance."""
+        return frozenset(self._owned)
+
+    async def start(self) -> None:
+        """Connect to Kafka, LISTEN, and start the loop. Idempotent; raises if Kafka is unreachable."""
+        if self._task is not None:
+            return
+        producer = build_producer(self._bootstrap_servers, self.relay_id, self._producer_options)
+        try:
+            await producer.start()
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise wrap_kafka_error(error) from error
+        self._producer = producer
+        try:
+            await self._listen()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._last_cycle_ok = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name=f"relay:{self.relay_id}")
+        log.info("relay started", extra={"relay_id": self.relay_id})
+
+    async def stop(self) -> None:
+        """Stop claiming, finish the in-flight batch, release leases, leave. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        try:
+            async with self._pool.acquire() as conn:
+                released = await store.release_shards(conn, self.relay_id)
+                await store.leave(conn, self.relay_id)
+            log.info("relay released shards", extra={"relay_id": self.relay_id, "shards": sorted(released)})
+        except SmartflowError as error:  # leases expire on their own; others take over later
+            log.warning("relay could not release its shards: %s", error)
+        self._owned = set()
+        self._metrics.relay_shards_owned.set(0)
+        await self._unlisten()
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
+
+    def is_healthy(self) -> bool:
+        """True while the loop runs and completed a cycle within three lease renewals."""
+        if self._task is None or self._task.done():
+            return False
+        return time.monotonic() - self._last_cycle_ok < max(3 * self._lease.total_seconds(), 10.0)
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- LISTEN/NOTIFY --------------------------------------------------------------------------
+
+    def _on_rows(self, *_: object) -> None:
+        self._wake.set()
+
+    def _on_shards(self, *_: object) -> None:
+        self._rebalance_now = True
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        conn = await self._pool.acquire()
+        try:
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_rows)
+            await conn.add_listener(SHARDS_CHANNEL, self._on_shards)
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        self._listen_conn = conn
+
+    async def _unlisten(self) -> None:
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(NOTIFY_CHANNEL, self._on_rows)
+            await conn.remove_listener(SHARDS_CHANNEL, self._on_shards)
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn)
+
+    async def _ensure_listening(self) -> None:
+        if self._listen_conn is not None and not self._listen_conn.is_closed():
+            return
+        await self._unlisten()
+        await self._listen()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        next_rebalance = 0.0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            more = False
+            try:
+                await self._ensure_listening()
+                if self._rebalance_now or time.monotonic() >= next_rebalance:
+                    self._rebalance_now = False
+                    await self._rebalance()
+                    next_rebalance = time.monotonic() + self._tick_seconds
+                if self._owned:
+                    more = await self._publish_batch() >= self._batch_size
+                self._last_cycle_ok = time.monotonic()
+            except Exception as error:  # keep the loop alive; health turns false if this persists
+                log.exception("relay cycle failed: %s", error)
+                await self._sleep(min(self._poll_seconds, 1.0))
+                continue
+            if more:
+                continue
+            await self._sleep(max(0.0, min(self._poll_seconds, next_rebalance - time.monotonic())))
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _rebalance(self) -> None:
+        async with self._pool.acquire() as conn:
+            now = self._clock()
+            if self._shard_count is None:
+                self._shard_count = await store.shard_count(conn)
+            live = await store.heartbeat(conn, self.relay_id, now=now, lease=self._lease)
+            owned = await store.renew_leases(conn, self.relay_id, now=now, lease=self._lease)
+            target = shard_target(self._shard_count, live)
+            if len(owned) > target:
+                surplus = sorted(owned)[target:]
+                owned -= await store.release_shards(conn, self.relay_id, surplus)
+            elif len(owned) < target:
+                owned |= await store.acquire_shards(
+                    conn, self.relay_id, now=now, lease=self._lease, limit=target - len(owned)
+                )
+        if owned != self._owned:
+            log.info(
+                "relay shards changed",
+                extra={"relay_id": self.relay_id, "shards": sorted(owned), "live_relays": live},
+            )
+        self._owned = owned
+        self._metrics.relay_shards_owned.set(len(owned))
+
+    async def _publish_batch(self) -> int:
+        """Claim, send and mark one batch in one transaction; returns the number of rows claimed."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await store.claim_batch(
+                conn, self.relay_id, self._owned, now=self._clock(), limit=self._batch_size
+            )
+            if not rows:
+                return 0
+            self._metrics.relay_batch_size.observe(len(rows))
+            errors = await self._send(rows)
+            now = self._clock()
+            sent = [row for row, error in zip(rows, errors, strict=True) if error is None]
+            failed = [(row, error) for row, error in zip(rows, errors, strict=True) if error is not None]
+            await store.mark_published(conn, sent, now=now)
+            outcome = await store.mark_failed(conn, failed, now=now, backoff=self._backoff)
+        for row in sent:
+            self._metrics.events_published.labels(row.event_type).inc()
+        for row, error in failed:
+            counter = self._metrics.events_dead if row.id in outcome.dead else self._metrics.events_failed
+            counter.labels("relay", row.event_type).inc()
+            log.warning("relay send failed for outbox row %s: %s", row.id, error)
+        return len(rows)
+
+    async def _send(self, rows: Sequence[OutboxRow]) -> list[SmartflowError | None]:
+        """Send every row (enqueued in id order, so per-partition order holds); one result per row."""
+        pending: list[asyncio.Future[Any] | SmartflowError] = []
+        for row in rows:
+            try:
+                future = await self._producer.send(
+                    row.topic, value=Envelope.of_row(row).encode(), key=row.message_key.encode("utf-8")
+                )
+            except Exception as error:  # rejected before it was queued (too large, bad topic...)
+                pending.append(wrap_kafka_error(error))
+                continue
+            pending.append(future)
+        futures = [p for p in pending if isinstance(p, asyncio.Future)]
+        results = iter(await asyncio.gather(*futures, return_exceptions=True))
+        errors: list[SmartflowError | None] = []
+        for item in pending:
+            if isinstance(item, SmartflowError):
+                errors.append(item)
+                continue
+            result = next(results)
+            errors.append(wrap_kafka_error(result) if isinstance(result, BaseException) else None)
+        return errors

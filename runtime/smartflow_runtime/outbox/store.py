@@ -1,0 +1,372 @@
+"""The outbox store: the narrow API over ``outbox_events`` / ``outbox_shards`` / ``outbox_relays``.
+
+Every function takes the caller's asyncpg connection (and its transaction, if one is open) and,
+where a decision depends on time, ``now``. Callers:
+
+- domain commands (api role) call :func:`publish` inside their business transaction;
+- the relay calls the lease and claim functions; the consumer calls :func:`consume_and_mark`;
+- the CLI calls :func:`stats` and :func:`replay_dead`.
+
+asyncpg errors are wrapped into :class:`~smartflow_runtime.errors.DatabaseError` here, so services
+never see driver exceptions. Handler exceptions inside :func:`consume_and_mark` are *data*: they
+decide pending-with-backoff versus dead and are recorded in ``last_error``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from ..errors import DatabaseError, SmartflowError, is_retriable
+from . import sql
+from .model import NOTIFY_CHANNEL, SHARDS_CHANNEL, BackoffPolicy, NewEvent, OutboxRow, Status, key_hash
+
+Handler = Callable[[Any, OutboxRow], Awaitable[None]]
+"""What :func:`consume_and_mark` runs: ``await handler(conn, row)`` inside the row's transaction."""
+
+_MAX_ERROR_CHARS = 2000
+
+
+@asynccontextmanager
+async def driver_errors(what: str) -> AsyncIterator[None]:
+    """Wrap asyncpg/socket errors raised inside the block into :class:`DatabaseError`."""
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        raise DatabaseError(f"{what}: {error}") from error
+
+
+def utcnow() -> datetime:
+    """The default clock of services: timezone-aware UTC wall time."""
+    return datetime.now(UTC)
+
+
+def describe_error(error: BaseException) -> str:
+    """``last_error`` text: the type and message, trimmed so one huge error cannot bloat a row."""
+    text = f"{type(error).__name__}: {error}"
+    return text[:_MAX_ERROR_CHARS]
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+async def publish(conn: Any, event: NewEvent, *, now: datetime | None = None) -> int:
+    """Write ``event`` into the outbox as ``pending`` on ``conn``; returns its outbox id.
+
+    Call it inside the transaction of the business write it belongs to: both commit or neither
+    does. The relay is woken by a NOTIFY that Postgres delivers at commit.
+    """
+    at = now or utcnow()
+    async with driver_errors("outbox publish"):
+        record = await conn.fetchrow(
+            sql.INSERT_EVENT,
+            event.event_id,
+            event.event_type,
+            event.event_version,
+            event.aggregate_id,
+            event.message_key,
+            event.topic,
+            json.dumps(dict(event.payload)),
+            key_hash(event.message_key),
+            event.max_attempts,
+            at,
+            NOTIFY_CHANNEL,
+        )
+    return int(record["id"])
+
+
+async def publish_many(conn: Any, events: Sequence[NewEvent], *, now: datetime | None = None) -> list[int]:
+    """Write many events in one statement (ids follow the input order); same contract as :func:`publish`."""
+    if not events:
+        return []
+    at = now or utcnow()
+    async with driver_errors("outbox publish"):
+        records = await conn.fetch(
+            sql.INSERT_EVENTS,
+            [e.event_id for e in events],
+            [e.event_type for e in events],
+            [e.event_version for e in events],
+            [e.aggregate_id for e in events],
+            [e.message_key for e in events],
+            [e.topic for e in events],
+            [json.dumps(dict(e.payload)) for e in events],
+            [key_hash(e.message_key) for e in events],
+            [e.max_attempts for e in events],
+            at,
+        )
+        await conn.execute(sql.NOTIFY_SHARDS, NOTIFY_CHANNEL, sorted({r["shard"] for r in records}))
+    return sorted(int(r["id"]) for r in records)
+
+
+# --- relay membership and shard leases --------------------------------------------------------
+
+
+async def shard_count(conn: Any) -> int:
+    async with driver_errors("outbox shard count"):
+        return int(await conn.fetchval(sql.SHARD_COUNT))
+
+
+async def heartbeat(conn: Any, relay_id: str, *, now: datetime, lease: timedelta) -> int:
+    """Record that ``relay_id`` is alive; returns how many relays are alive (heartbeat within ``lease``)."""
+    async with driver_errors("relay heartbeat"):
+        await conn.execute(sql.HEARTBEAT, relay_id, now)
+        # Forget relays silent for many leases so the table does not grow with pod names.
+        await conn.execute(sql.FORGET_RELAYS, now - 10 * lease)
+        return int(await conn.fetchval(sql.LIVE_RELAYS, now - lease))
+
+
+async def leave(conn: Any, relay_id: str) -> None:
+    async with driver_errors("relay leave"):
+        await conn.execute(sql.LEAVE, relay_id)
+
+
+async def renew_leases(conn: Any, relay_id: str, *, now: datetime, lease: timedelta) -> set[int]:
+    """Extend the lease of every shard still recorded as ours; returns those shards."""
+    async with driver_errors("renew shard leases"):
+        return {r["shard"] for r in await conn.fetch(sql.RENEW_LEASES, relay_id, now + lease)}
+
+
+async def acquire_shards(
+    conn: Any, relay_id: str, *, now: datetime, lease: timedelta, limit: int
+) -> set[int]:
+    """Lease up to ``limit`` shards that are free or whose lease expired (a dead relay's)."""
+    if limit <= 0:
+        return set()
+    async with driver_errors("acquire shards"):
+        rows = await conn.fetch(sql.ACQUIRE_SHARDS, relay_id, now, now + lease, limit)
+    return {r["shard"] for r in rows}
+
+
+async def release_shards(conn: Any, relay_id: str, shards: Iterable[int] | None = None) -> set[int]:
+    """Give up ``shards`` (all of ours when None) and tell other relays so they rebalance at once."""
+    wanted = None if shards is None else sorted(shards)
+    async with driver_errors("release shards"), conn.transaction():
+        released = {r["shard"] for r in await conn.fetch(sql.RELEASE_SHARDS, relay_id, wanted)}
+        if released:
+            await conn.execute(sql.NOTIFY_SHARDS, SHARDS_CHANNEL, sorted(released))
+    return released
+
+
+# --- relay claims -----------------------------------------------------------------------------
+
+
+async def claim_batch(
+    conn: Any, relay_id: str, shards: Iterable[int], *, now: datetime, limit: int
+) -> list[OutboxRow]:
+    """Lock up to ``limit`` due rows of ``shards`` (leased by ``relay_id``) in id order.
+
+    Must run inside a transaction that stays open until :func:`mark_published` /
+    :func:`mark_failed`: the row locks are what stop a second relay publishing the same rows.
+    """
+    async with driver_errors("claim outbox batch"):
+        records = await conn.fetch(sql.CLAIM_BATCH, sorted(shards), now, limit, relay_id)
+    return [OutboxRow.from_record(r) for r in records]
+
+
+async def mark_published(conn: Any, rows: Sequence[OutboxRow], *, now: datetime) -> set[int]:
+    """``pending -> published`` for rows still at the attempts we claimed (compare-and-swap)."""
+    if not rows:
+        return set()
+    async with driver_errors("mark published"):
+        records = await conn.fetch(sql.MARK_PUBLISHED, [r.id for r in rows], [r.attempts for r in rows], now)
+    return {int(r["id"]) for r in records}
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    """Where failed rows went: back to ``pending`` (with backoff) or ``dead``."""
+
+    pending: frozenset[int]
+    dead: frozenset[int]
+
+
+async def mark_failed(
+    conn: Any,
+    failures: Sequence[tuple[OutboxRow, BaseException]],
+    *,
+    now: datetime,
+    backoff: BackoffPolicy,
+    from_statuses: Sequence[Status] = (Status.PENDING,),
+) -> FailureOutcome:
+    """Count a failed attempt per row: ``pending`` after ``backoff``, or ``dead`` once attempts reach
+    ``max_attempts`` or the error is permanent (``retriable`` false). ``last_error`` keeps the reason.
+    """
+    if not failures:
+        return FailureOutcome(frozenset(), frozenset())
+    ids, attempts, available, dead, errors = [], [], [], [], []
+    for row, error in failures:
+        next_attempt = row.attempts + 1
+        ids.append(row.id)
+        attempts.append(row.attempts)
+        available.append(now + backoff.delay(next_attempt))
+        dead.append(next_attempt >= row.max_attempts or not is_retriable(error))
+        errors.append(describe_error(error))
+    async with driver_errors("mark failed"):
+        records = await conn.fetch(
+            sql.MARK_FAILED, ids, attempts, available, dead, errors, now, [str(s) for s in from_statuses]
+        )
+    return FailureOutcome(
+        pending=frozenset(int(r["id"]) for r in records if r["status"] == Status.PENDING),
+        dead=frozenset(int(r["id"]) for r in records if r["status"] == Status.DEAD),
+    )
+
+
+# --- consumer ---------------------------------------------------------------------------------
+
+
+class ConsumeResult(enum.StrEnum):
+    CONSUMED = "consumed"
+    SKIPPED = "skipped"  # already consumed or dead: a redelivery, no second effect
+    RETRY = "retry"  # handler failed; row back to pending with backoff
+    DEAD = "dead"  # handler failed permanently or for the last allowed time
+    MISSING = "missing"  # no such outbox row
+
+
+@dataclass(frozen=True)
+class ConsumeOutcome:
+    result: ConsumeResult
+    row: OutboxRow | None = None
+    error: BaseException | None = None
+
+
+async def consume_and_mark(
+    conn: Any,
+    outbox_id: int,
+    handler: Handler,
+    *,
+    now: datetime,
+    backoff: BackoffPolicy,
+    event_id: uuid.UUID | None = None,
+) -> ConsumeOutcome:
+    """Run ``handler`` for one outbox row exactly once, in one transaction on ``conn``.
+
+    Locks the row (``FOR UPDATE``), skips it when already ``consumed``/``dead``, runs the handler
+    in a savepoint and marks the row ``consumed``. When the handler raises, its writes are rolled
+    back and the row goes to ``pending`` with backoff (the relay re-publishes it) or ``dead``;
+    either way the transaction commits, so the caller may move its Kafka offset on.
+
+    ``event_id``, when given, must match the row: a message whose outbox id points at a different
+    event (another database, a recreated one) is reported ``MISSING`` and leaves the row alone.
+
+    Raises :class:`DatabaseError` when the database itself fails: then nothing is durable and the
+    caller must not commit the offset.
+    """
+    async with driver_errors("consume outbox row"), conn.transaction():
+        record = await conn.fetchrow(sql.LOCK_ROW, outbox_id)
+        if record is None or (event_id is not None and record["event_id"] != event_id):
+            return ConsumeOutcome(ConsumeResult.MISSING)
+        row = OutboxRow.from_record(record)
+        if row.status in (Status.CONSUMED, Status.DEAD):
+            return ConsumeOutcome(ConsumeResult.SKIPPED, row)
+        try:
+            async with conn.transaction():
+                await handler(conn, row)
+        except (asyncpg.InterfaceError, OSError):
+            raise  # the connection is gone: nothing can be recorded, let the caller retry
+        except Exception as error:  # a handler failure is data: it decides the row's next state
+            outcome = await mark_failed(
+                conn,
+                [(row, error)],
+                now=now,
+                backoff=backoff,
+                from_statuses=(Status.PENDING, Status.PUBLISHED),
+            )
+            result = ConsumeResult.DEAD if row.id in outcome.dead else ConsumeResult.RETRY
+            if result is ConsumeResult.RETRY:
+                await conn.execute(sql.NOTIFY_SHARDS, NOTIFY_CHANNEL, [row.shard])
+            return ConsumeOutcome(result, row, error)
+        await conn.execute(sql.MARK_CONSUMED, row.id, now)
+        return ConsumeOutcome(ConsumeResult.CONSUMED, row)
+
+
+async def mark_dead(conn: Any, outbox_id: int, reason: str, *, now: datetime) -> bool:
+    """Send a row straight to ``dead`` (an envelope too broken to handle); False if already terminal."""
+    async with driver_errors("mark dead"):
+        return await conn.fetchval(sql.MARK_DEAD, outbox_id, reason[:_MAX_ERROR_CHARS], now) is not None
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BacklogEntry:
+    status: str
+    event_type: str
+    count: int
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """Backlog by status and event type, plus the relay lag: due pending rows and the oldest's age."""
+
+    backlog: tuple[BacklogEntry, ...]
+    due_pending: int
+    oldest_due_age_seconds: float | None
+
+    def count(self, status: str, event_type: str | None = None) -> int:
+        return sum(
+            e.count
+            for e in self.backlog
+            if e.status == status and (event_type is None or e.event_type == event_type)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backlog": [
+                {"status": e.status, "event_type": e.event_type, "count": e.count} for e in self.backlog
+            ],
+            "due_pending": self.due_pending,
+            "oldest_due_age_seconds": self.oldest_due_age_seconds,
+        }
+
+
+async def stats(conn: Any, now: datetime) -> OutboxStats:
+    """Backlog by status and type and the relay lag at ``now`` (what ``outbox stats`` prints)."""
+    async with driver_errors("outbox stats"):
+        backlog = await conn.fetch(sql.BACKLOG_BY_STATUS_AND_TYPE)
+        due = await conn.fetchrow(sql.DUE_PENDING, now)
+    oldest = due["oldest"]
+    return OutboxStats(
+        backlog=tuple(BacklogEntry(r["status"], r["event_type"], int(r["n"])) for r in backlog),
+        due_pending=int(due["due"]),
+        oldest_due_age_seconds=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+    )
+
+
+class ReplaySelectorError(SmartflowError):
+    """``replay_dead`` needs ids, an event type or ``all=True``: replaying everything by accident is wrong."""
+
+
+async def replay_dead(
+    conn: Any,
+    *,
+    ids: Sequence[int] | None = None,
+    event_type: str | None = None,
+    all: bool = False,  # the CLI flag's name, kept for the operational contract
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[int]:
+    """Send ``dead`` rows back to ``pending`` (attempts reset, due now); returns the ids (would be) replayed.
+
+    Select by ``ids``, by ``event_type`` (both narrow), or every dead row with ``all=True``.
+    ``dry_run`` only lists. Replayed rows keep their id, so per-key order among them is kept.
+    """
+    if not ids and event_type is None and not all:
+        raise ReplaySelectorError("choose ids, an event type, or all=True")
+    id_list = list(ids) if ids else None
+    async with driver_errors("replay dead events"):
+        if dry_run:
+            return [int(r["id"]) for r in await conn.fetch(sql.SELECT_DEAD, id_list, event_type)]
+        async with conn.transaction():
+            records = await conn.fetch(sql.REPLAY_DEAD, id_list, event_type, now or utcnow())
+            if records:
+                await conn.execute(sql.NOTIFY_SHARDS, NOTIFY_CHANNEL, sorted({r["shard"] for r in records}))
+    return sorted(int(r["id"]) for r in records)
