@@ -1,0 +1,273 @@
+"""Lag probes: measure the outbox backlog and the consumer-group lag directly at the source.
+
+Called by the autoscaling loop (:mod:`.loop`) once per poll and role. Measuring at the source
+(an asyncpg query, Kafka admin offsets) rather than asking the pods means scaling works from
+zero replicas. Connections are reused across polls: :class:`Probes` keeps one small asyncpg pool
+per distinct DSN and one Kafka client pair per bootstrap list, whatever the number of runtimes,
+and closes them on shutdown. Every failure is raised as a :class:`.errors.ProbeError` subclass
+with the driver's exception chained; a failure is never reported as zero lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from .errors import (
+    DatabaseUnavailable,
+    KafkaUnavailable,
+    OutboxNotMigrated,
+    ProbeConfigurationError,
+    TopicNotFound,
+)
+from .lag import PartitionLag, Reading
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "smartflow-operator-lag-probe"
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+# Relay lag as docs/contracts.md defines it. The COUNT stops at $1 (the caller passes the count
+# past which the decision cannot change), so a huge backlog costs no more than a small one; the
+# partial index on (available_at) WHERE status = 'pending' serves both the count and the min.
+RELAY_LAG_SQL = """
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM outbox_events
+        WHERE status = 'pending' AND available_at <= now()
+        LIMIT $1
+    ) AS due) AS due,
+    (SELECT EXTRACT(EPOCH FROM now() - min(available_at))::float8
+       FROM outbox_events
+      WHERE status = 'pending' AND available_at <= now()) AS oldest_due_age,
+    (SELECT count(*) FROM outbox_shards) AS shards
+"""
+
+
+class RelayProbe:
+    """Due outbox rows, the oldest due row's age and the shard count, from one database."""
+
+    def __init__(
+        self, dsn: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, max_connections: int = 2
+    ) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._max_connections = max_connections
+        self._pool: Any = None
+
+    async def start(self) -> None:
+        """Create the pool; it connects lazily, so a database that is down does not fail this."""
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._max_connections,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+                server_settings={"application_name": APPLICATION_NAME},
+            )
+        except (ValueError, asyncpg.ClientConfigurationError) as error:
+            raise ProbeConfigurationError(f"invalid database DSN: {error}") from error
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), timeout=self._timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pool.terminate()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def read(self, *, limit: int) -> Reading:
+        """One reading; ``metric`` counts due rows up to ``limit`` (``truncated`` when it hit it)."""
+        await self.start()
+        try:
+            async with asyncio.timeout(self._timeout):
+                row = await self._pool.fetchrow(RELAY_LAG_SQL, limit)
+        except asyncpg.UndefinedTableError as error:
+            raise OutboxNotMigrated(f"outbox tables missing: {error}") from error
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise DatabaseUnavailable(f"relay lag query failed: {type(error).__name__}: {error}") from error
+        due = int(row["due"])
+        return Reading(
+            metric=due,
+            cap=int(row["shards"]),
+            truncated=due >= limit,
+            oldest_age_seconds=None
+            if row["oldest_due_age"] is None
+            else max(float(row["oldest_due_age"]), 0.0),
+        )
+
+
+class ConsumerProbe:
+    """The consumer group's lag over the topic's partitions, from the Kafka admin API.
+
+    lag(partition) = log end offset - committed offset. A partition the group has never committed
+    on counts from the log start offset: that is what a new consumer (auto.offset.reset=earliest)
+    still has to read, so a group with no commits at all scales from zero instead of being ignored.
+    Kafka's own ``kafka-consumer-groups --describe`` prints the same numbers for committed
+    partitions; for uncommitted ones it prints ``-``.
+    """
+
+    def __init__(self, bootstrap_servers: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self._bootstrap = bootstrap_servers
+        self._timeout = timeout
+        self._admin: Any = None
+        self._offsets: Any = None  # a consumer without a group: only asks for log start/end offsets
+
+    async def start(self) -> None:
+        if self._admin is not None:
+            return
+        request_timeout_ms = int(self._timeout * 1000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap,
+            client_id=APPLICATION_NAME,
+            request_timeout_ms=request_timeout_ms,
+        )
+        offsets = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=APPLICATION_NAME,
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=request_timeout_ms,
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                await admin.start()
+                await offsets.start()
+        except (TimeoutError, OSError, KafkaError) as error:
+            await _quietly(admin.close(), offsets.stop())
+            raise KafkaUnavailable(f"cannot reach Kafka at {self._bootstrap}: {_describe(error)}") from error
+        self._admin, self._offsets = admin, offsets
+
+    async def stop(self) -> None:
+        admin, offsets, self._admin, self._offsets = self._admin, self._offsets, None, None
+        if admin is not None:
+            await _quietly(admin.close(), offsets.stop())
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def read(self, *, topic: str, group: str) -> Reading:
+        """One reading: total lag, the partition count (the cap) and per-partition detail."""
+        await self.start()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._read(topic, group)
+        except TopicNotFound:
+            raise
+        except (TimeoutError, OSError, KafkaError) as error:
+            # The clients may hold dead connections; start afresh on the next poll.
+            await self.stop()
+            raise KafkaUnavailable(f"consumer lag probe failed: {_describe(error)}") from error
+
+    async def _read(self, topic: str, group: str) -> Reading:
+        # Metadata for all topics: asking for one by name would auto-create it on most brokers.
+        described = await self._admin.describe_topics()
+        found = next((t for t in described if t["topic"] == topic), None)
+        if found is None or found["error_code"] != 0 or not found["partitions"]:
+            raise TopicNotFound(f"topic {topic!r} does not exist on {self._bootstrap}")
+        partitions = [TopicPartition(topic, p["partition"]) for p in found["partitions"]]
+        partitions.sort(key=lambda tp: tp.partition)
+        committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
+        starts = await self._offsets.beginning_offsets(partitions)
+        ends = await self._offsets.end_offsets(partitions)
+        lags = []
+        for tp in partitions:
+            offset = committed.get(tp)
+            lags.append(
+                PartitionLag(
+                    partition=tp.partition,
+                    committed=offset.offset if offset is not None and offset.offset >= 0 else None,
+                    log_start=starts[tp],
+                    log_end=ends[tp],
+                )
+            )
+        return Reading(metric=sum(p.lag for p in lags), cap=len(lags), partitions=tuple(lags))
+
+
+class Probes:
+    """The operator's probes, shared by every runtime: one per distinct DSN / bootstrap list.
+
+    Each runtime's loop asks for its probe by connection string; ``release`` drops a runtime's
+    interest and closes a probe nobody uses any more; ``close`` (operator shutdown) closes all.
+    """
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self._timeout = timeout
+        self._relays: dict[str, RelayProbe] = {}
+        self._consumers: dict[str, ConsumerProbe] = {}
+        self._users: dict[tuple[str, str], set[str]] = {}
+
+    def relay(self, dsn: str, *, user: str) -> RelayProbe:
+        self._users.setdefault(("relay", dsn), set()).add(user)
+        if dsn not in self._relays:
+            self._relays[dsn] = RelayProbe(dsn, timeout=self._timeout)
+        return self._relays[dsn]
+
+    def consumer(self, bootstrap_servers: str, *, user: str) -> ConsumerProbe:
+        self._users.setdefault(("consumer", bootstrap_servers), set()).add(user)
+        if bootstrap_servers not in self._consumers:
+            self._consumers[bootstrap_servers] = ConsumerProbe(bootstrap_servers, timeout=self._timeout)
+        return self._consumers[bootstrap_servers]
+
+    async def release(self, user: str) -> None:
+        """Forget ``user`` (a runtime); close the probes no runtime uses any more."""
+        for key, users in list(self._users.items()):
+            users.discard(user)
+            if users:
+                continue
+            del self._users[key]
+            kind, target = key
+            probe = self._relays.pop(target, None) if kind == "relay" else self._consumers.pop(target, None)
+            if probe is not None:
+                await probe.stop()
+
+    async def close(self) -> None:
+        probes: list[RelayProbe | ConsumerProbe] = [*self._relays.values(), *self._consumers.values()]
+        self._relays.clear()
+        self._consumers.clear()
+        self._users.clear()
+        for probe in probes:
+            await probe.stop()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._relays) + len(self._consumers)
+
+
+async def _quietly(*closing: Any) -> None:
+    """Close clients that may already be broken; a failure to close is not worth reporting."""
+    for awaitable in closing:
+        try:
+            await asyncio.wait_for(awaitable, timeout=DEFAULT_TIMEOUT_SECONDS)
+        except Exception as error:  # best effort on a client that may be broken
+            log.debug("closing a Kafka client failed: %s", error)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

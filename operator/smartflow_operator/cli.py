@@ -1,0 +1,65 @@
+"""`smartflow-operator`: run the operator, or generate the CRD from the spec models.
+
+    smartflow-operator run [--namespace NS]... | --all-namespaces
+    smartflow-operator crds --output crds
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smartflow-operator", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="reconcile SmartflowRuntime resources")
+    scope = run.add_mutually_exclusive_group(required=True)
+    scope.add_argument(
+        "--namespace", "-n", action="append", dest="namespaces", metavar="NS", help="watch NS (repeatable)"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    run.add_argument("--context", help="kubeconfig context")
+    run.add_argument("--health-address", default="0.0.0.0", help="bind address of liveness and metrics")
+    run.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port (/healthz)")
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (/metrics)")
+    run.add_argument("--resync-seconds", type=float, default=60.0, help="periodic reconcile interval")
+    run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    run.add_argument("--log-format", choices=("json", "text"), default="json")
+
+    crds = commands.add_parser("crds", help="write the CRD YAML generated from the spec models")
+    crds.add_argument("--output", type=Path, default=Path("crds"), help="directory to write into")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "crds":
+        from .crd import write_crds
+
+        for path in write_crds(args.output):
+            print(f"wrote {path}")
+        return 0
+    from .runner import OperatorConfig, run_operator
+
+    config = OperatorConfig(
+        namespaces=tuple(args.namespaces or ()),
+        all_namespaces=bool(args.all_namespaces),
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        health_address=args.health_address,
+        health_port=args.health_port,
+        metrics_port=args.metrics_port,
+        resync_seconds=args.resync_seconds,
+        log_level=args.log_level.upper(),
+        log_format=args.log_format,
+    )
+    return run_operator(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

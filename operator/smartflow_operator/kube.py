@@ -1,0 +1,223 @@
+"""The operator's only door to the Kubernetes API (besides kopf's own watches): get, list,
+server-side apply, delete, status patch and Events, on plain dicts.
+
+Why the official *synchronous* client, run in threads: it already understands every way a
+kubeconfig or a pod can authenticate (exec plugins, rotated in-cluster tokens, client certs),
+and kopf logs in through the same library, so both see one identity. The operator makes a
+handful of calls per reconcile, so a worker thread per call costs nothing that matters, and
+only the client's transport is used (``param_serialize`` + ``call_api``): no generated models,
+one generic path per kind. Errors become ``errors.KubeError`` subclasses here; nothing above
+this module sees the client's exception types.
+
+Every request is counted by HTTP method in ``calls`` (tests prove a no-op resync writes nothing),
+and apiserver ``Warning`` headers (e.g. Pod Security admission) are kept in ``warnings`` and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+
+from .errors import Conflict, Invalid, KubeError, NotFound
+from .names import FIELD_MANAGER, GROUP, PLURAL, VERSION
+
+logger = logging.getLogger(__name__)
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """Where a namespaced kind lives in the API."""
+
+    api_version: str
+    plural: str
+    kind: str
+
+    @property
+    def base(self) -> str:
+        return "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+
+    def collection(self, namespace: str) -> str:
+        return f"{self.base}/namespaces/{namespace}/{self.plural}"
+
+    def item(self, namespace: str, name: str) -> str:
+        return f"{self.collection(namespace)}/{name}"
+
+
+RUNTIMES = ResourceKind(f"{GROUP}/{VERSION}", PLURAL, "SmartflowRuntime")
+DEPLOYMENTS = ResourceKind("apps/v1", "deployments", "Deployment")
+SERVICES = ResourceKind("v1", "services", "Service")
+DISRUPTION_BUDGETS = ResourceKind("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget")
+SECRETS = ResourceKind("v1", "secrets", "Secret")
+CONFIG_MAPS = ResourceKind("v1", "configmaps", "ConfigMap")
+EVENTS = ResourceKind("v1", "events", "Event")
+
+CHILD_KINDS = (DEPLOYMENTS, SERVICES, DISRUPTION_BUDGETS)
+_BY_KIND = {kind.kind: kind for kind in (RUNTIMES, *CHILD_KINDS, SECRETS, CONFIG_MAPS, EVENTS)}
+
+
+def kind_of(manifest: Mapping[str, Any]) -> ResourceKind:
+    return _BY_KIND[str(manifest["kind"])]
+
+
+def load_api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """An API client from ``kubeconfig`` (or $KUBECONFIG / ~/.kube/config), else the in-cluster config."""
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    except config.ConfigException:
+        if kubeconfig:
+            raise
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
+
+
+class KubeClient:
+    """Async facade over the sync client; one instance per operator (or per test)."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        field_manager: str = FIELD_MANAGER,
+        timeout_seconds: float = 30.0,
+    ) -> None:
+        self._api = api_client
+        self.field_manager = field_manager
+        self._timeout = timeout_seconds
+        self.calls: Counter[str] = Counter()
+        self.warnings: list[str] = []
+
+    @property
+    def writes(self) -> int:
+        return sum(count for method, count in self.calls.items() if method in WRITE_METHODS)
+
+    def close(self) -> None:
+        self._api.close()  # type: ignore[no-untyped-call]
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _request_sync(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        self.calls[method] += 1
+        try:
+            serialized = self._api.param_serialize(
+                method,
+                path,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self._api.call_api(*serialized, _request_timeout=self._timeout)
+            raw = response.read()  # type: ignore[no-untyped-call]
+        except Exception as error:  # urllib3/SSL/connection errors: retriable by the caller
+            raise KubeError(f"{method} {path}: {error}") from error
+        for warning in response.headers.getlist("Warning"):
+            self.warnings.append(warning)
+            logger.warning("apiserver warning on %s %s: %s", method, path, warning)
+        payload: dict[str, Any] = json.loads(raw) if raw else {}
+        if response.status >= 400:
+            raise _error_for(response.status, method, path, payload)
+        return payload
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(self._request_sync, method, path, **kwargs)
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._request("GET", kind.item(namespace, name))
+        except NotFound:
+            return None
+
+    async def list(
+        self, kind: ResourceKind, namespace: str, *, labels: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        payload = await self._request("GET", kind.collection(namespace), query=[("labelSelector", selector)])
+        items: list[dict[str, Any]] = payload.get("items", [])
+        for item in items:  # list items carry no kind; callers want whole objects
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+        return items
+
+    async def apply(self, manifest: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply under our field manager. ``force`` takes over fields another manager set
+        (e.g. someone's ``kubectl edit`` of the image): the runtime spec is the source of truth."""
+        kind = kind_of(manifest)
+        metadata = manifest["metadata"]
+        query = [("fieldManager", self.field_manager), ("fieldValidation", "Strict")]
+        if force:
+            query.append(("force", "true"))
+        return await self._request(
+            "PATCH",
+            kind.item(metadata["namespace"], metadata["name"]),
+            query=query,
+            body=dict(manifest),
+            content_type=APPLY_CONTENT_TYPE,
+        )
+
+    async def delete(self, kind: ResourceKind, namespace: str, name: str, *, uid: str | None = None) -> bool:
+        """Delete (background propagation); with ``uid``, only that incarnation. False if already gone."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self._request("DELETE", kind.item(namespace, name), body=body)
+        except NotFound:
+            return False
+        return True
+
+    async def patch_status(
+        self, kind: ResourceKind, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the status subresource (``None`` values remove keys)."""
+        return await self._request(
+            "PATCH",
+            kind.item(namespace, name) + "/status",
+            body={"status": dict(patch)},
+            content_type=MERGE_PATCH_CONTENT_TYPE,
+        )
+
+    async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        await self._request("POST", EVENTS.collection(namespace), body=dict(event))
+
+
+def _error_for(status: int, method: str, path: str, payload: Mapping[str, Any]) -> KubeError:
+    message = f"{method} {path}: {status} {payload.get('message') or payload.get('reason') or ''}".strip()
+    reason = str(payload.get("reason", ""))
+    if status == 404:
+        return NotFound(message, status=status, reason=reason)
+    if status == 409:
+        return Conflict(message, status=status, reason=reason)
+    if status in (400, 422):
+        return Invalid(message, status=status, reason=reason)
+    return KubeError(message, status=status, reason=reason)

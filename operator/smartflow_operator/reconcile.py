@@ -1,0 +1,292 @@
+"""The one reconcile of a SmartflowRuntime: level-based and idempotent, called alike on create,
+update, resume, periodic resync and when a child Deployment changes.
+
+One pass: read the runtime -> fetch the Secrets/ConfigMaps it references (hash them) -> build the
+desired children (pure builders) -> apply only what differs from the live objects -> delete our
+children the spec no longer asks for -> report status and Events. A pass over an unchanged
+runtime makes no write call at all.
+
+Problems only the operator can see (a missing Secret or key, a spec that does not parse, a child
+the apiserver rejects) stop the pass *before* anything is changed, are reported as ``Degraded``
+(plus one Warning Event per new problem) and raised as ``ConfigurationError`` so the caller
+retries with backoff. API errors propagate as ``KubeError`` and are retried the same way.
+
+Autoscaling hooks in through ``replicas_for`` (the only source of Deployment replicas) and through
+``status.roles.<role>.{lag,autoscaling}``, which this module preserves and never writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import conditions as c
+from .autoscaling.replicas import replicas_for
+from .builders.children import desired_children
+from .builders.labels import instance_labels
+from .config_refs import FetchedConfig, Kind, all_referenced_objects, config_hash, referenced_config
+from .drift import contains
+from .errors import ConfigurationError, Invalid
+from .kube import CHILD_KINDS, CONFIG_MAPS, DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient, kind_of
+from .names import ANNOTATION_APPLIED_HASH, API_VERSION, KIND, OPERATOR_NAME
+from .resource import SmartflowRuntime
+from .runtime_status import Problem, compute_status, status_patch
+from .status import SmartflowRuntimeStatus
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ReconcileResult:
+    """What one pass did; ``changed`` is False for a no-op resync."""
+
+    found: bool = True
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    status_written: bool = False
+    problem: Problem | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied or self.pruned or self.status_written)
+
+
+async def reconcile(
+    namespace: str,
+    name: str,
+    *,
+    kube: KubeClient,
+    clock: Clock = utc_now,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+) -> ReconcileResult:
+    """Bring the children and status of runtime ``namespace/name`` in line with its spec."""
+    log = logger or logging.getLogger(__name__)
+    body = await kube.get(RUNTIMES, namespace, name)
+    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+        return ReconcileResult(found=False)  # the garbage collector removes the children
+    metadata = body["metadata"]
+    previous = _previous_status(body)
+    now = _timestamp(clock())
+    result = ReconcileResult()
+    runtime: SmartflowRuntime | None = None
+    try:
+        runtime = _parse(body)
+        fetched = await _fetch_config(runtime, kube)
+        children = _desired(runtime, fetched)
+        live = await _live_children_of(namespace, name, kube)
+        await _apply_changed(children, live, kube, result)
+        await _prune(runtime, children, live, kube, result)
+    except ConfigurationError as error:
+        result.problem = Problem(error.reason, error.message)
+        log.warning("cannot reconcile: %s: %s", error.reason, error.message)
+        live = await _live_children_of(namespace, name, kube)
+
+    deployments = [obj for obj in live.values() if obj["kind"] == DEPLOYMENTS.kind]
+    desired_status = compute_status(
+        generation=int(metadata.get("generation") or 0),
+        mode=runtime.spec.mode.value if runtime else None,
+        expected_roles=runtime.spec.active_roles() if runtime else (),
+        deployments=deployments,
+        previous=previous,
+        problem=result.problem,
+        now=now,
+    )
+    patch = status_patch(body.get("status") or {}, desired_status)
+    if patch:
+        await kube.patch_status(RUNTIMES, namespace, name, patch)
+        result.status_written = True
+    await _emit_events(body, previous, desired_status, result, kube, now)
+    if result.problem is not None:
+        raise ConfigurationError(result.problem.reason, result.problem.message)
+    if result.changed:
+        log.info("reconciled: applied %s, pruned %s", result.applied or "-", result.pruned or "-")
+    return result
+
+
+# -- steps -------------------------------------------------------------------------------------
+
+
+def _previous_status(body: Mapping[str, Any]) -> SmartflowRuntimeStatus:
+    try:
+        return SmartflowRuntimeStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return SmartflowRuntimeStatus()  # a status we cannot read is rewritten, not fatal
+
+
+def _parse(body: Mapping[str, Any]) -> SmartflowRuntime:
+    try:
+        return SmartflowRuntime.from_object(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "spec." + ".".join(str(part) for part in first["loc"])
+        raise ConfigurationError(c.INVALID_SPEC, f"{where}: {first['msg']}") from error
+
+
+async def _fetch_config(runtime: SmartflowRuntime, kube: KubeClient) -> dict[tuple[Kind, str], Any]:
+    fetched: dict[tuple[Kind, str], Any] = {}
+    for kind, name in all_referenced_objects(runtime.spec):
+        obj = await kube.get(SECRETS if kind == "Secret" else CONFIG_MAPS, runtime.namespace, name)
+        fetched[(kind, name)] = None if obj is None else _data_of(obj)
+    return fetched
+
+
+def _data_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(obj.get("data") or {})
+    for key, value in (obj.get("binaryData") or {}).items():
+        data[key] = value
+    return data
+
+
+def _desired(runtime: SmartflowRuntime, fetched: FetchedConfig) -> list[dict[str, Any]]:
+    roles = runtime.spec.active_roles()
+    hashes = {
+        role: config_hash(referenced_config(runtime.spec, role), fetched, namespace=runtime.namespace)
+        for role in roles
+    }
+    replicas = {role: replicas_for(runtime.spec, role, runtime.status) for role in roles}
+    return desired_children(runtime, config_hashes=hashes, replicas=replicas)
+
+
+ChildKey = tuple[str, str]  # (kind, name)
+
+
+def _key(obj: Mapping[str, Any]) -> ChildKey:
+    return str(obj["kind"]), str(obj["metadata"]["name"])
+
+
+async def _live_children_of(namespace: str, name: str, kube: KubeClient) -> dict[ChildKey, dict[str, Any]]:
+    """Our children of runtime ``name``: carrying our labels (ownership is checked before pruning)."""
+    labels = instance_labels(name)
+    live: dict[ChildKey, dict[str, Any]] = {}
+    for kind in CHILD_KINDS:
+        for obj in await kube.list(kind, namespace, labels=labels):
+            live[_key(obj)] = obj
+    return live
+
+
+def _up_to_date(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+    if live is None:
+        return False
+    wanted = desired["metadata"]["annotations"][ANNOTATION_APPLIED_HASH]
+    stamped = (live["metadata"].get("annotations") or {}).get(ANNOTATION_APPLIED_HASH)
+    # The hash says our last apply matches; `contains` catches someone editing our fields since.
+    return stamped == wanted and contains(live, desired)
+
+
+async def _apply_changed(
+    children: Sequence[Mapping[str, Any]],
+    live: dict[ChildKey, dict[str, Any]],
+    kube: KubeClient,
+    result: ReconcileResult,
+) -> None:
+    # A child the apiserver rejects (e.g. a malformed affinity, passed through loosely) is a spec
+    # problem: the pass stops there and reports Degraded. Children applied before it already match
+    # the new spec, and nothing is pruned.
+    for child in children:
+        key = _key(child)
+        if _up_to_date(child, live.get(key)):
+            continue
+        try:
+            applied = await kube.apply(child)
+        except Invalid as error:
+            raise ConfigurationError(c.CHILD_REJECTED, f"{key[0]} {key[1]} rejected: {error}") from error
+        verb = "updated" if key in live else "created"
+        live[key] = applied
+        result.applied.append(f"{key[0]}/{key[1]} ({verb})")
+
+
+async def _prune(
+    runtime: SmartflowRuntime,
+    children: Sequence[Mapping[str, Any]],
+    live: dict[ChildKey, dict[str, Any]],
+    kube: KubeClient,
+    result: ReconcileResult,
+) -> None:
+    wanted = {_key(child) for child in children}
+    for key, obj in list(live.items()):
+        if key in wanted or not _owned_by(obj, runtime):
+            continue
+        metadata = obj["metadata"]
+        await kube.delete(kind_of(obj), runtime.namespace, metadata["name"], uid=metadata.get("uid"))
+        del live[key]
+        result.pruned.append(f"{key[0]}/{key[1]}")
+
+
+def _owned_by(obj: Mapping[str, Any], runtime: SmartflowRuntime) -> bool:
+    """Only objects whose controller is this very runtime are ever deleted."""
+    references = obj["metadata"].get("ownerReferences") or []
+    return any(
+        ref.get("uid") == runtime.uid and ref.get("kind") == KIND and ref.get("controller")
+        for ref in references
+    )
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+async def _emit_events(
+    body: Mapping[str, Any],
+    previous: SmartflowRuntimeStatus,
+    status: Mapping[str, Any],
+    result: ReconcileResult,
+    kube: KubeClient,
+    now: str,
+) -> None:
+    """One Event per change; one Warning per *new* problem (a retry of the same problem is silent)."""
+    events: list[tuple[str, str, str]] = []
+    for applied in result.applied:
+        events.append(("Normal", "Applied", f"applied {applied}"))
+    for pruned in result.pruned:
+        events.append(("Normal", "Pruned", f"deleted {pruned}: the spec no longer asks for it"))
+    before = c.find(previous.conditions, c.DEGRADED)
+    after = next((cond for cond in status["conditions"] if cond["type"] == c.DEGRADED), None)
+    if result.problem is not None:
+        if (
+            before is None
+            or before.reason != result.problem.reason
+            or before.message != result.problem.message
+        ):
+            events.append(("Warning", result.problem.reason, result.problem.message))
+    elif before is not None and before.status == "True" and after is not None and after["status"] == "False":
+        events.append(("Normal", "Recovered", f"the spec is applied again (was {before.reason})"))
+    for type_, reason, message in events:
+        await kube.create_event(body["metadata"]["namespace"], _event(body, type_, reason, message, now))
+
+
+def _event(body: Mapping[str, Any], type_: str, reason: str, message: str, now: str) -> dict[str, Any]:
+    metadata = body["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata.get("uid", ""),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": OPERATOR_NAME},
+        "reportingComponent": OPERATOR_NAME,
+        "reportingInstance": socket.gethostname()[:128],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

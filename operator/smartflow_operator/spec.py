@@ -1,0 +1,313 @@
+"""The `SmartflowRuntime` spec as pydantic models: the single source of truth for the fields,
+their defaults, their validation and their documentation.
+
+The CRD's OpenAPI schema is generated from these models (see ``crd.py``), so every field needs a
+description (``kubectl explain`` prints it) and any rule the apiserver can check belongs here too,
+as a CEL rule in ``x-kubernetes-validations``. The reconciler parses stored resources with the same
+models, so the defaults below are the ones that apply.
+
+Kubernetes types the operator only passes through (affinity, topology spread constraints) are
+loose objects (``x-kubernetes-preserve-unknown-fields``): the apiserver validates them for real
+when the Deployment is applied.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field, WithJsonSchema, model_validator
+
+from .autoscaling.spec import AutoscalingSpec
+from .models import CamelModel
+from .names import DEFAULT_KAFKA_CONSUMER_GROUP, DEFAULT_KAFKA_TOPIC, SPLIT_ROLES, Role
+
+# An image reference: [registry[:port]/]path[:tag][@sha256:digest] (the distribution grammar, simplified).
+IMAGE_PATTERN = (
+    r"^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?"
+    r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+# The apiserver's own schema for resource.Quantity (as controller-gen emits it).
+QUANTITY_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "integer"}, {"type": "string"}],
+    "pattern": (
+        r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+        r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    ),
+    "x-kubernetes-int-or-string": True,
+}
+Quantity = Annotated[int | str, WithJsonSchema(QUANTITY_SCHEMA)]
+# Kubernetes objects passed through untouched; the apiserver validates them on the Deployment.
+LooseObject = Annotated[
+    dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+]
+
+
+def _rules(*rules: tuple[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+class Mode(StrEnum):
+    SPLIT = "split"
+    ALL = "all"
+
+
+class PullPolicy(StrEnum):
+    ALWAYS = "Always"
+    IF_NOT_PRESENT = "IfNotPresent"
+    NEVER = "Never"
+
+
+class LocalObjectReference(CamelModel):
+    name: str = Field(
+        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the object in this namespace."
+    )
+
+
+class OptionalObjectReference(LocalObjectReference):
+    optional: bool = Field(default=False, description="Start without the object when it does not exist.")
+
+
+class SecretKeyRef(CamelModel):
+    name: str = Field(
+        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret in this namespace."
+    )
+    key: str = Field(max_length=253, pattern=CONFIG_KEY, description="Key within the Secret's data.")
+
+
+class KeySelector(CamelModel):
+    name: str = Field(
+        max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the object in this namespace."
+    )
+    key: str = Field(max_length=253, pattern=CONFIG_KEY, description="Key within the object's data.")
+    optional: bool = Field(
+        default=False, description="Start without the value when the object or key is missing."
+    )
+
+
+class FieldSelector(CamelModel):
+    field_path: str = Field(description="Pod field to expose, e.g. metadata.name or status.podIP.")
+    api_version: str | None = Field(default=None, description="Schema version of fieldPath (default v1).")
+
+
+class EnvVarSource(CamelModel):
+    secret_key_ref: KeySelector | None = Field(
+        default=None, description="A key of a Secret in this namespace."
+    )
+    config_map_key_ref: KeySelector | None = Field(
+        default=None, description="A key of a ConfigMap in this namespace."
+    )
+    field_ref: FieldSelector | None = Field(default=None, description="A field of the pod (downward API).")
+    resource_field_ref: LooseObject | None = Field(
+        default=None, description="A resource limit or request of the container (downward API)."
+    )
+
+
+class EnvVar(CamelModel):
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": _rules(
+            ("!(has(self.value) && has(self.valueFrom))", "set either value or valueFrom, not both")
+        )
+    }
+
+    name: str = Field(max_length=256, pattern=ENV_NAME, description="Environment variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: EnvVarSource | None = Field(
+        default=None, description="Take the value from a Secret, a ConfigMap or the pod."
+    )
+
+
+class EnvFromSource(CamelModel):
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": _rules(
+            (
+                "has(self.configMapRef) != has(self.secretRef)",
+                "set exactly one of configMapRef and secretRef",
+            )
+        )
+    }
+
+    prefix: str | None = Field(default=None, description="Prefix added to every variable name.")
+    config_map_ref: OptionalObjectReference | None = Field(
+        default=None, description="Every key of this ConfigMap becomes a variable."
+    )
+    secret_ref: OptionalObjectReference | None = Field(
+        default=None, description="Every key of this Secret becomes a variable."
+    )
+
+
+class ResourceRequirements(CamelModel):
+    requests: dict[str, Quantity] | None = Field(
+        default=None, description="Resources the scheduler reserves for the container, e.g. cpu: 100m."
+    )
+    limits: dict[str, Quantity] | None = Field(
+        default=None, description="Upper bounds for the container, e.g. memory: 512Mi."
+    )
+
+
+class Toleration(CamelModel):
+    key: str | None = Field(default=None, description="Taint key the toleration applies to; empty = all.")
+    operator: str | None = Field(default=None, description="Exists or Equal (default Equal).")
+    value: str | None = Field(default=None, description="Taint value to match with operator Equal.")
+    effect: str | None = Field(
+        default=None, description="NoSchedule, PreferNoSchedule or NoExecute; empty = all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="For NoExecute: how long the pod stays bound after the taint appears."
+    )
+
+
+def _default_resources() -> ResourceRequirements:
+    return ResourceRequirements(requests={"cpu": "100m", "memory": "128Mi"}, limits={"memory": "512Mi"})
+
+
+class WorkloadSpec(CamelModel):
+    """The Deployment settings of one role."""
+
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Pod count. For relay and consumer with autoscaling enabled, the autoscaler decides.",
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=_default_resources,
+        description="CPU and memory requests/limits (default: requests cpu 100m, memory 128Mi; limit 512Mi).",
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Only schedule on nodes carrying these labels."
+    )
+    tolerations: list[Toleration] | None = Field(default=None, description="Taints the role's pods tolerate.")
+    affinity: LooseObject | None = Field(
+        default=None, description="Kubernetes affinity (nodeAffinity, podAffinity, podAntiAffinity)."
+    )
+    topology_spread_constraints: list[LooseObject] | None = Field(
+        default=None, description="Kubernetes topology spread constraints for the role's pods."
+    )
+    env: list[EnvVar] | None = Field(
+        default=None,
+        description="Extra environment for this role only; overrides the shared spec.env by name.",
+    )
+
+
+_MIN_MAX_RULE = _rules(
+    (
+        "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+        "minReplicas must be less than or equal to maxReplicas",
+    )
+)
+
+
+class ScalableWorkloadSpec(WorkloadSpec):
+    """The Deployment settings of a role the operator can autoscale from outbox lag."""
+
+    autoscaling: AutoscalingSpec = Field(
+        default_factory=AutoscalingSpec,
+        description="Scale this role from outbox lag (relay: due outbox rows; consumer: consumer-group lag).",
+        json_schema_extra=_MIN_MAX_RULE,
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ScalableWorkloadSpec:
+        scaling = self.autoscaling
+        if scaling.min_replicas > scaling.max_replicas:
+            raise ValueError("autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas")
+        return self
+
+
+class RolesSpec(CamelModel):
+    api: WorkloadSpec = Field(
+        default_factory=WorkloadSpec,
+        description="The HTTP API (mode split): serves requests, writes outbox rows.",
+    )
+    relay: ScalableWorkloadSpec = Field(
+        default_factory=ScalableWorkloadSpec,
+        description="Outbox dispatch (mode split): publishes due outbox rows to Kafka.",
+    )
+    consumer: ScalableWorkloadSpec = Field(
+        default_factory=ScalableWorkloadSpec,
+        description="The Kafka consumer group (mode split): runs the event handlers.",
+    )
+    memory_worker: WorkloadSpec = Field(
+        default_factory=WorkloadSpec,
+        description="The memory job loop (mode split): claims memory_jobs and stores extracted facts.",
+    )
+    all: WorkloadSpec = Field(
+        default_factory=WorkloadSpec,
+        description="Every role in one process (mode all, the compatibility mode); ignored in mode split.",
+    )
+
+    def for_role(self, role: Role) -> WorkloadSpec:
+        workloads: dict[Role, WorkloadSpec] = {
+            Role.API: self.api,
+            Role.RELAY: self.relay,
+            Role.CONSUMER: self.consumer,
+            Role.MEMORY_WORKER: self.memory_worker,
+            Role.ALL: self.all,
+        }
+        return workloads[role]
+
+
+class DatabaseSpec(CamelModel):
+    dsn_secret_ref: SecretKeyRef = Field(
+        description="The Secret key holding the PostgreSQL DSN (postgresql://user:pw@host:port/db)."
+    )
+
+
+class KafkaSpec(CamelModel):
+    bootstrap_servers: str = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=r"^[^,\s]+(,[^,\s]+)*$",
+        description="Comma-separated host:port list of Kafka brokers.",
+    )
+    topic: str = Field(
+        default=DEFAULT_KAFKA_TOPIC,
+        pattern=r"^[a-zA-Z0-9._-]{1,249}$",
+        description="The outbox topic.",
+    )
+    consumer_group: str = Field(
+        default=DEFAULT_KAFKA_CONSUMER_GROUP,
+        min_length=1,
+        max_length=255,
+        description="The consumer group the consumer role joins (and whose lag drives its autoscaling).",
+    )
+
+
+class SmartflowRuntimeSpec(CamelModel):
+    """The desired Smartflow runtime: one image, run as one Deployment per role (or one for all)."""
+
+    image: str = Field(
+        max_length=512,
+        description="Container image of the runtime, e.g. registry.example.com/smartflow/runtime:1.4.2.",
+        json_schema_extra=_rules(
+            (f"self.matches(r'{IMAGE_PATTERN}')", "must be an image reference such as registry/name:tag")
+        ),
+    )
+    image_pull_policy: PullPolicy = Field(
+        default=PullPolicy.IF_NOT_PRESENT, description="When the kubelet pulls the image."
+    )
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, description="Secrets with registry credentials for pulling the image."
+    )
+    mode: Mode = Field(
+        default=Mode.SPLIT,
+        description="split: one Deployment per role (api, relay, consumer, memory-worker); "
+        "all: one Deployment running every role in one process.",
+    )
+    env: list[EnvVar] | None = Field(default=None, description="Environment shared by every role.")
+    env_from: list[EnvFromSource] | None = Field(
+        default=None, description="ConfigMaps and Secrets whose keys become environment of every role."
+    )
+    database: DatabaseSpec = Field(description="The PostgreSQL database holding the outbox.")
+    kafka: KafkaSpec = Field(description="The Kafka cluster the outbox is relayed to.")
+    roles: RolesSpec = Field(default_factory=RolesSpec, description="Per-role workload settings.")
+
+    def active_roles(self) -> tuple[Role, ...]:
+        """The roles that get a Deployment in the current mode."""
+        return (Role.ALL,) if self.mode is Mode.ALL else SPLIT_ROLES
