@@ -84,7 +84,7 @@ class Settings(BaseModel):
     admin_port: int = Field(default=9090, ge=1, le=65535)
     http_port: int = Field(default=8080, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=25.0, gt=0)
-    db_pool_max_size: int = Field(default=10, ge=1, le=1000)
+    db_pool_max_size: int = Field(default=20, ge=1, le=1000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from .admin import HttpServer, build_admin_app
 from .config import Role, Settings
+from .metrics import RuntimeMetrics
 from .service import NamedService, Service
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Dependencies:
     settings: Settings
     pool: asyncpg.Pool
     registry: CollectorRegistry
+    metrics: RuntimeMetrics
 
 
 ComponentFactory = Callable[[Component, Dependencies], Service]
@@ -106,18 +108,21 @@ class RoleRunner:
         registry: CollectorRegistry,
         factory: ComponentFactory,
         watch_interval: float = 0.5,
-        unhealthy_exit_after: float = 15.0,
+        unhealthy_exit_after: float = 10.0,
         db_ping_timeout: float = 2.0,
     ) -> None:
         self._role = role
         self._settings = settings
         self._registry = registry
+        self._metrics = RuntimeMetrics(registry)
         self._factory = factory
         self._watch_interval = watch_interval
         self._unhealthy_exit_after = unhealthy_exit_after
         self._db_ping_timeout = db_ping_timeout
         self._services: list[NamedService] = []
         self._pool: asyncpg.Pool | None = None
+        self._ping_conn: asyncpg.Connection | None = None
+        self._ping_lock = asyncio.Lock()
         self._ready = False
         self._stop_requested = asyncio.Event()
 
@@ -132,13 +137,21 @@ class RoleRunner:
         return checks
 
     async def _ping_database(self) -> bool:
-        if self._pool is None:
-            return False
-        try:
-            async with asyncio.timeout(self._db_ping_timeout):
-                return bool(await self._pool.fetchval("SELECT 1") == 1)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return False
+        """``SELECT 1`` on a connection of its own: a pool saturated by real work must not read as down."""
+        async with self._ping_lock:
+            try:
+                async with asyncio.timeout(self._db_ping_timeout):
+                    if self._ping_conn is None or self._ping_conn.is_closed():
+                        self._ping_conn = await asyncpg.connect(self._settings.require_database_dsn())
+                    return bool(await self._ping_conn.fetchval("SELECT 1") == 1)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self._close_ping_conn()
+                return False
+
+    async def _close_ping_conn(self) -> None:
+        conn, self._ping_conn = self._ping_conn, None
+        if conn is not None:
+            conn.terminate()
 
     def request_stop(self, reason: str) -> None:
         if not self._stop_requested.is_set():
@@ -184,8 +197,14 @@ class RoleRunner:
         finally:
             self._ready = False
             drained = await self._drain()
+            await self._close_ping_conn()
             if self._pool is not None:
-                await self._pool.close()
+                try:
+                    async with asyncio.timeout(5):
+                        await self._pool.close()
+                except TimeoutError:
+                    log.warning("database pool did not close in time; terminating its connections")
+                    self._pool.terminate()
             if admin is not None:
                 await admin.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -206,7 +225,9 @@ class RoleRunner:
     async def _start_services(self) -> bool:
         """Build and start the role's components in order; a failure stops what was started."""
         assert self._pool is not None
-        deps = Dependencies(settings=self._settings, pool=self._pool, registry=self._registry)
+        deps = Dependencies(
+            settings=self._settings, pool=self._pool, registry=self._registry, metrics=self._metrics
+        )
         for component in components_for(self._role):
             named = NamedService(component.value, self._factory(component, deps))
             start = asyncio.ensure_future(named.service.start())
@@ -281,7 +302,7 @@ async def run_role(
     settings: Settings,
     registry: CollectorRegistry,
     factory: ComponentFactory,
-    unhealthy_exit_after: float = 15.0,
+    unhealthy_exit_after: float = 10.0,
 ) -> int:
     runner = RoleRunner(
         role=role,
@@ -291,3 +312,47 @@ async def run_role(
         unhealthy_exit_after=unhealthy_exit_after,
     )
     return int(await runner.run())
+
+
+# --- the real components ------------------------------------------------------------------------
+
+
+def build_component(component: Component, deps: Dependencies) -> Service:
+    """Construct one component from the data layer's services (the default :data:`ComponentFactory`)."""
+    settings = deps.settings
+    if component is Component.HTTP_API:
+        from .api import build_api_app
+
+        app = build_api_app(pool=deps.pool, registry=deps.registry, topic=settings.kafka_topic)
+        return HttpServer(
+            app=app,
+            host=settings.bind_host,
+            port=settings.http_port,
+            name="api server",
+            # In-flight requests get a share of the grace period; the rest is for the workers.
+            shutdown_timeout=max(1.0, settings.shutdown_grace_seconds / 3),
+        )
+    if component is Component.RELAY:
+        from .outbox.relay import Relay
+
+        return Relay(
+            pool=deps.pool, bootstrap_servers=settings.require_bootstrap_servers(), metrics=deps.metrics
+        )
+    if component is Component.CONSUMER:
+        from .handlers.core import HandlerDependencies, build_registry
+        from .outbox.consumer import Consumer
+        from .outbox.store import utcnow
+
+        return Consumer(
+            pool=deps.pool,
+            bootstrap_servers=settings.require_bootstrap_servers(),
+            topic=settings.kafka_topic,
+            group_id=settings.kafka_consumer_group,
+            registry=build_registry(HandlerDependencies(clock=utcnow)),
+            metrics=deps.metrics,
+        )
+    if component is Component.MEMORY_WORKER:
+        from .memory.worker import MemoryWorker
+
+        return MemoryWorker(pool=deps.pool, metrics=deps.metrics)
+    raise AssertionError(f"no builder for {component}")  # every Component has a branch above

@@ -1,0 +1,93 @@
+"""The api role's aiohttp application: middlewares (errors, request metrics) around the routes.
+
+Built by the role runner (:mod:`smartflow_runtime.roles`) for the ``api`` and ``all`` roles and
+served on ``SMARTFLOW_HTTP_PORT``. The routes live in :mod:`.routes`; this module turns errors
+into clear JSON responses and counts requests for Prometheus.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import ValidationError
+
+from ..errors import DatabaseError, PermanentHandlerError, SmartflowError
+from .routes import POOL_KEY, TOPIC_KEY, BadRequest, add_routes
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, message: str, **details: object) -> web.Response:
+    return web.json_response({"error": message, **details}, status=status)
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "invalid request body: " + "; ".join(parts)
+
+
+def build_api_app(*, pool: asyncpg.Pool, registry: CollectorRegistry, topic: str) -> web.Application:
+    requests = Counter(
+        "smartflow_api_requests_total",
+        "Business API requests by route, method and status code.",
+        ["route", "method", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "smartflow_api_request_seconds",
+        "Business API request latency by route and method.",
+        ["route", "method"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+
+    @web.middleware
+    async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        # The route template, not the raw path: ids in paths would explode the label set.
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as http_error:
+            status = http_error.status
+            raise
+        finally:
+            requests.labels(route, request.method, str(status)).inc()
+            latency.labels(route, request.method).observe(time.perf_counter() - started)
+
+    @web.middleware
+    async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ValidationError as error:
+            return error_response(400, _validation_message(error))
+        except BadRequest as error:
+            return error_response(400, str(error))
+        except PermanentHandlerError as error:
+            return error_response(422, str(error))
+        except (DatabaseError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
+            log.warning("database unavailable for %s %s: %s", request.method, request.path, error)
+            return error_response(503, "database unavailable, retry later")
+        except SmartflowError as error:
+            log.error("request failed: %s", error, exc_info=True)
+            return error_response(500, "internal error")
+
+    app = web.Application(middlewares=[metrics_middleware, error_middleware], client_max_size=1024**2)
+    app[POOL_KEY] = pool
+    app[TOPIC_KEY] = topic
+    add_routes(app)
+    return app

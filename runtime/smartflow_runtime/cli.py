@@ -1,0 +1,293 @@
+"""The ``smartflow-runtime`` command: the image's entrypoint, one binary for every role.
+
+Parses arguments, validates configuration (all problems reported at once, before anything
+starts), sets up logging, and hands over to the role runner, the migrator or the outbox tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from .config import ConfigError, Need, Role, Settings, load_settings
+from .logging_setup import configure_logging
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}  success; for `run`, drained cleanly after SIGTERM/SIGINT
+  {EXIT_FAILURE}  failure: a dependency was unreachable, a service died or overran the grace period,
+     a migration or outbox command failed
+  {EXIT_USAGE}  bad command line
+  {EXIT_CONFIG}  invalid configuration (the message names every bad or missing SMARTFLOW_* variable)
+"""
+
+ENV_HELP = """\
+configuration (environment):
+  SMARTFLOW_DATABASE_DSN            PostgreSQL DSN, required by every command
+  SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS host:port[,host:port], required by roles that relay or consume
+  SMARTFLOW_ROLE                    role when --role is not given
+  SMARTFLOW_KAFKA_TOPIC             outbox topic (default smartflow.agent.outbox)
+  SMARTFLOW_KAFKA_CONSUMER_GROUP    consumer group (default smartflow-agent-outbox-consumer)
+  SMARTFLOW_BIND_HOST               interface the HTTP servers listen on (default 0.0.0.0)
+  SMARTFLOW_ADMIN_PORT              /healthz /readyz /metrics port (default 9090)
+  SMARTFLOW_HTTP_PORT               api role business HTTP port (default 8080)
+  SMARTFLOW_SHUTDOWN_GRACE_SECONDS  drain budget on SIGTERM (default 25)
+  SMARTFLOW_DB_POOL_MAX_SIZE        PostgreSQL pool size per process (default 20)
+  SMARTFLOW_LOG_LEVEL               DEBUG, INFO, WARNING, ERROR (default INFO)
+  SMARTFLOW_LOG_FORMAT              json or text (default json)
+"""
+
+ROLES_HELP = """\
+roles:
+  api            business HTTP API only; never creates a Kafka consumer or joins the group
+  relay          publishes due outbox rows to Kafka (any number of replicas)
+  consumer       consumes the outbox topic in the consumer group and applies the handlers
+  memory-worker  runs memory extraction jobs
+  worker         relay + consumer + memory-worker
+  all            everything, including the api
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="smartflow-runtime",
+        description="Smartflow runtime: one image, role selected by arguments.",
+        epilog=EXIT_CODES_HELP + "\n" + ENV_HELP,
+        formatter_class=formatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run one role until SIGTERM/SIGINT, then drain and exit",
+        description=(
+            "Run the services of one role with the admin server (/healthz, /readyz, /metrics) on "
+            "SMARTFLOW_ADMIN_PORT. SIGTERM or SIGINT drains: /readyz turns false, new work stops, "
+            "in-flight work finishes, offsets are committed, the group is left; exit 0 within "
+            "SMARTFLOW_SHUTDOWN_GRACE_SECONDS."
+        ),
+        epilog=ROLES_HELP + "\n" + EXIT_CODES_HELP,
+        formatter_class=formatter,
+    )
+    run.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        help="which role to run (default: $SMARTFLOW_ROLE)",
+    )
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or upgrade the database schema (idempotent)",
+        description=(
+            "Apply pending schema migrations to SMARTFLOW_DATABASE_DSN. Idempotent: running it again "
+            "is a no-op. The outbox shard count (which caps useful relay replicas) is fixed by the "
+            "first run."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=formatter,
+    )
+    migrate.add_argument(
+        "--shards",
+        type=int,
+        default=32,
+        metavar="N",
+        help="outbox shard count for a new database (default 32); must match on an existing one",
+    )
+
+    outbox = commands.add_parser(
+        "outbox",
+        help="inspect the outbox backlog and replay dead events",
+        description="Operational commands for the transactional outbox.",
+    )
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", metavar="OUTBOX_COMMAND", required=True)
+    stats = outbox_commands.add_parser(
+        "stats",
+        help="backlog by status and event type, and the age of the oldest due event",
+        description=(
+            "Count outbox events by status and event type and report the age of the oldest due "
+            "pending event (the relay lag the operator scales on)."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=formatter,
+    )
+    stats.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    replay = outbox_commands.add_parser(
+        "replay",
+        help="send dead events back to pending so the relay publishes them again",
+        description=(
+            "Move dead outbox events back to pending with their attempts reset; the relay then "
+            "publishes them again and the consumer applies them once."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=formatter,
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--id",
+        dest="ids",
+        action="append",
+        metavar="ID",
+        type=int,
+        help="an outbox row id (outbox_events.id) to replay; repeat for several",
+    )
+    which.add_argument(
+        "--type", dest="event_type", metavar="TYPE", help="replay every dead event of this type"
+    )
+    which.add_argument("--all", action="store_true", help="replay every dead event")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="only list what would be replayed; change nothing"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    try:
+        if args.command == "run":
+            return _run(args, env)
+        if args.command == "migrate":
+            return _migrate(args, env, sys.stdout)
+        if args.outbox_command == "stats":
+            return _outbox_stats(args, env, sys.stdout)
+        return _outbox_replay(args, env, sys.stdout)
+    except ConfigError as error:
+        print(f"smartflow-runtime: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _settings(env: Mapping[str, str], needs: set[Need], **overrides: Any) -> Settings:
+    return load_settings(env, needs=needs, overrides=overrides)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = _settings(env, {Need.ROLE}, role=args.role)
+    assert settings.role is not None
+    configure_logging(role=settings.role.value, level=settings.log_level, fmt=settings.log_format)
+    from prometheus_client import CollectorRegistry
+
+    from .roles import build_component, run_role
+
+    return asyncio.run(
+        run_role(role=settings.role, settings=settings, registry=CollectorRegistry(), factory=build_component)
+    )
+
+
+def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    settings = _settings(env, {Need.DATABASE})
+    configure_logging(role="migrate", level=settings.log_level, fmt=settings.log_format)
+    from .db import migrate
+    from .errors import SmartflowError
+
+    async def apply() -> int:
+        conn = await _connect(settings)
+        try:
+            result = await migrate(conn, shard_count=args.shards)
+        finally:
+            await conn.close()
+        applied = ", ".join(map(str, result.applied)) or "none (already up to date)"
+        print(
+            f"schema version {result.version}; applied: {applied}; outbox shards: {result.shard_count}",
+            file=out,
+        )
+        return EXIT_OK
+
+    try:
+        return asyncio.run(apply())
+    except (SmartflowError, OSError) as error:
+        log.error("migrate failed: %s", error)
+        print(f"smartflow-runtime: migrate failed: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+async def _connect(settings: Settings) -> Any:
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(settings.require_database_dsn(), timeout=10)
+    except (OSError, asyncpg.PostgresError) as error:
+        raise OSError(f"cannot connect to PostgreSQL: {error}") from error
+
+
+def _outbox_stats(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    settings = _settings(env, {Need.DATABASE})
+    configure_logging(role="outbox", level=settings.log_level, fmt=settings.log_format)
+    from .errors import SmartflowError
+    from .outbox import store
+
+    async def read() -> store.OutboxStats:
+        conn = await _connect(settings)
+        try:
+            return await store.stats(conn, store.utcnow())
+        finally:
+            await conn.close()
+
+    try:
+        report = asyncio.run(read())
+    except (SmartflowError, OSError) as error:
+        print(f"smartflow-runtime: outbox stats failed: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True), file=out)
+    else:
+        print(format_stats(report.as_dict()), file=out)
+    return EXIT_OK
+
+
+def format_stats(report: Mapping[str, Any]) -> str:
+    """The human table of ``outbox stats``: one line per (status, event type), then the relay lag."""
+    rows = [("STATUS", "EVENT TYPE", "COUNT")]
+    rows += [(e["status"], e["event_type"], str(e["count"])) for e in report["backlog"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
+    if len(rows) == 1:
+        lines.append("(outbox is empty)")
+    age = report["oldest_due_age_seconds"]
+    lines.append("")
+    lines.append(f"due pending: {report['due_pending']}")
+    lines.append(f"oldest due age: {'-' if age is None else f'{age:.1f}s'}")
+    return "\n".join(lines)
+
+
+def _outbox_replay(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    settings = _settings(env, {Need.DATABASE})
+    configure_logging(role="outbox", level=settings.log_level, fmt=settings.log_format)
+    from .errors import SmartflowError
+    from .outbox import store
+
+    async def replay() -> list[int]:
+        conn = await _connect(settings)
+        try:
+            return await store.replay_dead(
+                conn, ids=args.ids, event_type=args.event_type, all=bool(args.all), dry_run=bool(args.dry_run)
+            )
+        finally:
+            await conn.close()
+
+    try:
+        ids = asyncio.run(replay())
+    except (SmartflowError, OSError) as error:
+        print(f"smartflow-runtime: outbox replay failed: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    verb = "would replay" if args.dry_run else "replayed"
+    print(f"{verb} {len(ids)} dead event(s)" + (f": {' '.join(map(str, ids))}" if ids else ""), file=out)
+    if args.ids:
+        missing = sorted(set(args.ids) - set(ids))
+        if missing:
+            print(f"not dead (or no such id), left alone: {' '.join(map(str, missing))}", file=out)
+    return EXIT_OK
