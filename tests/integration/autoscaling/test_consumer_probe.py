@@ -1,0 +1,137 @@
+"""The consumer lag probe against a real Kafka broker, checked against Kafka's own tool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+from smartflow_devstack.process import free_port
+from smartflow_operator.autoscaling.errors import KafkaUnavailable, TopicNotFound
+from smartflow_operator.autoscaling.probes import ConsumerProbe, Probes
+
+from .conftest import commit, create_topic, describe_group, established_connections_to, produce, tool_lag
+
+
+async def test_lag_equals_what_kafkas_consumer_groups_tool_prints(
+    bootstrap_servers: str, names: Callable[[str], str]
+) -> None:
+    topic, group = names("lag"), names("group")
+    await create_topic(bootstrap_servers, topic, 4)
+    await produce(bootstrap_servers, topic, {0: 10, 1: 20, 2: 5, 3: 7})
+    await commit(bootstrap_servers, topic, group, {0: 4, 1: 20, 2: 0, 3: 6})
+
+    async with ConsumerProbe(bootstrap_servers) as probe:
+        reading = await probe.read(topic=topic, group=group)
+    printed = tool_lag(await asyncio.to_thread(describe_group, bootstrap_servers, group), topic)
+
+    ours = {p.partition: p.lag for p in reading.partitions}
+    assert printed == {0: 6, 1: 0, 2: 5, 3: 1}  # the tool's LAG column, per partition
+    assert ours == printed
+    assert reading.metric == sum(v for v in printed.values() if v is not None) == 12
+    assert reading.cap == 4
+    assert {p.partition: p.committed for p in reading.partitions} == {0: 4, 1: 20, 2: 0, 3: 6}
+
+
+async def test_partitions_without_a_commit_count_from_the_log_start(
+    bootstrap_servers: str, names: Callable[[str], str]
+) -> None:
+    topic, group = names("partial"), names("group")
+    await create_topic(bootstrap_servers, topic, 3)
+    await produce(bootstrap_servers, topic, {0: 8, 1: 9, 2: 10})
+    await commit(bootstrap_servers, topic, group, {0: 3})  # only partition 0 ever committed
+
+    async with ConsumerProbe(bootstrap_servers) as probe:
+        reading = await probe.read(topic=topic, group=group)
+    printed = tool_lag(await asyncio.to_thread(describe_group, bootstrap_servers, group), topic)
+
+    # The tool agrees on the committed partition and prints nothing (or "-") for the others ...
+    assert printed[0] == 5
+    assert all(printed.get(p) is None for p in (1, 2))
+    # ... which the probe counts from the log start: everything a new consumer still has to read.
+    assert {p.partition: (p.committed, p.lag) for p in reading.partitions} == {
+        0: (3, 5),
+        1: (None, 9),
+        2: (None, 10),
+    }
+    assert reading.metric == 24
+
+
+async def test_a_group_with_no_commits_has_the_whole_retained_log_as_lag(
+    bootstrap_servers: str, names: Callable[[str], str]
+) -> None:
+    topic, group = names("fresh"), names("never-committed")
+    await create_topic(bootstrap_servers, topic, 2)
+    await produce(bootstrap_servers, topic, {0: 12, 1: 6})
+    # Records deleted (as retention would): the log start moves, and so does the lag.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(before_offset=5)})
+    finally:
+        await admin.close()
+
+    async with ConsumerProbe(bootstrap_servers) as probe:
+        reading = await probe.read(topic=topic, group=group)
+    described = await asyncio.to_thread(describe_group, bootstrap_servers, group)
+
+    assert tool_lag_or_empty(described, topic) == {}  # the tool: "Consumer group ... does not exist."
+    assert {p.partition: (p.log_start, p.log_end, p.lag) for p in reading.partitions} == {
+        0: (5, 12, 7),
+        1: (0, 6, 6),
+    }
+    assert reading.metric == 13
+
+
+def tool_lag_or_empty(output: str, topic: str) -> dict[int, int | None]:
+    return tool_lag(output, topic) if "PARTITION" in output else {}
+
+
+async def test_missing_topic_is_an_error_and_is_not_created(
+    bootstrap_servers: str, names: Callable[[str], str]
+) -> None:
+    topic = names("absent")
+    async with ConsumerProbe(bootstrap_servers) as probe:
+        with pytest.raises(TopicNotFound):
+            await probe.read(topic=topic, group=names("group"))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        assert topic not in await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def test_unreachable_broker_is_a_typed_error_and_fails_fast() -> None:
+    probe = ConsumerProbe(f"127.0.0.1:{free_port()}", timeout=2.0)
+    started = time.monotonic()
+    try:
+        for _ in range(2):  # and again on the next poll: no half-started client is kept
+            with pytest.raises(KafkaUnavailable):
+                await probe.read(topic="t", group="g")
+    finally:
+        await probe.stop()
+    assert time.monotonic() - started < 10
+
+
+async def test_clients_are_reused_across_polls_and_runtimes(
+    bootstrap_servers: str, kafka_server: object, names: Callable[[str], str]
+) -> None:
+    topic, group = names("reuse"), names("group")
+    await create_topic(bootstrap_servers, topic, 2)
+    port = int(bootstrap_servers.rsplit(":", 1)[1])
+    probes = Probes()
+    try:
+        probe = probes.consumer(bootstrap_servers, user="ns/a")
+        assert probes.consumer(bootstrap_servers, user="ns/b") is probe
+        await probe.read(topic=topic, group=group)
+        after_first = established_connections_to(port)
+        for _ in range(15):
+            await probe.read(topic=topic, group=group)
+        assert established_connections_to(port) == after_first
+    finally:
+        await probes.close()
