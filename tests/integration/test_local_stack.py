@@ -233,6 +233,7 @@ def test_rbac_refuses_then_allows_non_admin(kube_server: kube.KubeInfo, unique_n
             "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}],
         },
     )
+
     def allowed() -> bool:
         try:
             reader.list_namespaced_config_map(ns)
