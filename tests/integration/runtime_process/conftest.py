@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from smartflow_devstack.process import free_port
 from smartflow_runtime.db import migrate
@@ -133,6 +134,36 @@ async def spawn_runtime(tmp_path: Path) -> AsyncIterator[Spawner]:
         if process.proc.returncode is None:
             process.proc.kill()
             await process.proc.wait()
+
+
+async def create_topic(bootstrap_servers: str, topic: str, partitions: int = 3) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def group_members(bootstrap_servers: str, group: str) -> tuple[str, list[dict[str, Any]]]:
+    """(state, members) of a consumer group from the broker, via the Kafka admin API."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    (described,) = response.to_object()["groups"]
+    return described["state"], list(described["members"])
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], *, what: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 @pytest.fixture
