@@ -1,7 +1,7 @@
 """`smartflow-operator`: run the operator, or generate the CRD from the spec models.
 
-    smartflow-operator run [--namespace NS]... | --all-namespaces
-    smartflow-operator crds --output crds
+smartflow-operator run [--namespace NS]... | --all-namespaces
+smartflow-operator crds --output crds
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ def _parser() -> argparse.ArgumentParser:
         "--namespace", "-n", action="append", dest="namespaces", metavar="NS", help="watch NS (repeatable)"
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
-    run.add_argument("--context", help="kubeconfig context")
+    run.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"
+    )
     run.add_argument("--health-address", default="0.0.0.0", help="bind address of liveness and metrics")
     run.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port (/healthz)")
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (/metrics)")
@@ -50,7 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespaces=tuple(args.namespaces or ()),
         all_namespaces=bool(args.all_namespaces),
         kubeconfig=args.kubeconfig,
-        context=args.context,
         health_address=args.health_address,
         health_port=args.health_port,
         metrics_port=args.metrics_port,

@@ -67,7 +67,7 @@ async def reconcile(
     *,
     kube: KubeClient,
     clock: Clock = utc_now,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> ReconcileResult:
     """Bring the children and status of runtime ``namespace/name`` in line with its spec."""
     log = logger or logging.getLogger(__name__)

@@ -53,9 +53,16 @@ class ScalingHistory(_Value):
         """Drop entries older than what any window or policy period can still look at."""
         rec_cutoff = now - timedelta(seconds=keep_recommendations)
         event_cutoff = now - timedelta(seconds=keep_events)
+        recent = [r for r in self.recommendations if r.at > rec_cutoff]
+        # A recommendation followed by a later one of the same value can never be the min or max of
+        # a window the later one is not also in: dropping it keeps the history at a few entries.
+        latest: dict[int, Recommendation] = {}
+        for r in recent:
+            if r.replicas not in latest or r.at >= latest[r.replicas].at:
+                latest[r.replicas] = r
         return self.model_copy(
             update={
-                "recommendations": tuple(r for r in self.recommendations if r.at > rec_cutoff),
+                "recommendations": tuple(sorted(latest.values(), key=lambda r: r.at)),
                 "scale_events": tuple(e for e in self.scale_events if e.at > event_cutoff),
             }
         )

@@ -1,0 +1,116 @@
+"""What the autoscaler reports for one role: status fields, its condition and Event text (pure).
+
+Called by :mod:`.loop` after each poll. The status lives under ``status.roles.<role>.lag`` and
+``status.roles.<role>.autoscaling`` (fields the reconciler preserves and never writes), and one
+condition per role, ``RelayAutoscaling`` / ``ConsumerAutoscaling``: True while the lag is
+measured (reason: the decision's), False with reason ``LagProbeFailed`` while it is not.
+:func:`.replicas.replicas_for` reads ``desiredReplicas`` back when the Deployment is applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..names import Role
+from .decision import Reason, ScalingDecision
+from .errors import ProbeError
+from .history import ScalingHistory
+from .lag import Reading
+
+LAG_PROBE_FAILED = "LagProbeFailed"
+DISABLED = "Disabled"
+
+METRIC_NAMES = {Role.RELAY: "due outbox rows", Role.CONSUMER: "consumer-group lag"}
+CAP_NAMES = {Role.RELAY: "outbox shards", Role.CONSUMER: "partitions"}
+
+
+def condition_type(role: Role) -> str:
+    return f"{role.value.capitalize()}Autoscaling"
+
+
+@dataclass(frozen=True)
+class ConditionValue:
+    type: str
+    status: str  # "True" / "False"
+    reason: str
+    message: str
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def autoscaling_status(
+    role: Role,
+    decision: ScalingDecision,
+    *,
+    reading: Reading | None,
+    error: ProbeError | None,
+    previous: dict[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """``status.roles.<role>.autoscaling`` after this poll (camelCase, JSON-ready)."""
+    previous = previous or {}
+    inputs = decision.inputs
+    scaled = decision.changed and decision.writes_replicas
+    status: dict[str, Any] = {
+        "desiredReplicas": decision.desired if decision.writes_replicas else None,
+        "currentReplicas": inputs.current,
+        "metric": inputs.metric if reading is not None else previous.get("metric"),
+        "effectiveMetric": inputs.effective_metric,
+        "metricTruncated": inputs.truncated,
+        "cap": inputs.cap,
+        "minReplicas": inputs.lower,
+        "maxReplicas": inputs.upper,
+        "recommendation": inputs.recommendation,
+        "reason": decision.reason.value,
+        "message": decision_message(role, decision, error=error),
+        "lastScaleTime": timestamp(now) if scaled else previous.get("lastScaleTime"),
+        "lastScaleReason": decision.reason.value if scaled else previous.get("lastScaleReason"),
+        "probeError": None if error is None else {"reason": error.reason, "message": str(error)},
+        "history": decision.history.to_status(),
+    }
+    if inputs.excluded_partitions:
+        status["excludedPartitions"] = list(inputs.excluded_partitions)
+    if reading is not None and reading.oldest_age_seconds is not None:
+        status["oldestDueAgeSeconds"] = round(reading.oldest_age_seconds, 3)
+    return status
+
+
+def decision_message(role: Role, decision: ScalingDecision, *, error: ProbeError | None) -> str:
+    inputs = decision.inputs
+    if error is not None:
+        held = f"holding {inputs.current} replicas"
+        if decision.reason is Reason.FALLBACK:
+            held = f"fallback to {decision.desired} replicas"
+        failures = decision.history.consecutive_failures
+        return f"{role.value} lag probe failed ({failures} in a row), {held}: {error.reason}: {error}"
+    metric = f"{METRIC_NAMES[role]} {inputs.metric}{'+' if inputs.truncated else ''}"
+    if inputs.excluded_partitions:
+        metric += f" ({inputs.effective_metric} counted; stuck partitions {list(inputs.excluded_partitions)})"
+    if decision.reason in (Reason.PAUSED, Reason.EXTERNAL):
+        owner = "paused" if decision.reason is Reason.PAUSED else "replicas owned by an external autoscaler"
+        return f"{metric}; {owner}, the operator does not write replicas"
+    cap = f", cap {inputs.cap} {CAP_NAMES[role]}" if inputs.cap else ""
+    bounds = f"[{inputs.lower}, {inputs.upper}]{cap}"
+    if decision.changed:
+        return f"{metric}: {inputs.current} -> {decision.desired} replicas ({decision.reason.value}, bounds {bounds})"
+    return f"{metric}: {decision.desired} replicas ({decision.reason.value}, bounds {bounds})"
+
+
+def condition(role: Role, decision: ScalingDecision, *, error: ProbeError | None) -> ConditionValue:
+    message = decision_message(role, decision, error=error)
+    if error is not None:
+        return ConditionValue(condition_type(role), "False", LAG_PROBE_FAILED, message)
+    return ConditionValue(condition_type(role), "True", decision.reason.value, message)
+
+
+def history_of(autoscaling: dict[str, Any] | None) -> ScalingHistory:
+    return ScalingHistory.from_status((autoscaling or {}).get("history"))
+
+
+def without_volatile(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of the status worth a write when it changes (the history is refreshed separately)."""
+    return {key: value for key, value in (status or {}).items() if key != "history"}

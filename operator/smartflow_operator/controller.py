@@ -1,0 +1,110 @@
+"""The glue between kopf and ``reconcile``: one pass per runtime at a time, metrics, and the
+mapping of errors to kopf's retry semantics. Held in kopf's ``memo`` and called by ``handlers``.
+
+* Passes of one runtime are serialized; a resync or child event that finds another pass already
+  queued is dropped (that pass will see the newest state), so bursts of Deployment events do not
+  pile up.
+* Errors that retrying can fix become ``kopf.TemporaryError`` with an exponential delay (10 s,
+  20 s, ... capped at 5 min): a missing Secret is retried, not crash-looped, and logged once per
+  attempt instead of flooding. Errors that cannot be fixed by waiting become ``PermanentError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from .errors import ConfigurationError, KubeError, OperatorError
+from .kube import KubeClient
+from .metrics import OperatorMetrics
+from .reconcile import ReconcileResult, reconcile
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+BACKOFF_BASE_SECONDS = 10.0
+BACKOFF_MAX_SECONDS = 300.0
+
+
+def backoff_delay(retry: int) -> float:
+    return float(min(BACKOFF_BASE_SECONDS * 2 ** max(retry, 0), BACKOFF_MAX_SECONDS))
+
+
+@dataclass
+class _Gate:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queued: int = 0
+
+
+class Controller:
+    def __init__(self, *, kube: KubeClient, metrics: OperatorMetrics) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self._gates: defaultdict[tuple[str, str], _Gate] = defaultdict(_Gate)
+
+    async def reconcile(self, namespace: str, name: str, *, logger: Logger, retry: int = 0) -> None:
+        """For create/update/resume handlers: always runs; failures are retried by kopf with backoff."""
+        try:
+            await self._serialized((namespace, name), lambda: self._measured(namespace, name, logger))
+        except ConfigurationError as error:
+            raise kopf.TemporaryError(
+                f"{error.reason}: {error.message}", delay=backoff_delay(retry)
+            ) from error
+        except OperatorError as error:
+            if not error.retriable:
+                raise kopf.PermanentError(str(error)) from error
+            raise kopf.TemporaryError(str(error), delay=backoff_delay(retry)) from error
+
+    async def resync(self, namespace: str, name: str, *, logger: Logger) -> None:
+        """For the periodic timer and child events: best effort, coalesced, never raises.
+
+        A problem is already in the status and retried by the change handlers; here it is only
+        logged at debug level so a broken runtime does not flood the log every resync.
+        """
+        try:
+            await self._serialized(
+                (namespace, name), lambda: self._measured(namespace, name, logger), coalesce=True
+            )
+        except ConfigurationError as error:
+            logger.debug("resync: still %s", error.reason)
+        except KubeError as error:
+            logger.warning("resync failed, will retry: %s", error)
+
+    async def _serialized(
+        self, key: tuple[str, str], run: Callable[[], Awaitable[ReconcileResult]], *, coalesce: bool = False
+    ) -> ReconcileResult | None:
+        gate = self._gates[key]
+        if coalesce and gate.queued > 0:
+            return None
+        gate.queued += 1
+        try:
+            await gate.lock.acquire()
+        finally:
+            gate.queued -= 1
+        try:
+            return await run()
+        finally:
+            gate.lock.release()
+
+    async def _measured(self, namespace: str, name: str, logger: Logger) -> ReconcileResult:
+        started = time.monotonic()
+        try:
+            result = await reconcile(namespace, name, kube=self.kube, logger=logger)
+        except ConfigurationError as error:
+            self.metrics.reconciles.labels(result="degraded").inc()
+            self.metrics.errors.labels(reason=error.reason).inc()
+            raise
+        except Exception as error:
+            self.metrics.reconciles.labels(result="error").inc()
+            self.metrics.errors.labels(reason=type(error).__name__).inc()
+            raise
+        finally:
+            self.metrics.duration.observe(time.monotonic() - started)
+        self.metrics.reconciles.labels(result="changed" if result.changed else "unchanged").inc()
+        return result

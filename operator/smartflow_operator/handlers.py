@@ -1,0 +1,76 @@
+"""kopf handlers: each registers for an occasion and delegates to the one reconcile.
+
+Registered into a given registry (not kopf's global one) so the resync interval is a setting and
+tests can run an operator in-process without import side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from .controller import Controller, Logger
+from .names import (
+    APP_NAME,
+    GROUP,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    OPERATOR_NAME,
+    PLURAL,
+    VERSION,
+)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf's bookkeeping under our own prefix, and no automatic Events (we post our own, on change)."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.enabled = False
+    settings.scanning.disabled = True  # no cluster-wide CRD/namespace watch: fewer permissions
+    settings.watching.server_timeout = 300
+
+
+def register(registry: kopf.OperatorRegistry, *, resync_seconds: float) -> None:
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # An explicit registry has no default login: use the client library's (in-cluster or kubeconfig),
+        # the same identity the reconcile's client uses.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def runtime_changed(
+        *, namespace: str | None, name: str, memo: Any, retry: int, logger: Logger, **_: Any
+    ) -> None:
+        controller: Controller = memo.controller
+        await controller.reconcile(str(namespace), name, logger=logger, retry=retry)
+
+    @kopf.timer(
+        GROUP, VERSION, PLURAL, interval=resync_seconds, initial_delay=resync_seconds, registry=registry
+    )
+    async def resync(*, namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.resync(str(namespace), name, logger=logger)
+
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={LABEL_MANAGED_BY: OPERATOR_NAME, LABEL_NAME: APP_NAME},
+        registry=registry,
+    )
+    async def child_changed(
+        *, namespace: str | None, labels: Mapping[str, str], memo: Any, logger: Logger, **_: Any
+    ) -> None:
+        # Readiness of a role changed (or someone edited/deleted our Deployment): refresh its runtime.
+        if LABEL_INSTANCE in labels:
+            controller: Controller = memo.controller
+            await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger)

@@ -1,0 +1,66 @@
+"""``smartflow-operator run``: wire the client, metrics, logging and handlers, then run kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+
+import kopf
+from prometheus_client import start_http_server
+
+from .controller import Controller
+from .handlers import register
+from .kube import KubeClient, load_api_client
+from .logs import configure_logging
+from .metrics import OperatorMetrics
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = False
+    kubeconfig: str | None = None
+    health_address: str = "0.0.0.0"
+    health_port: int = 8081
+    metrics_port: int = 8080
+    resync_seconds: float = 60.0
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+
+async def serve(
+    config: OperatorConfig,
+    *,
+    controller: Controller,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    """Run the operator until ``stop_flag`` is set (or forever). Also used in-process by tests."""
+    registry = kopf.OperatorRegistry()
+    register(registry, resync_seconds=config.resync_seconds)
+    await kopf.operator(
+        registry=registry,
+        memo=kopf.Memo(controller=controller),
+        standalone=True,  # one replica (Recreate): no peering objects to keep
+        clusterwide=config.all_namespaces,
+        namespaces=config.namespaces,
+        liveness_endpoint=f"http://{config.health_address}:{config.health_port}/healthz",
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
+
+
+def run_operator(config: OperatorConfig) -> int:
+    configure_logging(level=config.log_level, fmt=config.log_format)
+    if config.kubeconfig:
+        os.environ["KUBECONFIG"] = config.kubeconfig  # kopf logs in through the same client library
+    kube = KubeClient(load_api_client(config.kubeconfig))
+    metrics = OperatorMetrics()
+    start_http_server(config.metrics_port, addr=config.health_address, registry=metrics.registry)
+    try:
+        asyncio.run(serve(config, controller=Controller(kube=kube, metrics=metrics)))
+    finally:
+        kube.close()
+    return 0
