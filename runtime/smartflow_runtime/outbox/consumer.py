@@ -47,7 +47,20 @@ from .model import BackoffPolicy, OutboxRow, outbox_id_of, parse_envelope
 
 log = logging.getLogger(__name__)
 
-ASSIGNORS = (StickyPartitionAssignor, RoundRobinPartitionAssignor)
+
+def _assignors() -> tuple[type, ...]:
+    """Assignment strategies in preference order, with sticky state private to one consumer.
+
+    aiokafka's StickyPartitionAssignor keeps the member's previous assignment in *class*
+    attributes, so two consumers in one process (the tests, or a future multi-consumer role)
+    would report each other's partitions. A fresh subclass per consumer isolates that state.
+    """
+    sticky = type(
+        "IsolatedStickyPartitionAssignor",
+        (StickyPartitionAssignor,),
+        {"member_assignment": None, "generation": StickyPartitionAssignor.DEFAULT_GENERATION_ID},
+    )
+    return (sticky, RoundRobinPartitionAssignor)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -126,7 +139,7 @@ class Consumer:
             return
         options: dict[str, Any] = {"auto_offset_reset": "earliest", "session_timeout_ms": 10000}
         options.update(self._options)
-        options.update({"enable_auto_commit": False, "partition_assignment_strategy": ASSIGNORS})
+        options.update({"enable_auto_commit": False, "partition_assignment_strategy": _assignors()})
         kafka = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap_servers,
             group_id=self._group_id,
