@@ -106,7 +106,9 @@ async def spawn_runtime(tmp_path: Path) -> AsyncIterator[Spawner]:
     """Start ``smartflow-runtime run --role R`` with free ports; every process is killed at teardown."""
     started: list[RuntimeProcess] = []
 
-    async def spawn(role: str, *, ready: bool = True, **smartflow: str) -> RuntimeProcess:
+    async def spawn(
+        role: str, *, ready: bool = True, role_from_env: bool = False, **smartflow: str
+    ) -> RuntimeProcess:
         admin_port, http_port = free_port(), free_port()
         env = base_env(
             bind_host="127.0.0.1",
@@ -115,11 +117,14 @@ async def spawn_runtime(tmp_path: Path) -> AsyncIterator[Spawner]:
             log_format="json",
             **smartflow,
         )
+        args = ["run"] if role_from_env else ["run", "--role", role]
+        if role_from_env:
+            env["SMARTFLOW_ROLE"] = role
         log_path = tmp_path / f"{role}-{len(started)}.log"
         log = log_path.open("wb")
         try:
             proc = await asyncio.create_subprocess_exec(
-                CLI, "run", "--role", role, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+                CLI, *args, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
             )
         finally:
             log.close()

@@ -89,7 +89,8 @@ async def test_api_role_serves_admin_and_business_endpoints_without_kafka(
 async def test_bad_request_bodies_get_a_400_naming_the_problem(
     migrated_dsn: str, spawn_runtime: Spawner
 ) -> None:
-    api = await spawn_runtime("api", database_dsn=migrated_dsn)
+    api = await spawn_runtime("api", role_from_env=True, database_dsn=migrated_dsn)
+    assert {r["role"] for r in api.log_records()} == {"api"}
     url = f"{api.http}/v1/conversations/c/messages"
 
     status, body = await _post(url, b"{not json")
