@@ -1,0 +1,48 @@
+{{/*
+The operator's permissions: the same list as operator/smartflow_operator/rbac.py (PERMISSIONS),
+one rule per resource, no wildcards. tests/unit/chart/test_rbac.py fails when the two differ, and
+tests/integration/chart/test_rbac_necessity.py shows the operator fails without any one of them.
+Used by the Role in each watched namespace and by the ClusterRole (allNamespaces).
+*/}}
+{{- define "smartflow-operator.rules" -}}
+# Watch runtimes; kopf records handler progress in annotations (patch).
+- apiGroups: ["smartflow.io"]
+  resources: ["smartflowruntimes"]
+  verbs: ["get", "list", "watch", "patch"]
+# Report conditions, per-role replicas, lag readings and scaling decisions.
+- apiGroups: ["smartflow.io"]
+  resources: ["smartflowruntimes/status"]
+  verbs: ["get", "patch"]
+# Children carry an owner reference with blockOwnerDeletion, which clusters enforcing
+# OwnerReferencesPermissionEnforcement only allow with update on the owner's finalizers.
+- apiGroups: ["smartflow.io"]
+  resources: ["smartflowruntimes/finalizers"]
+  verbs: ["update"]
+# One Deployment per role: server-side apply, prune, watch readiness, scale.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# The API role's Service.
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "create", "patch", "update", "delete"]
+# A disruption budget per role with two or more replicas.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "create", "patch", "update", "delete"]
+# Read (never list) the Secrets a runtime names: validate and hash them, read the DSN for lag probes.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# Read (never list) the ConfigMaps a runtime names: validate and hash them.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
+# Events about applied changes, scaling decisions and problems.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
