@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from .autoscaling import loop as autoscaling_loop
 from .controller import Controller, Logger
 from .names import (
     APP_NAME,
@@ -74,3 +75,5 @@ def register(registry: kopf.OperatorRegistry, *, resync_seconds: float) -> None:
         if LABEL_INSTANCE in labels:
             controller: Controller = memo.controller
             await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger)
+
+    autoscaling_loop.register(registry)

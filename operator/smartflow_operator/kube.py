@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,12 +93,14 @@ class KubeClient:
         *,
         field_manager: str = FIELD_MANAGER,
         timeout_seconds: float = 30.0,
+        on_request: Callable[[str], None] | None = None,
     ) -> None:
         self._api = api_client
         self.field_manager = field_manager
         self._timeout = timeout_seconds
         self.calls: Counter[str] = Counter()
         self.warnings: list[str] = []
+        self._on_request = on_request
 
     @property
     def writes(self) -> int:
@@ -122,6 +124,8 @@ class KubeClient:
         if content_type:
             headers["Content-Type"] = content_type
         self.calls[method] += 1
+        if self._on_request is not None:
+            self._on_request(method)
         try:
             serialized = self._api.param_serialize(
                 method,
@@ -165,12 +169,14 @@ class KubeClient:
             item.setdefault("kind", kind.kind)
         return items
 
-    async def apply(self, manifest: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
+    async def apply(
+        self, manifest: Mapping[str, Any], *, force: bool = True, field_manager: str | None = None
+    ) -> dict[str, Any]:
         """Server-side apply under our field manager. ``force`` takes over fields another manager set
         (e.g. someone's ``kubectl edit`` of the image): the runtime spec is the source of truth."""
         kind = kind_of(manifest)
         metadata = manifest["metadata"]
-        query = [("fieldManager", self.field_manager), ("fieldValidation", "Strict")]
+        query = [("fieldManager", field_manager or self.field_manager), ("fieldValidation", "Strict")]
         if force:
             query.append(("force", "true"))
         return await self._request(

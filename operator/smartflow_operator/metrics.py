@@ -21,6 +21,12 @@ class OperatorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.kube_requests = Counter(
+            "smartflow_operator_kube_requests_total",
+            "Requests the reconciler sent to the Kubernetes API, by HTTP method (PATCH/POST/DELETE write).",
+            ["method"],
+            registry=self.registry,
+        )
         self.duration = Histogram(
             "smartflow_operator_reconcile_duration_seconds",
             "Wall time of one reconcile pass.",

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import conditions as c
+from .autoscaling.handover import hand_over_replicas
 from .autoscaling.replicas import replicas_for
 from .builders.children import desired_children
 from .builders.labels import instance_labels
@@ -197,6 +198,7 @@ async def _apply_changed(
         if _up_to_date(child, live.get(key)):
             continue
         try:
+            await hand_over_replicas(child, live.get(key), kube)  # paused/External: keep the count
             applied = await kube.apply(child)
         except Invalid as error:
             raise ConfigurationError(c.CHILD_REJECTED, f"{key[0]} {key[1]} rejected: {error}") from error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -10,11 +11,15 @@ from dataclasses import dataclass
 import kopf
 from prometheus_client import start_http_server
 
+from .autoscaling.loop import Autoscaler
+from .autoscaling.metrics import AutoscalingMetrics
 from .controller import Controller
 from .handlers import register
 from .kube import KubeClient, load_api_client
 from .logs import configure_logging
 from .metrics import OperatorMetrics
+
+_autoscaling_log = logging.getLogger("smartflow_operator.autoscaling")
 
 
 @dataclass(frozen=True)
@@ -40,24 +45,36 @@ async def serve(
     """Run the operator until ``stop_flag`` is set (or forever). Also used in-process by tests."""
     registry = kopf.OperatorRegistry()
     register(registry, resync_seconds=config.resync_seconds)
-    await kopf.operator(
-        registry=registry,
-        memo=kopf.Memo(controller=controller),
-        standalone=True,  # one replica (Recreate): no peering objects to keep
-        clusterwide=config.all_namespaces,
-        namespaces=config.namespaces,
-        liveness_endpoint=f"http://{config.health_address}:{config.health_port}/healthz",
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
+    autoscaler = Autoscaler(
+        kube=controller.kube,
+        # A new decision is applied by the same serialized reconcile pass as any spec change.
+        apply_replicas=lambda namespace, name: controller.resync(namespace, name, logger=_autoscaling_log),
+        metrics=AutoscalingMetrics(controller.metrics.registry),
     )
+    try:
+        await kopf.operator(
+            registry=registry,
+            memo=kopf.Memo(controller=controller, autoscaler=autoscaler),
+            standalone=True,  # one replica (Recreate): no peering objects to keep
+            clusterwide=config.all_namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=f"http://{config.health_address}:{config.health_port}/healthz",
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        await autoscaler.close()  # the lag probes' pools and Kafka clients
 
 
 def run_operator(config: OperatorConfig) -> int:
     configure_logging(level=config.log_level, fmt=config.log_format)
     if config.kubeconfig:
         os.environ["KUBECONFIG"] = config.kubeconfig  # kopf logs in through the same client library
-    kube = KubeClient(load_api_client(config.kubeconfig))
     metrics = OperatorMetrics()
+    kube = KubeClient(
+        load_api_client(config.kubeconfig),
+        on_request=lambda method: metrics.kube_requests.labels(method=method).inc(),
+    )
     start_http_server(config.metrics_port, addr=config.health_address, registry=metrics.registry)
     try:
         asyncio.run(serve(config, controller=Controller(kube=kube, metrics=metrics)))

@@ -13,10 +13,11 @@ when the Deployment is applied.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, WithJsonSchema, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from .autoscaling.spec import AutoscalingSpec
 from .models import CamelModel
@@ -307,6 +308,14 @@ class SmartflowRuntimeSpec(CamelModel):
     database: DatabaseSpec = Field(description="The PostgreSQL database holding the outbox.")
     kafka: KafkaSpec = Field(description="The Kafka cluster the outbox is relayed to.")
     roles: RolesSpec = Field(default_factory=RolesSpec, description="Per-role workload settings.")
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, image: str) -> str:
+        # The same rule the CRD enforces with CEL, for specs that reach the operator another way.
+        if not re.match(IMAGE_PATTERN, image):
+            raise ValueError("must be an image reference such as registry/name:tag")
+        return image
 
     def active_roles(self) -> tuple[Role, ...]:
         """The roles that get a Deployment in the current mode."""

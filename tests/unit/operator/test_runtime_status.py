@@ -1,0 +1,121 @@
+"""Status and conditions from the live Deployments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smartflow_operator import conditions as c
+from smartflow_operator.names import Role
+from smartflow_operator.runtime_status import Problem, compute_status, status_patch
+from smartflow_operator.status import SmartflowRuntimeStatus
+
+
+def _deployment(role: str, *, desired: int, ready: int, updated: int | None = None) -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"demo-{role}",
+            "generation": 2,
+            "labels": {"app.kubernetes.io/component": role},
+        },
+        "spec": {
+            "replicas": desired,
+            "template": {"spec": {"containers": [{"name": "runtime", "image": "img:1"}]}},
+        },
+        "status": {
+            "observedGeneration": 2,
+            "readyReplicas": ready,
+            "updatedReplicas": ready if updated is None else updated,
+        },
+    }
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(cond for cond in status["conditions"] if cond["type"] == type_)
+
+
+def _status(
+    deployments: list[dict[str, Any]], *, previous: dict[str, Any] | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "generation": 4,
+        "mode": "split",
+        "expected_roles": (Role.API, Role.RELAY),
+        "problem": None,
+        "now": "2026-01-01T00:00:00Z",
+    }
+    options.update(kwargs)
+    return compute_status(
+        deployments=deployments, previous=SmartflowRuntimeStatus.model_validate(previous or {}), **options
+    )
+
+
+class TestComputeStatus:
+    def test_ready_when_every_role_has_its_pods(self) -> None:
+        status = _status([_deployment("api", desired=2, ready=2), _deployment("relay", desired=1, ready=1)])
+        assert _condition(status, c.READY)["status"] == "True"
+        assert _condition(status, c.PROGRESSING)["reason"] == c.ROLLOUT_COMPLETE
+        assert _condition(status, c.DEGRADED)["status"] == "False"
+        assert status["observedGeneration"] == 4
+        assert status["roles"]["relay"] == {
+            "deployment": "demo-relay",
+            "image": "img:1",
+            "desiredReplicas": 1,
+            "readyReplicas": 1,
+            "updatedReplicas": 1,
+            "replicas": "1/1",
+        }
+
+    def test_not_ready_names_the_role_and_missing_deployments(self) -> None:
+        status = _status([_deployment("api", desired=2, ready=1)])
+        ready = _condition(status, c.READY)
+        assert ready["status"] == "False" and ready["reason"] == c.ROLES_NOT_READY
+        assert "api 1/2 ready" in ready["message"] and "relay has no Deployment" in ready["message"]
+        assert _condition(status, c.PROGRESSING)["status"] == "True"
+
+    def test_transition_time_changes_only_with_status(self) -> None:
+        first = _status([_deployment("api", desired=2, ready=1)], expected_roles=(Role.API,))
+        later = _status(
+            [_deployment("api", desired=3, ready=1)],
+            expected_roles=(Role.API,),
+            previous=first,
+            now="2026-01-02T00:00:00Z",
+        )
+        assert _condition(later, c.READY)["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+        assert _condition(later, c.READY)["message"] == "api 1/3 ready"
+        ready = _status(
+            [_deployment("api", desired=3, ready=3)],
+            expected_roles=(Role.API,),
+            previous=later,
+            now="2026-01-03T00:00:00Z",
+        )
+        assert _condition(ready, c.READY)["lastTransitionTime"] == "2026-01-03T00:00:00Z"
+
+    def test_problem_sets_degraded_and_keeps_judging_existing_workloads(self) -> None:
+        problem = Problem("SecretNotFound", "Secret team/db (from spec.database.dsnSecretRef) does not exist")
+        status = _status([_deployment("api", desired=1, ready=1)], problem=problem)
+        degraded = _condition(status, c.DEGRADED)
+        assert (degraded["status"], degraded["reason"]) == ("True", "SecretNotFound")
+        assert "spec.database.dsnSecretRef" in degraded["message"]
+        assert _condition(status, c.PROGRESSING)["reason"] == c.RECONCILE_BLOCKED
+        assert _condition(status, c.READY)["status"] == "True"
+        no_workloads = _status([], problem=problem)
+        assert _condition(no_workloads, c.READY)["reason"] == c.RECONCILE_BLOCKED
+
+
+class TestStatusPatch:
+    def test_equal_status_needs_no_patch(self) -> None:
+        status = _status([_deployment("api", desired=1, ready=1)], expected_roles=(Role.API,))
+        assert status_patch(status, status) == {}
+
+    def test_patch_keeps_fields_others_own_and_removes_stale_roles(self) -> None:
+        desired = _status([_deployment("api", desired=1, ready=1)], expected_roles=(Role.API,))
+        current = {
+            **desired,
+            "roles": {
+                "api": {**desired["roles"]["api"], "readyReplicas": 0, "lag": 7, "autoscaling": {"x": 1}},
+                "all": {"deployment": "demo-all"},
+            },
+            "kopf": {"progress": {}},
+        }
+        assert status_patch(current, desired) == {"roles": {"api": {"readyReplicas": 1}, "all": None}}
