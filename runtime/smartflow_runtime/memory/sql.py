@@ -60,9 +60,9 @@ RETURNING id
 # $1 id, $2 worker, $3 attempts, $4 dead?, $5 next available, $6 error, $7 now
 FAIL = """
 UPDATE memory_jobs
-SET status = CASE WHEN $4 THEN 'dead' ELSE 'failed' END,
-    available_at = $5, last_error = $6, lease_owner = NULL, lease_until = NULL, updated_at = $7,
-    finished_at = CASE WHEN $4 THEN $7 ELSE NULL END
+SET status = CASE WHEN $4::bool THEN 'dead' ELSE 'failed' END,
+    available_at = $5, last_error = $6, lease_owner = NULL, lease_until = NULL, updated_at = $7::timestamptz,
+    finished_at = CASE WHEN $4::bool THEN $7::timestamptz ELSE NULL END
 WHERE id = $1 AND status = 'processing' AND lease_owner = $2 AND attempts = $3
 RETURNING status
 """
