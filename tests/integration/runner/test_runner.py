@@ -216,3 +216,14 @@ def test_stopping_the_runner_leaves_no_process_behind(harness: Harness) -> None:
     assert all(not entry["replicas"] for entry in document["deployments"].values())
     status = harness.status("one")
     assert not status.get("readyReplicas"), "the status no longer claims ready replicas"
+
+
+def test_a_killed_runner_takes_its_processes_with_it(harness: Harness) -> None:
+    harness.create(fake_deployment("orphans", replicas=2, http=False))
+    replicas = harness.wait_ready("orphans", 2)
+
+    os.kill(harness.runner.pid, signal.SIGKILL)  # no chance to clean up: the kernel tells the children
+
+    for replica in replicas:
+        wait_for(lambda r=replica: not alive(r["pid"]), what="replicas of a killed runner to exit", timeout=15)
+        assert "SIGTERM received" in log_text(replica)
