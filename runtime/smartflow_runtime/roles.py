@@ -10,7 +10,8 @@ The runner's life, in order:
 1. open the PostgreSQL pool, start the admin server (``/healthz`` answers from here on);
 2. build the role's components from the table and start them in table order;
 3. report ready; watch the services (one that stays unhealthy is a dead loop: log, drain, exit 1);
-4. on SIGTERM/SIGINT: report not ready first, then stop the services in reverse table order
+4. on SIGTERM/SIGINT: report not ready first (an api keeps serving for a short deregistration
+   delay so load balancers stop sending to it), then stop the services in reverse table order
    within ``SMARTFLOW_SHUTDOWN_GRACE_SECONDS``, close the pool, stop the admin server, exit 0.
 """
 
@@ -59,6 +60,11 @@ ROLE_COMPONENTS: Mapping[Role, tuple[Component, ...]] = {
 }
 
 KAFKA_COMPONENTS = frozenset({Component.CONSUMER, Component.RELAY})
+
+
+def deregistration_delay(grace_seconds: float) -> float:
+    """How long the api keeps serving after turning unready: a tenth of the grace period, at most 3 s."""
+    return min(3.0, grace_seconds / 10)
 
 
 def components_for(role: Role) -> tuple[Component, ...]:
@@ -276,6 +282,12 @@ class RoleRunner:
         """Stop services in reverse start order within the grace period; False if any overran or failed."""
         deadline = time.monotonic() + self._settings.shutdown_grace_seconds * 0.9
         clean = True
+        if self._stop_requested.is_set() and any(n.name == Component.HTTP_API.value for n in self._services):
+            # Keep answering requests briefly while /readyz is already false, so load balancers
+            # drop this pod from their endpoints before its listener closes (no refused requests).
+            delay = deregistration_delay(self._settings.shutdown_grace_seconds)
+            log.info("draining: serving %.1fs more while endpoints deregister", delay)
+            await asyncio.sleep(delay)
         for named in reversed(self._services):
             remaining = deadline - time.monotonic()
             stopped_at = time.monotonic()

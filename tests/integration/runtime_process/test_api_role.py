@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 
 import aiohttp
 import asyncpg
@@ -117,3 +119,33 @@ async def test_bad_request_bodies_get_a_400_naming_the_problem(
         await conn.close()
     code, _ = await api.terminate()
     assert code == 0
+
+
+async def test_on_sigterm_readiness_goes_false_first_while_requests_are_still_served(
+    migrated_dsn: str, spawn_runtime: Spawner
+) -> None:
+    api = await spawn_runtime("api", database_dsn=migrated_dsn, shutdown_grace_seconds="20")
+    loop = asyncio.get_running_loop()
+    signalled = loop.time()
+    api.proc.send_signal(signal.SIGTERM)
+    for _ in range(50):
+        status, text = await api.get(f"{api.admin}/readyz")
+        if status == 503:
+            break
+        await asyncio.sleep(0.02)
+    assert status == 503 and json.loads(text)["checks"]["running"] is False
+    # Unready, but still alive and still serving: the load balancer has time to stop sending.
+    assert (await api.get(f"{api.admin}/healthz"))[0] == 200
+    status, posted = await _post(
+        f"{api.http}/v1/conversations/c/messages", {"user_id": "u", "content": "late"}
+    )
+    assert status == 202, posted
+    code = await asyncio.wait_for(api.proc.wait(), 20)
+    elapsed = loop.time() - signalled
+    assert code == 0
+    assert 2.0 <= elapsed < 20
+    conn = await asyncpg.connect(migrated_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM outbox_events") == 3
+    finally:
+        await conn.close()

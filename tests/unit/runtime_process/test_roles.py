@@ -9,6 +9,7 @@ from smartflow_runtime.roles import (
     ROLE_COMPONENTS,
     Component,
     components_for,
+    deregistration_delay,
     joins_consumer_group,
     stop_order,
     uses_kafka,
@@ -51,3 +52,9 @@ def test_drain_stops_producers_of_work_before_their_consumers() -> None:
     assert order[0] is Component.HTTP_API
     assert order.index(Component.HTTP_API) < order.index(Component.RELAY) < order.index(Component.CONSUMER)
     assert stop_order(Role.WORKER) == tuple(reversed(components_for(Role.WORKER)))
+
+
+def test_deregistration_delay_is_a_small_share_of_the_grace_period() -> None:
+    assert deregistration_delay(25) == 2.5
+    assert deregistration_delay(120) == 3.0
+    assert deregistration_delay(1) == 0.1
