@@ -53,6 +53,8 @@ class Relay:
         clock: ``() -> aware datetime``; every lease and due-time decision uses it.
         producer_options: extra aiokafka producer options (``linger_ms``, ``max_request_size``...);
             ``acks=all`` and ``enable_idempotence`` are always forced.
+        stats_interval_seconds: how often to refresh the outbox backlog gauges from
+            :func:`~.store.stats` (default 15; None disables).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Relay:
         backoff: BackoffPolicy | None = None,
         clock: Callable[[], datetime] = store.utcnow,
         producer_options: Mapping[str, Any] | None = None,
+        stats_interval_seconds: float | None = 15.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -84,6 +87,7 @@ class Relay:
         self._backoff = backoff or BackoffPolicy()
         self._clock = clock
         self._producer_options = dict(producer_options or {})
+        self._stats_interval = stats_interval_seconds
         self._producer: Any = None
         self._listen_conn: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -202,6 +206,7 @@ class Relay:
 
     async def _run(self) -> None:
         next_rebalance = 0.0
+        next_stats = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
             more = False
@@ -211,6 +216,10 @@ class Relay:
                     self._rebalance_now = False
                     await self._rebalance()
                     next_rebalance = time.monotonic() + self._tick_seconds
+                if self._stats_interval is not None and time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + self._stats_interval
+                    async with self._pool.acquire() as conn:
+                        self._metrics.observe_stats(await store.stats(conn, self._clock()))
                 if self._owned:
                     more = await self._publish_batch() >= self._batch_size
                 self._last_cycle_ok = time.monotonic()

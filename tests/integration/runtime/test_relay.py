@@ -263,6 +263,11 @@ async def test_permanent_kafka_rejection_sends_row_dead_without_blocking_others(
         await wait_until(settled, within=15, what="big dead, small published")
     row = await pool.fetchrow("SELECT attempts, last_error FROM outbox_events WHERE id = $1", big)
     assert row["attempts"] == 1 and "KafkaRejectedError" in row["last_error"]
+    # The relay keeps the backlog gauges fresh (it sampled at start: two due rows).
+    assert sample(r._metrics, "smartflow_outbox_due_pending") == 2
+    assert (
+        sample(r._metrics, "smartflow_outbox_backlog", {"status": "pending", "event_type": "test.big"}) == 1
+    )
     assert (
         sample(r._metrics, "smartflow_outbox_events_dead_total", {"stage": "relay", "event_type": "test.big"})
         == 1
