@@ -225,5 +225,7 @@ def test_a_killed_runner_takes_its_processes_with_it(harness: Harness) -> None:
     os.kill(harness.runner.pid, signal.SIGKILL)  # no chance to clean up: the kernel tells the children
 
     for replica in replicas:
-        wait_for(lambda r=replica: not alive(r["pid"]), what="replicas of a killed runner to exit", timeout=15)
+        wait_for(
+            lambda r=replica: not alive(r["pid"]), what="replicas of a killed runner to exit", timeout=15
+        )
         assert "SIGTERM received" in log_text(replica)
