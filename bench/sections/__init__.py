@@ -1,0 +1,1 @@
+"""One module per report section; each exposes ``async def run(ctx) -> Result``."""

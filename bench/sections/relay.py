@@ -1,0 +1,205 @@
+"""Section 1: relay throughput, outbox -> Kafka, 1 KB events, 1/2/4 relay processes vs a raw producer.
+
+Per relay count K: K ``smartflow-runtime run --role relay`` processes start on an empty outbox and
+wait until they have split the shards between them; then N events are committed in one
+transaction (the commit's NOTIFY wakes the relays) and the clock runs from that commit to the
+last row's ``published_at``. Between relay runs, a raw aiokafka producer in the bench process
+sends the very same (key, value) pairs, with the relay's producer settings, to a topic with the
+same partition count on the same broker; its median is the baseline of the ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from smartflow_runtime.outbox import store
+from smartflow_runtime.outbox.kafka import build_producer
+from smartflow_runtime.outbox.relay import Relay
+
+from .. import events
+from ..context import Context
+from ..procs import CpuMeter, RuntimeProcess, postgres_backends, running
+from ..results import Result, Target
+from ..stats import median
+
+SHARDS = 32
+PARTITIONS = 6
+
+
+def relay_defaults() -> dict[str, object]:
+    params = inspect.signature(Relay.__init__).parameters
+    return {
+        name: params[name].default
+        for name in ("batch_size", "lease_seconds", "poll_interval_seconds")
+        if name in params
+    }
+
+
+async def wait_balanced(conn: asyncpg.Connection, relays: int, within: float = 60.0) -> float:
+    """Until ``relays`` owners hold live leases on all shards, evenly; returns the seconds waited."""
+    started = time.monotonic()
+    target = -(-SHARDS // relays)
+    while time.monotonic() - started < within:
+        rows = await conn.fetch(
+            "SELECT owner, count(*) AS n FROM outbox_shards WHERE owner IS NOT NULL AND lease_until > now() "
+            "GROUP BY owner"
+        )
+        counts = [int(r["n"]) for r in rows]
+        if len(counts) == relays and sum(counts) == SHARDS and max(counts) <= target:
+            return time.monotonic() - started
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{relays} relays did not split {SHARDS} shards within {within:.0f}s")
+
+
+async def wait_published(conn: asyncpg.Connection, count: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        pending = await conn.fetchval("SELECT count(*) FROM outbox_events WHERE status = 'pending'")
+        if pending == 0:
+            published = await conn.fetchval("SELECT count(*) FROM outbox_events WHERE status = 'published'")
+            if published != count:
+                raise RuntimeError(f"expected {count} published rows, found {published}")
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"relay did not publish {count} rows within {within:.0f}s")
+
+
+def progress_curve(times: list[float], points: int = 20) -> list[list[float]]:
+    """[[seconds since start, fraction published]] at ``points`` evenly spaced fractions."""
+    ordered = sorted(times)
+    curve = [[0.0, 0.0]]
+    for i in range(1, points + 1):
+        index = max(0, round(len(ordered) * i / points) - 1)
+        curve.append([round(ordered[index], 4), round(i / points, 3)])
+    return curve
+
+
+async def raw_producer(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> dict[str, float]:
+    """Send every pair and wait for every ack; settings as the relay's producer (acks=all, idempotent)."""
+    producer: AIOKafkaProducer = build_producer(bootstrap, "bench-raw-producer", None)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=b"warm-up", key=b"warm-up")
+        started = time.perf_counter()
+        cpu_before = time.process_time()
+        futures = [await producer.send(topic, value=value, key=key) for key, value in pairs]
+        await asyncio.gather(*futures)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_before
+    finally:
+        await producer.stop()
+    return {
+        "events": len(pairs),
+        "seconds": round(elapsed, 4),
+        "events_per_second": round(len(pairs) / elapsed, 1),
+        "cpu_seconds_bench_process": round(cpu, 3),
+    }
+
+
+async def one_relay_run(
+    ctx: Context, dsn: str, topic: str, relays: int, count: int, within: float
+) -> tuple[dict[str, object], list[tuple[bytes, bytes]]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("TRUNCATE outbox_events RESTART IDENTITY; DELETE FROM outbox_relays")
+        await conn.execute("UPDATE outbox_shards SET owner = NULL, lease_until = NULL")
+        await conn.execute("VACUUM ANALYZE outbox_events")
+        batch = events.build_events(count, topic=topic)
+        env = {
+            "SMARTFLOW_DATABASE_DSN": dsn,
+            "SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS": ctx.servers.bootstrap_servers,
+            "SMARTFLOW_KAFKA_TOPIC": topic,
+        }
+        async with running([RuntimeProcess("relay", env) for _ in range(relays)]) as procs:
+            balance_seconds = await wait_balanced(conn, relays)
+            meter = CpuMeter(
+                groups={"relay_processes": [p.pid for p in procs], "kafka_broker": [ctx.servers.kafka.pid]}
+            )
+            meter.add("postgres_backends", postgres_backends(dsn.rsplit("/", 1)[1]))
+            meter.start()
+            tx = conn.transaction()
+            await tx.start()
+            for start in range(0, count, 2000):
+                await store.publish_many(conn, batch[start : start + 2000])
+            committed_at = time.time()
+            await tx.commit()
+            await wait_published(conn, count, within)
+            cpu = meter.stop()
+        times = [
+            float(r["t"]) - committed_at
+            for r in await conn.fetch("SELECT extract(epoch FROM published_at)::float8 t FROM outbox_events")
+        ]
+        pairs = await events.envelopes(conn)
+    finally:
+        await conn.close()
+    elapsed = max(times)
+    figures: dict[str, object] = {
+        "relays": relays,
+        "events": count,
+        "seconds": round(elapsed, 4),
+        "events_per_second": round(count / elapsed, 1),
+        "first_publish_after_commit_seconds": round(min(times), 4),
+        "shard_balance_wait_seconds": round(balance_seconds, 2),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_1k_events": {k: round(v * 1e6 / count, 1) for k, v in cpu.items()},
+        "progress": progress_curve(times),
+    }
+    return figures, pairs
+
+
+async def run(ctx: Context) -> Result:
+    result = ctx.result("relay", "Relay throughput: outbox -> Kafka, 1 KB events")
+    count = 2000 if ctx.smoke else 20000
+    relay_counts = (1, 2) if ctx.smoke else (1, 2, 4)
+    within = 60.0 if ctx.smoke else 240.0
+    result.settings.update(
+        {
+            "events_per_run": count,
+            "relay_process_counts": list(relay_counts),
+            "outbox_shards": SHARDS,
+            "kafka_partitions": PARTITIONS,
+            "event_type": events.EVENT_TYPE,
+            "relay_defaults": relay_defaults(),
+            "producer_settings": "acks=all, enable_idempotence=True, linger_ms=5 (runtime's build_producer)",
+            "raw_producer": "one aiokafka producer in the bench process, send() all then await every ack",
+            "clock": "relay: outbox commit -> max(published_at); raw: first send -> last ack",
+        }
+    )
+    relay_runs: list[dict[str, object]] = []
+    raw_runs: list[dict[str, float]] = []
+    async with (
+        ctx.servers.database("relay", shard_count=SHARDS) as dsn,
+        ctx.servers.topic("relay", partitions=PARTITIONS) as topic,
+        ctx.servers.topic("relayraw", partitions=PARTITIONS) as raw_topic,
+    ):
+        for relays in relay_counts:
+            ctx.say(f"relay: {relays} process(es), {count} events")
+            figures, pairs = await one_relay_run(ctx, dsn, topic, relays, count, within)
+            relay_runs.append(figures)
+            ctx.say(f"relay: {relays} -> {figures['events_per_second']} ev/s")
+            raw = await raw_producer(ctx.servers.bootstrap_servers, raw_topic, pairs)
+            raw["envelope_mean_bytes"] = events.mean_size(pairs)
+            raw_runs.append(raw)
+            ctx.say(f"relay: raw producer -> {raw['events_per_second']} ev/s")
+    raw_median = median([r["events_per_second"] for r in raw_runs]) or 0.0
+    for figures in relay_runs:
+        eps = float(figures["events_per_second"])  # type: ignore[arg-type]
+        figures["ratio_to_raw"] = round(eps / raw_median, 3) if raw_median else None
+    result.figures = {
+        "raw_producer_runs": raw_runs,
+        "raw_producer_median_events_per_second": raw_median,
+        "relay_runs": relay_runs,
+        "envelope_mean_bytes": raw_runs[0]["envelope_mean_bytes"] if raw_runs else None,
+    }
+    best = max((float(f["ratio_to_raw"] or 0) for f in relay_runs), default=None)  # type: ignore[arg-type]
+    one = relay_runs[0]["ratio_to_raw"] if relay_runs else None
+    result.targets.append(
+        Target("relay (1 process) / raw producer", 0.8, ">=", "x", one, "single relay process vs raw")  # type: ignore[arg-type]
+    )
+    result.targets.append(Target("relay (best process count) / raw producer", 0.8, ">=", "x", best))
+    return result
