@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-from ..errors import EnvelopeError, SmartflowError, UnknownEventTypeError
+from ..errors import EnvelopeError, UnknownEventTypeError
 from ..handlers.registry import EventHandler, HandlerRegistry
 from ..metrics import RuntimeMetrics
 from . import store
@@ -201,6 +201,9 @@ class Consumer:
                     await self._process(batch)
             except Exception as error:  # keep consuming; health reports a loop that stopped progressing
                 log.exception("consumer cycle failed: %s", error)
+                # Records fetched but not handled must come again: rewind to the committed offsets.
+                with contextlib.suppress(Exception):
+                    await self._kafka.seek_to_committed()
                 await asyncio.sleep(self._db_retry_seconds)
 
     async def _process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
@@ -231,15 +234,18 @@ class Consumer:
             log.warning("offset commit failed (messages will be redelivered): %s", wrap_kafka_error(error))
 
     async def _handle_durably(self, record: Any) -> bool:
-        """Handle one record until its outcome is durable; False when stopping before that."""
+        """Handle one record until its outcome is durable; False when stopping before that.
+
+        Handler failures are already data (pending/dead) inside :func:`~.store.consume_and_mark`;
+        anything raised here means nothing was recorded (database unreachable, a bug before the
+        handler), so the same record is retried instead of skipped.
+        """
         while True:
             try:
                 await self.handle_message(record.value)
                 return True
-            except SmartflowError as error:
-                if not error.retriable:
-                    raise
-                log.warning("database unavailable while handling a message; retrying: %s", error)
+            except Exception as error:
+                log.warning("could not record the outcome of a message; retrying it: %s", error)
                 if self._stopping.is_set():
                     return False
                 await asyncio.sleep(self._db_retry_seconds)
@@ -253,7 +259,7 @@ class Consumer:
             envelope = parse_envelope(value)
         except EnvelopeError as error:
             outbox_id = outbox_id_of(value)
-            async with self._pool.acquire() as conn:
+            async with store.driver_errors("mark bad envelope dead"), self._pool.acquire() as conn:
                 killed = outbox_id is not None and await store.mark_dead(
                     conn, outbox_id, str(error), now=self._clock()
                 )
@@ -265,7 +271,7 @@ class Consumer:
             return None
         handler = self._handler_for(envelope.event_type)
         started = time.perf_counter()
-        async with self._pool.acquire() as conn:
+        async with store.driver_errors("consume"), self._pool.acquire() as conn:
             outcome = await store.consume_and_mark(
                 conn,
                 envelope.outbox_id,

@@ -262,7 +262,12 @@ class Relay:
         """Claim, send and mark one batch in one transaction; returns the number of rows claimed."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await store.claim_batch(
-                conn, self.relay_id, self._owned, now=self._clock(), limit=self._batch_size
+                conn,
+                self.relay_id,
+                self._owned,
+                now=self._clock(),
+                limit=self._batch_size,
+                lock_timeout=self._lease / 2,
             )
             if not rows:
                 return 0

@@ -159,14 +159,25 @@ async def release_shards(conn: Any, relay_id: str, shards: Iterable[int] | None 
 
 
 async def claim_batch(
-    conn: Any, relay_id: str, shards: Iterable[int], *, now: datetime, limit: int
+    conn: Any,
+    relay_id: str,
+    shards: Iterable[int],
+    *,
+    now: datetime,
+    limit: int,
+    lock_timeout: timedelta | None = None,
 ) -> list[OutboxRow]:
     """Lock up to ``limit`` due rows of ``shards`` (leased by ``relay_id``) in id order.
 
     Must run inside a transaction that stays open until :func:`mark_published` /
     :func:`mark_failed`: the row locks are what stop a second relay publishing the same rows.
+    ``lock_timeout`` bounds the wait for a previous owner's in-flight batch (then
+    :class:`DatabaseError`, retriable), so a stuck peer cannot stall this relay's lease renewals.
     """
     async with driver_errors("claim outbox batch"):
+        if lock_timeout is not None:
+            millis = max(1, int(lock_timeout.total_seconds() * 1000))
+            await conn.execute(f"SET LOCAL lock_timeout = {millis}")
         records = await conn.fetch(sql.CLAIM_BATCH, sorted(shards), now, limit, relay_id)
     return [OutboxRow.from_record(r) for r in records]
 

@@ -3,6 +3,7 @@ replay, poison events go dead without blocking their partition, bad messages go 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -373,3 +374,43 @@ async def test_two_consumers_split_the_partitions_and_handle_each_event_once(
         ]
         assert sum(consumed) == 30 and all(n > 0 for n in consumed)
         assert first.is_healthy() and second.is_healthy()
+
+
+async def committed_total(bootstrap_servers: str, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == topic)
+
+
+async def test_offsets_are_committed_only_after_the_effect_is_durable(
+    pool: Any, bootstrap_servers: str, topic: str, unique_name: str
+) -> None:
+    async with pool.acquire() as conn:
+        for i in range(3):
+            await commands.post_chat_message(
+                conn, conversation_id=f"d{i}", user_id="d", content="abcd", role="assistant", topic=topic
+            )
+    relay = Relay(pool=pool, bootstrap_servers=bootstrap_servers, metrics=RuntimeMetrics(CollectorRegistry()))
+    async with relay:
+        await wait_until(lambda: _published(pool, 6), within=15, what="6 published")
+    # The database cannot record anything: the consumer fetches, fails to record, and must neither
+    # skip the messages nor commit their offsets.
+    await pool.execute("ALTER TABLE outbox_events RENAME TO outbox_events_away")
+    group = f"g-{unique_name}"
+    consumer = make_consumer(pool, bootstrap_servers, topic, group)
+    consumer._db_retry_seconds = 0.2
+    async with consumer:
+        await asyncio.sleep(3)
+        assert await committed_total(bootstrap_servers, group, topic) == 0
+        await pool.execute("ALTER TABLE outbox_events_away RENAME TO outbox_events")
+        await wait_until(lambda: all_consumed(pool, 6), within=20, what="6 consumed after recovery")
+    assert await committed_total(bootstrap_servers, group, topic) == 6
+    assert await token_totals_for(pool, "d") == 3
+
+
+async def _published(pool: Any, n: int) -> bool:
+    return (await status_counts(pool)).get("published", 0) == n
