@@ -95,9 +95,8 @@ def decision_message(role: Role, decision: ScalingDecision, *, error: ProbeError
         return f"{metric}; {owner}, the operator does not write replicas"
     cap = f", cap {inputs.cap} {CAP_NAMES[role]}" if inputs.cap else ""
     bounds = f"[{inputs.lower}, {inputs.upper}]{cap}"
-    if decision.changed:
-        return f"{metric}: {inputs.current} -> {decision.desired} replicas ({decision.reason.value}, bounds {bounds})"
-    return f"{metric}: {decision.desired} replicas ({decision.reason.value}, bounds {bounds})"
+    change = f"{inputs.current} -> {decision.desired}" if decision.changed else f"{decision.desired}"
+    return f"{metric}: {change} replicas ({decision.reason.value}, bounds {bounds})"
 
 
 def condition(role: Role, decision: ScalingDecision, *, error: ProbeError | None) -> ConditionValue:

@@ -1,0 +1,387 @@
+"""The autoscaling loop: per runtime, relay and consumer each polled on their own interval.
+
+A kopf daemon per SmartflowRuntime (registered by :func:`register`) runs :meth:`Autoscaler.run`,
+which drives one independent loop per scalable role. Each poll: read the runtime and the role's
+Deployment, measure the lag at the source (:mod:`.probes`), decide (:func:`.decision.decide`,
+pure, clock passed in), record the result in ``status.roles.<role>`` with a condition, and when
+the count changes, let the operator's normal reconcile apply it (``replicas_for`` reads the
+decision from the status) and post an Event. Paused or External: measured and reported, no
+replicas written. A failed probe holds the count and says why in the condition.
+
+The decision history is kept in memory between polls and written to the status with every
+status change, and at least every ``HISTORY_REFRESH_SECONDS``, so an operator restart resumes
+with (at most that much older) windows and rate-limit periods instead of empty ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import kopf
+from pydantic import ValidationError
+
+from .. import conditions as c
+from ..builders.labels import child_name
+from ..errors import KubeError
+from ..kube import DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient
+from ..names import API_VERSION, GROUP, KIND, OPERATOR_NAME, PLURAL, VERSION, Role
+from ..resource import SmartflowRuntime
+from ..spec import Mode, ScalableWorkloadSpec
+from ..status import Condition, ConditionStatus
+from .decision import ScalingDecision, decide, metric_limit
+from .errors import ProbeConfigurationError, ProbeError
+from .history import ScalingHistory
+from .lag import Reading
+from .metrics import AutoscalingMetrics
+from .probes import Probes
+from .report import (
+    DISABLED,
+    autoscaling_status,
+    condition,
+    condition_type,
+    history_of,
+    timestamp,
+    without_volatile,
+)
+from .spec import AutoscalingSpec
+
+SCALED_ROLES = (Role.RELAY, Role.CONSUMER)
+IDLE_INTERVAL_SECONDS = 5.0
+HISTORY_REFRESH_SECONDS = 30.0
+
+Clock = Callable[[], datetime]
+ApplyReplicas = Callable[[str, str], Awaitable[object]]
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+class Stopped(Protocol):
+    """kopf's daemon ``stopped`` flag (or anything alike in tests)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> Awaitable[object]: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _RoleState:
+    history: ScalingHistory | None = None
+    history_written_at: datetime | None = None
+    error_reason: str | None = None
+
+
+class Autoscaler:
+    """Scales the relay and consumer of every runtime; one instance per operator (held in memo)."""
+
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        apply_replicas: ApplyReplicas,
+        probes: Probes | None = None,
+        metrics: AutoscalingMetrics | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.kube = kube
+        self.probes = probes or Probes()
+        self.metrics = metrics or AutoscalingMetrics()
+        self._apply_replicas = apply_replicas
+        self._clock = clock
+        self._states: dict[tuple[str, str, Role], _RoleState] = {}
+
+    async def close(self) -> None:
+        await self.probes.close()
+
+    async def run(self, namespace: str, name: str, *, stopped: Stopped, logger: Logger) -> None:
+        """Poll both roles until ``stopped``; never raises (a broken poll is logged and retried)."""
+        try:
+            await asyncio.gather(
+                *(self._loop(namespace, name, role, stopped, logger) for role in SCALED_ROLES)
+            )
+        finally:
+            await self.probes.release(f"{namespace}/{name}")
+            for role in SCALED_ROLES:
+                self._states.pop((namespace, name, role), None)
+                self.metrics.forget(namespace, name, role.value)
+
+    async def _loop(self, namespace: str, name: str, role: Role, stopped: Stopped, logger: Logger) -> None:
+        while not stopped.is_set():
+            interval = IDLE_INTERVAL_SECONDS
+            try:
+                interval = await self.poll(namespace, name, role, logger=logger)
+            except KubeError as error:
+                logger.warning("%s autoscaling poll failed, retrying: %s", role.value, error)
+            except Exception:
+                logger.exception("%s autoscaling poll failed unexpectedly, retrying", role.value)
+            await stopped.wait(interval)
+
+    async def poll(self, namespace: str, name: str, role: Role, *, logger: Logger) -> float:
+        """One measurement and decision for ``role``; returns the seconds until the next poll."""
+        body = await self.kube.get(RUNTIMES, namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return IDLE_INTERVAL_SECONDS
+        try:
+            runtime = SmartflowRuntime.from_object(body)
+        except ValidationError:
+            return IDLE_INTERVAL_SECONDS  # the reconciler reports the invalid spec
+        workload = runtime.spec.roles.for_role(role)
+        if runtime.spec.mode is Mode.ALL or not isinstance(workload, ScalableWorkloadSpec):
+            return IDLE_INTERVAL_SECONDS
+        scaling = workload.autoscaling
+        if not scaling.enabled:
+            await self._report_disabled(body, role)
+            return float(scaling.poll_interval_seconds)
+        deployment = await self.kube.get(DEPLOYMENTS, namespace, child_name(runtime, role))
+        if deployment is None:
+            return float(scaling.poll_interval_seconds)  # not created yet: the reconciler will
+        current = int((deployment.get("spec") or {}).get("replicas", 1))
+
+        reading, error = await self._measure(runtime, role, scaling)
+        state = self._states.setdefault((namespace, name, role), _RoleState())
+        previous = _autoscaling_of(body, role)
+        now = self._clock()
+        decision = decide(
+            spec=scaling,
+            reading=reading,
+            current=current,
+            history=state.history or history_of(previous),
+            now=now,
+        )
+        state.history = decision.history
+        self._record_metrics(namespace, name, role, decision, reading, error)
+        fragment = autoscaling_status(
+            role, decision, reading=reading, error=error, previous=previous, now=now
+        )
+        await self._write_status(body, role, fragment, decision, error, reading, state, now)
+        if decision.changed and decision.writes_replicas:
+            await self._apply_replicas(namespace, name)
+            direction = "up" if decision.desired > current else "down"
+            self.metrics.scale_events.labels(role=role.value, direction=direction).inc()
+            await self._event(body, "Normal", decision.reason.value, fragment["message"], now)
+            logger.info("%s scaled %d -> %d: %s", role.value, current, decision.desired, fragment["message"])
+        if error is not None and error.reason != state.error_reason:
+            await self._event(body, "Warning", error.reason, fragment["message"], now)
+            logger.warning("%s", fragment["message"])
+        state.error_reason = error.reason if error is not None else None
+        return float(scaling.poll_interval_seconds)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    async def _measure(
+        self, runtime: SmartflowRuntime, role: Role, scaling: AutoscalingSpec
+    ) -> tuple[Reading | None, ProbeError | None]:
+        user = f"{runtime.namespace}/{runtime.name}"
+        started = time.monotonic()
+        try:
+            if role is Role.RELAY:
+                dsn = await self._dsn(runtime)
+                reading = await self.probes.relay(dsn, user=user).read(limit=metric_limit(scaling))
+            else:
+                kafka = runtime.spec.kafka
+                probe = self.probes.consumer(kafka.bootstrap_servers, user=user)
+                reading = await probe.read(topic=kafka.topic, group=kafka.consumer_group)
+        except ProbeError as error:
+            self.metrics.probe_errors.labels(role=role.value, reason=error.reason).inc()
+            return None, error
+        finally:
+            self.metrics.probe_duration.labels(role=role.value).observe(time.monotonic() - started)
+        return reading, None
+
+    async def _dsn(self, runtime: SmartflowRuntime) -> str:
+        ref = runtime.spec.database.dsn_secret_ref
+        where = f"Secret {runtime.namespace}/{ref.name}"
+        secret = await self.kube.get(SECRETS, runtime.namespace, ref.name)
+        if secret is None:
+            raise ProbeConfigurationError(f"{where} (spec.database.dsnSecretRef) does not exist")
+        value = (secret.get("data") or {}).get(ref.key)
+        if value is None:
+            raise ProbeConfigurationError(f"{where} has no key {ref.key!r}")
+        try:
+            return base64.b64decode(value).decode()
+        except (binascii.Error, UnicodeDecodeError) as error:
+            raise ProbeConfigurationError(f"{where} key {ref.key!r} is not a text DSN") from error
+
+    def _record_metrics(
+        self,
+        namespace: str,
+        name: str,
+        role: Role,
+        decision: ScalingDecision,
+        reading: Reading | None,
+        error: ProbeError | None,
+    ) -> None:
+        labels = (namespace, name, role.value)
+        self.metrics.decisions.labels(role=role.value, reason=decision.reason.value).inc()
+        if decision.writes_replicas:
+            self.metrics.desired_replicas.labels(*labels).set(decision.desired)
+        if reading is not None:
+            self.metrics.lag.labels(*labels).set(reading.metric)
+            if reading.oldest_age_seconds is not None or role is Role.RELAY:
+                self.metrics.oldest_due_age.labels(*labels).set(reading.oldest_age_seconds or 0.0)
+
+    async def _write_status(
+        self,
+        body: Mapping[str, Any],
+        role: Role,
+        fragment: dict[str, Any],
+        decision: ScalingDecision,
+        error: ProbeError | None,
+        reading: Reading | None,
+        state: _RoleState,
+        now: datetime,
+    ) -> None:
+        """Patch what changed; the history alone is refreshed at most every HISTORY_REFRESH_SECONDS."""
+        status = body.get("status") or {}
+        role_status = (status.get("roles") or {}).get(role.spec_key) or {}
+        live = role_status.get("autoscaling")
+        patch: dict[str, Any] = {}
+        role_patch: dict[str, Any] = {}
+        stale_history = state.history_written_at is None or now - state.history_written_at >= timedelta(
+            seconds=HISTORY_REFRESH_SECONDS
+        )
+        if without_volatile(live) != without_volatile(fragment) or (
+            stale_history and (live or {}).get("history") != fragment["history"]
+        ):
+            role_patch["autoscaling"] = fragment
+        if reading is not None and role_status.get("lag") != reading.metric:
+            role_patch["lag"] = reading.metric
+        if role_patch:
+            patch["roles"] = {role.spec_key: role_patch}
+        conditions = _with_condition(status, role, decision, error, body, now)
+        if conditions is not None:
+            patch["conditions"] = conditions
+        if not patch:
+            return
+        if "autoscaling" in role_patch:
+            # A merge patch merges objects: clear keys of the previous value that are gone now.
+            for key in (live or {}).keys() - fragment.keys():
+                fragment[key] = None
+        await self.kube.patch_status(RUNTIMES, body["metadata"]["namespace"], body["metadata"]["name"], patch)
+        if "autoscaling" in role_patch:
+            state.history_written_at = now
+
+    async def _report_disabled(self, body: Mapping[str, Any], role: Role) -> None:
+        status = body.get("status") or {}
+        live = ((status.get("roles") or {}).get(role.spec_key) or {}).get("autoscaling")
+        existing = c.find(_conditions(status), condition_type(role))
+        if live is None and existing is None:
+            return
+        patch: dict[str, Any] = {}
+        if live is not None:
+            patch["roles"] = {role.spec_key: {"autoscaling": None}}
+        if existing is not None and existing.reason != DISABLED:
+            generation = int(body.get("metadata", {}).get("generation") or 0)
+            updated = c.set_condition(
+                _conditions(status),
+                type_=condition_type(role),
+                status=ConditionStatus.FALSE,
+                reason=DISABLED,
+                message=f"{role.value} autoscaling is disabled; spec replicas apply",
+                generation=generation,
+                now=timestamp(self._clock()),
+            )
+            patch["conditions"] = [cond.dump() for cond in updated]
+        if patch:
+            await self.kube.patch_status(
+                RUNTIMES, body["metadata"]["namespace"], body["metadata"]["name"], patch
+            )
+
+    async def _event(
+        self, body: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        metadata = body["metadata"]
+        moment = timestamp(now)
+        await self.kube.create_event(
+            metadata["namespace"],
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+                "involvedObject": {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": metadata["name"],
+                    "namespace": metadata["namespace"],
+                    "uid": metadata.get("uid", ""),
+                },
+                "type": type_,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": OPERATOR_NAME},
+                "reportingComponent": OPERATOR_NAME,
+                "reportingInstance": socket.gethostname()[:128],
+                "firstTimestamp": moment,
+                "lastTimestamp": moment,
+                "count": 1,
+            },
+        )
+
+
+def _autoscaling_of(body: Mapping[str, Any], role: Role) -> dict[str, Any] | None:
+    roles = (body.get("status") or {}).get("roles") or {}
+    value = (roles.get(role.spec_key) or {}).get("autoscaling")
+    return value if isinstance(value, dict) else None
+
+
+def _conditions(status: Mapping[str, Any]) -> list[Condition]:
+    parsed = []
+    for raw in status.get("conditions") or []:
+        try:
+            parsed.append(Condition.model_validate(raw))
+        except ValidationError:
+            continue
+    return parsed
+
+
+def _with_condition(
+    status: Mapping[str, Any],
+    role: Role,
+    decision: ScalingDecision,
+    error: ProbeError | None,
+    body: Mapping[str, Any],
+    now: datetime,
+) -> list[dict[str, Any]] | None:
+    """The whole condition list with this role's condition set, or None when it is unchanged."""
+    wanted = condition(role, decision, error=error)
+    current = _conditions(status)
+    existing = c.find(current, wanted.type)
+    if (
+        existing is not None
+        and existing.status == wanted.status
+        and existing.reason == wanted.reason
+        and existing.message == wanted.message
+    ):
+        return None
+    updated = c.set_condition(
+        current,
+        type_=wanted.type,
+        status=ConditionStatus(wanted.status),
+        reason=wanted.reason,
+        message=wanted.message,
+        generation=int(body.get("metadata", {}).get("generation") or 0),
+        now=timestamp(now),
+    )
+    return [cond.dump() for cond in updated]
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """One daemon per SmartflowRuntime; the Autoscaler comes from ``memo.autoscaler``."""
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
+    async def autoscale(
+        *, namespace: str | None, name: str, memo: Any, stopped: Stopped, logger: Logger, **_: Any
+    ) -> None:
+        autoscaler: Autoscaler = memo.autoscaler
+        await autoscaler.run(str(namespace), name, stopped=stopped, logger=logger)
