@@ -16,6 +16,7 @@ and apiserver ``Warning`` headers (e.g. Pod Security admission) are kept in ``wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -179,13 +180,36 @@ class KubeClient:
         query = [("fieldManager", field_manager or self.field_manager), ("fieldValidation", "Strict")]
         if force:
             query.append(("force", "true"))
-        return await self._request(
-            "PATCH",
-            kind.item(metadata["namespace"], metadata["name"]),
-            query=query,
-            body=dict(manifest),
-            content_type=APPLY_CONTENT_TYPE,
-        )
+        try:
+            return await self._request(
+                "PATCH",
+                kind.item(metadata["namespace"], metadata["name"]),
+                query=query,
+                body=dict(manifest),
+                content_type=APPLY_CONTENT_TYPE,
+            )
+        except KubeError as error:
+            if error.status != 500:
+                raise
+            # Server-side apply answers 500 (no reason) when the object has a field its schema does
+            # not declare (e.g. a typo inside a passed-through affinity). A strict dry-run create
+            # of the same object tells an invalid object (400/422) from a real server error.
+            await self._dry_run_create(kind, manifest)
+            raise
+
+    async def _dry_run_create(self, kind: ResourceKind, manifest: Mapping[str, Any]) -> None:
+        # Conflict/NotFound: the object is valid (it exists already); the apply error was something else.
+        with contextlib.suppress(Conflict, NotFound):
+            await self._request(
+                "POST",
+                kind.collection(manifest["metadata"]["namespace"]),
+                query=[
+                    ("dryRun", "All"),
+                    ("fieldValidation", "Strict"),
+                    ("fieldManager", self.field_manager),
+                ],
+                body=dict(manifest),
+            )
 
     async def delete(self, kind: ResourceKind, namespace: str, name: str, *, uid: str | None = None) -> bool:
         """Delete (background propagation); with ``uid``, only that incarnation. False if already gone."""
