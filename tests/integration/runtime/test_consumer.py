@@ -343,37 +343,55 @@ async def test_two_consumers_split_the_partitions_and_handle_each_event_once(
     group = f"g-{unique_name}"
     first = make_consumer(pool, bootstrap_servers, topic, group)
     second = make_consumer(pool, bootstrap_servers, topic, group)
-    async with first, second:
+    relay = Relay(
+        pool=pool,
+        bootstrap_servers=bootstrap_servers,
+        metrics=RuntimeMetrics(CollectorRegistry()),
+        lease_seconds=2,
+        poll_interval_seconds=0.2,
+    )
 
-        async def split() -> bool:
-            a, b = first._kafka.assignment(), second._kafka.assignment()
-            return len(a) + len(b) == PARTITIONS and not (a & b) and bool(a) and bool(b)
-
-        await wait_until(split, within=20, what="both consumers own partitions")
+    async def post(start: int, count: int) -> None:
         async with pool.acquire() as conn:
-            for i in range(30):
+            for i in range(start, start + count):
                 await commands.post_chat_message(
                     conn, conversation_id=f"s{i}", user_id="s", content="abcd", role="assistant", topic=topic
                 )
-        relay = Relay(
-            pool=pool,
-            bootstrap_servers=bootstrap_servers,
-            metrics=RuntimeMetrics(CollectorRegistry()),
-            lease_seconds=2,
-            poll_interval_seconds=0.2,
-        )
-        async with relay:
+
+    async with relay, second:
+        async with first:
+
+            async def split() -> bool:
+                a, b = first._kafka.assignment(), second._kafka.assignment()
+                return len(a) + len(b) == PARTITIONS and not (a & b) and bool(a) and bool(b)
+
+            await wait_until(split, within=20, what="both consumers own partitions")
+            kept = set(second._kafka.assignment())
+            await post(0, 30)
             await wait_until(lambda: all_consumed(pool, 60), within=30, what="60 consumed")
-        consumed = [
-            sample(
-                c._metrics,
-                "smartflow_outbox_events_consumed_total",
-                {"event_type": "chat.token.usage.adjust.requested"},
-            )
-            for c in (first, second)
-        ]
-        assert sum(consumed) == 30 and all(n > 0 for n in consumed)
-        assert first.is_healthy() and second.is_healthy()
+            consumed = [
+                sample(
+                    c._metrics,
+                    "smartflow_outbox_events_consumed_total",
+                    {"event_type": "chat.token.usage.adjust.requested"},
+                )
+                for c in (first, second)
+            ]
+            assert sum(consumed) == 30 and all(n > 0 for n in consumed)
+            assert first.is_healthy() and second.is_healthy()
+        # Scale-down: the first member leaves; the second keeps its partitions (sticky) and gains
+        # the others, and events keep flowing with no loss and no second effect.
+        await wait_until(
+            lambda: _assigned_all(second), within=20, what="remaining member owns every partition"
+        )
+        assert kept <= set(second._kafka.assignment())
+        await post(30, 30)
+        await wait_until(lambda: all_consumed(pool, 120), within=30, what="120 consumed")
+    assert await token_totals_for(pool, "s") == 60
+
+
+async def _assigned_all(consumer: Consumer) -> bool:
+    return len(consumer._kafka.assignment()) == PARTITIONS
 
 
 async def committed_total(bootstrap_servers: str, group: str, topic: str) -> int:
