@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -102,7 +103,7 @@ async def raw_producer(bootstrap: str, topic: str, pairs: list[tuple[bytes, byte
 
 
 async def one_relay_run(
-    ctx: Context, dsn: str, topic: str, relays: int, count: int, within: float
+    ctx: Context, dsn: str, topic: str, relays: int, count: int, within: float, profile: Path | None = None
 ) -> tuple[dict[str, object], list[tuple[bytes, bytes]]]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -115,7 +116,9 @@ async def one_relay_run(
             "SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS": ctx.servers.bootstrap_servers,
             "SMARTFLOW_KAFKA_TOPIC": topic,
         }
-        async with running([RuntimeProcess("relay", env) for _ in range(relays)]) as procs:
+        async with running(
+            [RuntimeProcess("relay", env, profile=profile if i == 0 else None) for i in range(relays)]
+        ) as procs:
             balance_seconds = await wait_balanced(conn, relays)
             meter = CpuMeter(
                 groups={"relay_processes": [p.pid for p in procs], "kafka_broker": [ctx.servers.kafka.pid]}

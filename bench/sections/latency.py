@@ -1,0 +1,259 @@
+"""Section 3: end-to-end latency, api write -> handler committed, at fixed request rates.
+
+Split deployment on one machine: one ``api``, one ``relay`` and one ``consumer`` process. An
+open-loop generator in the bench process POSTs ``/v1/tasks/{id}/urgency`` (one 1 KB
+``task.urgency.promote.requested`` event per request) at R requests/s. A trigger added to the
+bench database NOTIFYs when a row turns ``consumed``; PostgreSQL delivers it at the consumer's
+commit, and a separate listener process (:mod:`bench.listener`) timestamps its arrival.
+Latency = arrival - the moment the request was sent (both wall clock, same machine).
+
+Two wake-up modes: ``notify`` (the runtime as shipped: LISTEN/NOTIFY plus a fallback poll) and
+``polling`` (the relay's row notifications ignored through :mod:`bench.launch`, because the
+runtime has no setting for it; the relay then waits for its fallback poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from smartflow_devstack.versions import REPO_ROOT
+
+from ..context import Context
+from ..procs import LOG_DIR, RuntimeProcess, running
+from ..results import Result, Target
+from ..stats import summary
+from .relay import relay_defaults
+
+CHANNEL = "bench_consumed"
+PARTITIONS = 6
+KEYS = 500
+MAX_IN_FLIGHT = 512
+REASON = "r" * 850  # makes the stored payload and the Kafka envelope about 1 KB
+
+TRIGGER_SQL = f"""
+CREATE FUNCTION bench_consumed_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{CHANNEL}', NEW.id::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER bench_consumed AFTER UPDATE OF status ON outbox_events FOR EACH ROW
+WHEN (NEW.status = 'consumed' AND OLD.status IS DISTINCT FROM 'consumed')
+EXECUTE FUNCTION bench_consumed_notify();
+"""
+
+
+def ready_file_exists(path: Path) -> bool:
+    return path.exists()
+
+
+class Listener:
+    """The :mod:`bench.listener` process; :meth:`stop` returns {outbox id: arrival time}."""
+
+    def __init__(self, dsn: str) -> None:
+        self.out = LOG_DIR / f"notify-{uuid.uuid4().hex[:6]}.txt"
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.listener", dsn, CHANNEL, str(self.out)],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    async def wait_ready(self) -> None:
+        ready = Path(str(self.out) + ".ready")
+        for _ in range(200):
+            if ready_file_exists(ready):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError("notification listener exited")
+            await asyncio.sleep(0.05)
+        raise RuntimeError("notification listener not ready")
+
+    async def stop(self) -> dict[int, float]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.proc.wait, 15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait, 5)
+        arrivals: dict[int, float] = {}
+        if self.out.exists():
+            for line in self.out.read_text().splitlines():
+                at, payload = line.split(" ", 1)
+                arrivals.setdefault(int(payload), float(at))
+        for path in (self.out, Path(str(self.out) + ".ready")):
+            path.unlink(missing_ok=True)
+        return arrivals
+
+
+async def generate(base_url: str, rate: float, seconds: float) -> dict[str, Any]:
+    """POST at ``rate``/s for ``seconds`` (open loop); returns {outbox id: send time} and counters."""
+    total = max(1, int(rate * seconds))
+    sent: dict[int, float] = {}
+    http_seconds: list[float] = []
+    lags: list[float] = []
+    errors: list[str] = []
+    skipped = 0
+    in_flight: set[asyncio.Task[None]] = set()
+    connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
+    run_id = uuid.uuid4().hex[:6]
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def one(i: int, intended: float) -> None:
+            body = {"user_id": f"user-{i % KEYS}", "urgency": i % 101, "reason": REASON}
+            started = time.time()
+            lags.append(started - intended)
+            try:
+                async with session.post(f"{base_url}/v1/tasks/t-{run_id}-{i}/urgency", json=body) as response:
+                    data = await response.json()
+                    if response.status != 202:
+                        errors.append(f"HTTP {response.status}")
+                        return
+                http_seconds.append(time.time() - started)
+                sent[int(data["outbox_ids"][0])] = started
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as error:
+                errors.append(type(error).__name__)
+
+        begin = time.time() + 0.05
+        i = 0
+        while i < total:
+            due = min(total, int((time.time() - begin) * rate) + 1)
+            while i < due:
+                if len(in_flight) >= MAX_IN_FLIGHT:
+                    skipped += 1
+                else:
+                    task = asyncio.create_task(one(i, begin + i / rate))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+                i += 1
+            await asyncio.sleep(0.001)
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=30)
+        elapsed = time.time() - begin
+    return {
+        "sent": sent,
+        "requested": total,
+        "accepted": len(sent),
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors))[:5],
+        "skipped_generator_saturated": skipped,
+        "achieved_rate": round(len(sent) / elapsed, 1),
+        "http_ms": summary(http_seconds, scale=1000),
+        "generator_lag_ms": summary(lags, scale=1000),
+    }
+
+
+async def wait_all_consumed(conn: asyncpg.Connection, within: float) -> int:
+    deadline = time.monotonic() + within
+    left = 0
+    while time.monotonic() < deadline:
+        left = await conn.fetchval("SELECT count(*) FROM outbox_events WHERE status <> 'consumed'")
+        if left == 0:
+            return 0
+        await asyncio.sleep(0.2)
+    return int(left)
+
+
+async def stage_breakdown(conn: asyncpg.Connection, ids: list[int]) -> dict[str, Any]:
+    """From the rows' own timestamps: api write -> published_at, published_at -> consumed_at."""
+    rows = await conn.fetch(
+        "SELECT extract(epoch FROM published_at - created_at)::float8 AS relay, "
+        "extract(epoch FROM consumed_at - published_at)::float8 AS consume "
+        "FROM outbox_events WHERE id = ANY($1::bigint[]) AND consumed_at IS NOT NULL",
+        ids,
+    )
+    return {
+        "write_to_published_ms": summary([r["relay"] for r in rows], scale=1000),
+        "published_to_consumer_start_ms": summary([r["consume"] for r in rows], scale=1000),
+    }
+
+
+async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: float) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    async with (
+        ctx.servers.database(f"latency_{mode}") as dsn,
+        ctx.servers.topic(f"latency{mode}", partitions=PARTITIONS) as topic,
+    ):
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(TRIGGER_SQL)
+            env = {
+                "SMARTFLOW_DATABASE_DSN": dsn,
+                "SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS": ctx.servers.bootstrap_servers,
+                "SMARTFLOW_KAFKA_TOPIC": topic,
+                "SMARTFLOW_KAFKA_CONSUMER_GROUP": f"bench-latency-{uuid.uuid4().hex[:8]}",
+            }
+            procs = [
+                RuntimeProcess("consumer", env),
+                RuntimeProcess("relay", env, relay_without_notify=(mode == "polling")),
+                RuntimeProcess("api", env),
+            ]
+            listener = Listener(dsn)
+            try:
+                await listener.wait_ready()
+                async with running(procs):
+                    base = f"http://127.0.0.1:{procs[2].http_port}"
+                    warm = await generate(base, 20, 1.0)
+                    if await wait_all_consumed(conn, 60.0):
+                        raise RuntimeError(f"{mode}: warm-up events were not consumed within 60s")
+                    warm_ids = set(warm["sent"])
+                    for rate in rates:
+                        ctx.say(f"latency: {mode}, {rate} ev/s for {seconds:.0f}s")
+                        load = await generate(base, rate, seconds)
+                        left = await wait_all_consumed(conn, 60.0)
+                        load["not_consumed_after_60s"] = left
+                        load["rate"] = rate
+                        runs.append(load)
+            finally:
+                arrivals = await listener.stop()
+            for load in runs:
+                sent: dict[int, float] = load.pop("sent")
+                latencies = [arrivals[i] - t for i, t in sent.items() if i in arrivals and i not in warm_ids]
+                load["mode"] = mode
+                load["e2e_ms"] = summary(latencies, scale=1000)
+                load["stages"] = await stage_breakdown(conn, list(sent))
+                ctx.say(f"latency: {mode} {load['rate']} ev/s -> e2e {load['e2e_ms']}")
+        finally:
+            await conn.close()
+    return runs
+
+
+async def run(ctx: Context) -> Result:
+    result = ctx.result("latency", "End-to-end latency: api write -> handler committed")
+    rates = (100, 500) if ctx.smoke else (100, 500, 2000)
+    seconds = 3.0 if ctx.smoke else 15.0
+    result.settings.update(
+        {
+            "rates_events_per_second": list(rates),
+            "seconds_per_rate": seconds,
+            "processes": "1 api + 1 relay + 1 consumer (split roles), bench generator + listener",
+            "request": "POST /v1/tasks/{id}/urgency, one ~1 KB event per request, 500 keys",
+            "clock": "request sent (generator) -> NOTIFY from an AFTER UPDATE trigger, delivered at commit",
+            "relay_defaults": relay_defaults(),
+            "polling_mode": "relay row NOTIFYs ignored via bench.launch (no runtime setting exists)",
+            "max_in_flight": MAX_IN_FLIGHT,
+            "pid": os.getpid(),
+        }
+    )
+    runs: list[dict[str, Any]] = []
+    for mode in ("notify", "polling"):
+        runs += await one_mode(ctx, mode, rates, seconds)
+    result.figures = {"runs": runs}
+    at500 = next((r for r in runs if r["mode"] == "notify" and r["rate"] == 500), None)
+    p50 = at500["e2e_ms"]["p50"] if at500 else None
+    p99 = at500["e2e_ms"]["p99"] if at500 else None
+    result.targets.append(Target("e2e p50 at 500 ev/s (notify)", 20.0, "<=", "ms", p50))
+    result.targets.append(Target("e2e p99 at 500 ev/s (notify)", 100.0, "<=", "ms", p99))
+    return result
