@@ -63,8 +63,9 @@ test-integration: deps
 test-e2e: deps
 	$(BIN)/pytest -p no:cacheprovider -m e2e $(PYTEST_ARGS) tests
 
+DEMO_ARGS ?=
 demo: deps
-	@echo "make demo: not yet - the local runner and demo land with issue 7"
+	$(BIN)/smartflow-devstack demo $(DEMO_ARGS)
 
 bench: deps
 	@echo "make bench: not yet - benchmarks land with issue 8"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from . import stack
+from .demo import cli as demo_cli
 from .errors import StackError
 from .runner import cli as runner_cli
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="print the running stack's connection settings")
     status.add_argument("--state", type=Path, default=stack.DEFAULT_STATE)
     runner_cli.add_parser(sub)
+    demo_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in running.env().items():
                 print(f"{key}={value}")
             print(f"logs: {Path(running.state) / 'logs'}\nsettings: {stack.ENV_FILE} (source it)")
+        elif args.command == "demo":
+            return demo_cli.run(args)
         elif args.command == "runner":
             return runner_cli.run(args)
         elif args.command == "down":

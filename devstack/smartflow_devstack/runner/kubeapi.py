@@ -127,6 +127,10 @@ class KubeApi:
             raise
         return True
 
+    async def get(self, path: str) -> Json | None:
+        """Any object by API path (the demo reads its SmartflowRuntime this way); None if absent."""
+        return await self._get_or_none(path)
+
     async def _get_or_none(self, path: str) -> Json | None:
         try:
             return await self._request("GET", path)
