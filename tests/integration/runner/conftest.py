@@ -23,6 +23,8 @@ from smartflow_devstack.versions import REPO_ROOT
 
 FAKE_IMAGE = "smartflow/fake-workload:test"
 FAKE_COMMAND = f"{sys.executable} -m tests.integration.runner.fake_workload"
+CRASHER_IMAGE = "smartflow/crasher:test"
+CRASHER_COMMAND = f"{sys.executable} -c 'import sys; print(\"crashing\", flush=True); sys.exit(3)'"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "smartflow-operator"}
 
 
@@ -162,15 +164,21 @@ def namespace(kube_client: client.ApiClient, unique_name: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def runner_args() -> list[str]:
+    """Extra runner options; a test overrides them with ``@pytest.mark.parametrize("runner_args", ...)``."""
+    return ["--interval", "0.5", "--backoff-max", "2"]
+
+
+@pytest.fixture
 def harness(
-    kubeconfig: str, kube_client: client.ApiClient, namespace: str, tmp_path: Path
+    kubeconfig: str, kube_client: client.ApiClient, namespace: str, tmp_path: Path, runner_args: list[str]
 ) -> Iterator[Harness]:
     runner = start_runner(
         kubeconfig=kubeconfig,
         state=tmp_path / "runner",
         namespaces=[namespace],
-        image_map=[f"{FAKE_IMAGE}={FAKE_COMMAND}"],
-        extra_args=["--interval", "0.5", "--backoff-max", "2"],
+        image_map=[f"{FAKE_IMAGE}={FAKE_COMMAND}", f"{CRASHER_IMAGE}={CRASHER_COMMAND}"],
+        extra_args=runner_args,
         cwd=REPO_ROOT,
     )
     runner.wait_ready()

@@ -12,10 +12,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from smartflow_devstack.process import alive
 from smartflow_devstack.runner import endpoints
 
-from .conftest import Harness, fake_deployment, wait_for
+from .conftest import CRASHER_IMAGE, Harness, fake_deployment, wait_for
 
 
 def get_json(url: str) -> Any:
@@ -229,3 +231,37 @@ def test_a_killed_runner_takes_its_processes_with_it(harness: Harness) -> None:
             lambda r=replica: not alive(r["pid"]), what="replicas of a killed runner to exit", timeout=15
         )
         assert "SIGTERM received" in log_text(replica)
+
+
+def test_a_crashing_process_is_restarted_with_backoff_and_reported(harness: Harness) -> None:
+    harness.create(fake_deployment("crasher", replicas=1, http=False, image=CRASHER_IMAGE))
+
+    def crash_looping() -> dict[str, Any] | None:
+        replicas = harness.replicas("crasher")
+        return replicas[0] if replicas and replicas[0]["restarts"] >= 3 else None
+
+    started = time.monotonic()
+    replica = wait_for(crash_looping, what="three restarts", timeout=30)
+    assert time.monotonic() - started >= 1 + 2, "restarts are spaced by the backoff (1 s, then 2 s)"
+    assert Path(replica["log"]).read_text().count("crashing") >= 3
+    status = harness.status("crasher")
+    assert not status.get("readyReplicas")
+    kinds = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert kinds["Available"] == ("False", "MinimumReplicasUnavailable")
+    wait_for(
+        lambda: any(
+            c["type"] == "ReplicaFailure" and c["reason"] == "CrashLoopBackOff"
+            for c in harness.status("crasher").get("conditions") or []
+        ),
+        what="a CrashLoopBackOff ReplicaFailure condition",
+    )
+
+
+@pytest.mark.parametrize("runner_args", [["--interval", "30"]])
+def test_a_watch_event_wakes_the_runner_before_its_interval(harness: Harness, runner_args: list[str]) -> None:
+    harness.create(fake_deployment("prompt", replicas=1, http=False))
+
+    started = time.monotonic()
+    wait_for(lambda: any(r["pid"] for r in harness.replicas("prompt")), what="a process", timeout=10)
+
+    assert time.monotonic() - started < 10 < float(runner_args[1])
