@@ -122,7 +122,6 @@ class DeploymentFacts:
     max_surge: int
     max_unavailable: int
     wants_http_port: bool
-    readiness: Probe | None
 
     @property
     def key(self) -> str:
@@ -197,10 +196,6 @@ def deployment_facts(deployment: Mapping[str, Any]) -> DeploymentFacts:
         unavailable = _int_or_percent(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
         if surge == 0 and unavailable == 0:
             unavailable = 1  # what the deployment controller does, so a rollout can always progress
-    try:
-        readiness = _readiness_probe(container)
-    except ContainerConfigError:
-        readiness = None  # reported when a replica is built (build_process_spec raises it again)
     return DeploymentFacts(
         namespace=metadata.get("namespace", "default"),
         name=metadata.get("name", ""),
@@ -215,7 +210,6 @@ def deployment_facts(deployment: Mapping[str, Any]) -> DeploymentFacts:
         max_surge=surge,
         max_unavailable=unavailable,
         wants_http_port=_find_port(container, HTTP_PORT_NAME) is not None,
-        readiness=readiness,
     )
 
 

@@ -24,7 +24,6 @@ FACTS = DeploymentFacts(
     max_surge=1,
     max_unavailable=0,
     wants_http_port=True,
-    readiness=None,
 )
 
 
