@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -154,14 +155,14 @@ class ConsumerProbe:
                 await admin.start()
                 await offsets.start()
         except (TimeoutError, OSError, KafkaError) as error:
-            await _quietly(admin.close(), offsets.stop())
+            await _quietly(admin.close, offsets.stop)
             raise KafkaUnavailable(f"cannot reach Kafka at {self._bootstrap}: {_describe(error)}") from error
         self._admin, self._offsets = admin, offsets
 
     async def stop(self) -> None:
         admin, offsets, self._admin, self._offsets = self._admin, self._offsets, None, None
         if admin is not None:
-            await _quietly(admin.close(), offsets.stop())
+            await _quietly(admin.close, offsets.stop)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -260,11 +261,11 @@ class Probes:
         return len(self._relays) + len(self._consumers)
 
 
-async def _quietly(*closing: Any) -> None:
+async def _quietly(*closers: Callable[[], Awaitable[object]]) -> None:
     """Close clients that may already be broken; a failure to close is not worth reporting."""
-    for awaitable in closing:
+    for close in closers:
         try:
-            await asyncio.wait_for(awaitable, timeout=DEFAULT_TIMEOUT_SECONDS)
+            await asyncio.wait_for(close(), timeout=DEFAULT_TIMEOUT_SECONDS)
         except Exception as error:  # best effort on a client that may be broken
             log.debug("closing a Kafka client failed: %s", error)
 

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from smartflow_devstack import kafka
+from smartflow_operator.kube import load_api_client
+
+from .operator_harness import Cluster, install_crd
 
 SHARDS = 8
 
@@ -161,3 +164,17 @@ async def application_connections(
             await conn.close()
 
     yield count
+
+
+@pytest.fixture
+def cluster(kubeconfig: str, unique_name: str) -> Iterator[Cluster]:
+    """A fresh namespace on the real apiserver, with the SmartflowRuntime CRD installed."""
+    api = load_api_client(kubeconfig)
+    install_crd(api)
+    cluster = Cluster(api, f"as-{unique_name}")
+    cluster.create_namespace()
+    try:
+        yield cluster
+    finally:
+        cluster.delete_namespace()
+        api.close()
