@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+from aiokafka.errors import KafkaUnavailableError as AioKafkaUnavailableError
 
 from ..errors import KafkaRejectedError, KafkaUnavailableError, SmartflowError
 
@@ -25,11 +26,21 @@ def default_client_id(kind: str) -> str:
     return f"{kind}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
+# aiokafka leaves ``retriable`` False on these client-side conditions, yet each one passes: a
+# delivery timed out, the cluster was unreachable, the producer was closed under us (stop).
+_TRANSIENT_DESPITE_FLAG = (KafkaTimeoutError, AioKafkaUnavailableError, ProducerClosed)
+
+
 def wrap_kafka_error(error: BaseException) -> SmartflowError:
-    """Our error for an aiokafka failure, retriable exactly when aiokafka says so."""
+    """Our error for an aiokafka failure: retriable when aiokafka says so, or for the client-side
+    conditions in ``_TRANSIENT_DESPITE_FLAG``; permanent otherwise (e.g. record too large)."""
     if isinstance(error, SmartflowError):
         return error
-    if isinstance(error, KafkaError) and not error.retriable:
+    if (
+        isinstance(error, KafkaError)
+        and not error.retriable
+        and not isinstance(error, _TRANSIENT_DESPITE_FLAG)
+    ):
         return KafkaRejectedError(f"{type(error).__name__}: {error}")
     # Timeouts, connection errors and unknown failures: worth another try after backoff.
     return KafkaUnavailableError(f"{type(error).__name__}: {error}")

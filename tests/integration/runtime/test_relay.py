@@ -130,12 +130,16 @@ async def test_shards_rebalance_when_relays_join_and_leave(pool: Any, bootstrap_
     first = relay(pool, bootstrap_servers, "a")
     second = relay(pool, bootstrap_servers, "b")
     async with first:
+        await first.start()  # start is idempotent
         await wait_until(lambda: _eq(owners(pool), {"a": 32}), within=10, what="a owns all")
         async with second:
             await wait_until(lambda: _eq(owners(pool), {"a": 16, "b": 16}), within=10, what="16/16")
             assert first.owned_shards.isdisjoint(second.owned_shards)
         # b left: a takes everything back at once (release is NOTIFYed), not after a lease.
         await wait_until(lambda: _eq(owners(pool), {"a": 32}), within=3, what="a owns all again")
+        assert first.is_healthy() and not second.is_healthy()
+        await second.stop()  # stop is idempotent
+    assert not first.is_healthy()
 
 
 async def _eq(value: Any, expected: Any) -> bool:
