@@ -53,6 +53,8 @@ class DemoSettings:
     keep_up: bool = False
     state: Path = REPO_ROOT / ".local" / "demo"
     example: Path = REPO_ROOT / "examples" / "runtime-split.yaml"
+    # Servers to use (the e2e test passes its session's); None: reuse `make up`'s or start one.
+    servers: stack.Stack | None = None
     out: Callable[[str], None] = field(default=print)
 
 
@@ -141,7 +143,9 @@ class _Demo:
             capture_output=True,
         )
         self.out("3/7 CRD: kubectl apply --server-side -f crds/")
-        _kubectl(self.kubeconfig, "apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        _kubectl(
+            self.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds")
+        )
         _kubectl(self.kubeconfig, "wait", "--for=condition=Established", "crd/smartflowruntimes.smartflow.io")
         self._fresh_namespace()
         state = self.s.state / self.run_id
@@ -325,15 +329,17 @@ class _Demo:
     # --- teardown -------------------------------------------------------------------------------
 
     def teardown(self) -> list[int]:
-        """Stop runner (and its replicas) and operator; return runtime pids still alive."""
+        """Stop the runner (and its replicas) and the operator; return any of those pids still alive."""
         pids: list[int] = []
         if self.runner is not None:
             document = self.runner.endpoints() or {}
             for deployment in (document.get("deployments") or {}).values():
                 pids += [r["pid"] for r in deployment.get("replicas", []) if r.get("pid")]
             self.runner.stop()
+            pids.append(self.runner.pid)
         if self.operator_pid is not None:
             stop(self.operator_pid)
+            pids.append(self.operator_pid)
         if self.kubeconfig:
             with contextlib.suppress(RuntimeError):
                 _kubectl(self.kubeconfig, "delete", "namespace", self.s.namespace, "--wait=false")
