@@ -34,16 +34,33 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
 
 
+def connection_info(configuration: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from a loaded ``kubernetes.client.Configuration``."""
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
 def register(registry: kopf.OperatorRegistry, *, resync_seconds: float) -> None:
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # An explicit registry has no default login: use the client library's (in-cluster or kubeconfig),
-        # the same identity the reconcile's client uses.
-        return kopf.login_via_client(**kwargs)
+    def login(*, memo: Any, **_: Any) -> kopf.ConnectionInfo:
+        # kopf watches with the very identity the reconciler's client loaded (kubeconfig or in-cluster).
+        controller: Controller = memo.controller
+        return connection_info(controller.kube.configuration)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)

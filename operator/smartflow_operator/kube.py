@@ -104,6 +104,12 @@ class KubeClient:
         self._on_request = on_request
 
     @property
+    def configuration(self) -> client.Configuration:
+        """The loaded connection settings (kopf logs in with the same identity)."""
+        configuration: client.Configuration = self._api.configuration
+        return configuration
+
+    @property
     def writes(self) -> int:
         return sum(count for method, count in self.calls.items() if method in WRITE_METHODS)
 

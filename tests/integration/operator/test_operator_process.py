@@ -1,0 +1,172 @@
+"""End to end: the real `smartflow-operator run` process against the real apiserver.
+
+One good runtime and one whose Secret is missing live in the same namespace: the good one gets
+its children and becomes Ready (we play the deployment controller by writing Deployment status),
+the bad one is Degraded, the process keeps serving, a steady state makes no writes, and creating
+the Secret heals the bad one on the next resync.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from smartflow_devstack.process import free_port
+
+from .conftest import EXAMPLES, Kubectl, children, condition, wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+BAD_RUNTIME = """
+apiVersion: smartflow.io/v1alpha1
+kind: SmartflowRuntime
+metadata:
+  name: broken
+spec:
+  image: ghcr.io/smartflow/runtime:0.1.0
+  database:
+    dsnSecretRef: {name: not-yet, key: dsn}
+  kafka:
+    bootstrapServers: kafka:9092
+"""
+
+
+def _without_autoscaling(example: Path) -> str:
+    """The example with lag autoscaling off: there is no Kafka or Postgres here to measure lag, and
+    the autoscaler's probe-failure reports would be writes of their own in the steady state."""
+    documents = list(yaml.safe_load_all(example.read_text()))
+    for document in documents:
+        if document["kind"] == "SmartflowRuntime":
+            for role in ("relay", "consumer"):
+                document["spec"]["roles"][role]["autoscaling"]["enabled"] = False
+    return yaml.safe_dump_all(documents)
+
+
+class OperatorProcess:
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, health: int, metrics: int) -> None:
+        self.process, self.log, self.health_port, self.metrics_port = process, log, health, metrics
+
+    def get(self, port: int, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return str(response.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = self.get(self.metrics_port, "/metrics")
+        selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        match = re.search(rf"^{name}\{{{selector}\}} (\S+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def writes(self) -> float:
+        return sum(
+            self.metric("smartflow_operator_kube_requests_total", method=m)
+            for m in ("PATCH", "POST", "DELETE", "PUT")
+        )
+
+
+@pytest.fixture
+def operator(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    health, metrics = free_port(), free_port()
+    log = tmp_path / "operator.log"
+    command = [
+        str(Path(sys.executable).parent / "smartflow-operator"),
+        "run",
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        kubeconfig,
+        "--health-address",
+        "127.0.0.1",
+        "--health-port",
+        str(health),
+        "--metrics-port",
+        str(metrics),
+        "--resync-seconds",
+        "2",
+    ]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    running = OperatorProcess(process, log, health, metrics)
+    try:
+        yield running
+    finally:
+        print(log.read_text(errors="replace")[-6000:])  # shown when the test fails
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_operator_process_end_to_end(kubectl: Kubectl, namespace: str, operator: OperatorProcess) -> None:
+    kubectl.apply(namespace, BAD_RUNTIME)
+    kubectl.apply(namespace, _without_autoscaling(EXAMPLES / "runtime-split.yaml"))
+
+    def deployments() -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in children(kubectl, namespace).items() if k.startswith("Deployment/")}
+
+    wait_for(lambda: len(deployments()) == 4, what="the good runtime's four Deployments")
+    assert all(key.startswith("Deployment/demo-") for key in deployments())
+
+    def degraded_reason() -> str | None:
+        found = condition(kubectl.json("-n", namespace, "get", "sfr", "broken"), "Degraded")
+        return found["reason"] if found else None
+
+    wait_for(lambda: degraded_reason() == "SecretNotFound", what="the broken runtime to be Degraded")
+
+    # Play the deployment controller; the operator sees the Deployment events and reports Ready.
+    for obj in deployments().values():
+        replicas = obj["spec"].get("replicas", 1)
+        status = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+        name = obj["metadata"]["name"]
+        patch = json.dumps({"status": status})
+        kubectl(
+            "-n", namespace, "patch", "deployment", name, "--subresource=status", "--type=merge", "-p", patch
+        )
+    kubectl("-n", namespace, "wait", "--for=condition=Ready", "sfr/demo", "--timeout=30s")
+
+    assert operator.process.poll() is None, operator.log.read_text()
+    assert operator.get(operator.health_port, "/healthz") is not None
+    assert operator.metric("smartflow_operator_reconciles_total", result="changed") >= 1
+    assert operator.metric("smartflow_operator_reconcile_errors_total", reason="SecretNotFound") >= 1
+
+    # Steady state: several resyncs of both runtimes, not one write.
+    time.sleep(3)  # let the Ready status write and its echo settle
+    writes = operator.writes()
+    reads = operator.metric("smartflow_operator_kube_requests_total", method="GET")
+    time.sleep(7)
+    assert operator.metric("smartflow_operator_kube_requests_total", method="GET") > reads + 10
+    assert operator.writes() == writes
+
+    # The broken runtime heals once its Secret exists (the resync picks it up).
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "not-yet"},
+        "data": {"dsn": base64.b64encode(b"postgresql://u:p@db/x").decode()},
+    }
+    kubectl.apply(namespace, json.dumps(secret))
+    wait_for(lambda: degraded_reason() == "AsExpected", what="the broken runtime to recover", timeout=30)
+    assert "Deployment/broken-api" in deployments()
+
+    # Logs are JSON lines with the runtime's namespace/name.
+    lines = [json.loads(line) for line in operator.log.read_text().splitlines() if line.startswith("{")]
+    assert any(line.get("name") == "demo" and line.get("namespace") == namespace for line in lines)
+    assert not any(line["level"] == "ERROR" and "Traceback" in line.get("error", "") for line in lines)
