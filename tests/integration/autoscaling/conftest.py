@@ -123,7 +123,15 @@ def tool_lag(output: str, topic: str) -> dict[int, int | None]:
 
 
 def established_connections_to(port: int) -> int:
-    """ESTABLISHED TCP connections to 127.0.0.1:``port`` in this network namespace (client side)."""
+    """This process's ESTABLISHED TCP connections to ``port`` (others may share the broker)."""
+    own_sockets = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            own_sockets.add(target[len("socket:[") : -1])
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         if not os.path.exists(table):
@@ -133,7 +141,7 @@ def established_connections_to(port: int) -> int:
             for line in f:
                 cols = line.split()
                 remote_port = int(cols[2].split(":")[1], 16)
-                if remote_port == port and cols[3] == "01":
+                if remote_port == port and cols[3] == "01" and cols[9] in own_sockets:
                     count += 1
     return count
 
