@@ -3,7 +3,8 @@
 One good runtime and one whose Secret is missing live in the same namespace: the good one gets
 its children and becomes Ready (we play the deployment controller by writing Deployment status),
 the bad one is Degraded, the process keeps serving, a steady state makes no writes, and creating
-the Secret heals the bad one on the next resync.
+the Secret heals the bad one on the next resync. The operator runs as a ServiceAccount granted
+exactly the permissions ``smartflow_operator.rbac`` declares.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
+from smartflow_devstack.kube import KubeInfo, write_kubeconfig
 from smartflow_devstack.process import free_port
+from smartflow_operator.rbac import as_policy_rules
 
 from .conftest import EXAMPLES, Kubectl, children, condition, wait_for
 
@@ -75,7 +78,32 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def operator(kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+def operator_kubeconfig(kubectl: Kubectl, kube_server: KubeInfo, namespace: str, tmp_path: Path) -> str:
+    """A ServiceAccount holding exactly ``rbac.PERMISSIONS`` in the namespace: the operator runs as it,
+    so the declared permission list is proven sufficient."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "smartflow-operator"},
+        "rules": as_policy_rules(),
+    }
+    kubectl.apply(namespace, json.dumps(role))
+    kubectl("-n", namespace, "create", "serviceaccount", "smartflow-operator")
+    kubectl(
+        "-n", namespace, "create", "rolebinding", "smartflow-operator",
+        "--role=smartflow-operator", f"--serviceaccount={namespace}:smartflow-operator",
+    )  # fmt: skip
+    token = kubectl("-n", namespace, "create", "token", "smartflow-operator", "--duration=1h").stdout.strip()
+    path = tmp_path / "operator.kubeconfig"
+    write_kubeconfig(
+        path, server=kube_server.server, ca_file=kube_server.ca_file, token=token, user="operator"
+    )
+    return str(path)
+
+
+@pytest.fixture
+def operator(operator_kubeconfig: str, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    kubeconfig = operator_kubeconfig
     health, metrics = free_port(), free_port()
     log = tmp_path / "operator.log"
     command = [
@@ -170,3 +198,5 @@ def test_operator_process_end_to_end(kubectl: Kubectl, namespace: str, operator:
     lines = [json.loads(line) for line in operator.log.read_text().splitlines() if line.startswith("{")]
     assert any(line.get("name") == "demo" and line.get("namespace") == namespace for line in lines)
     assert not any(line["level"] == "ERROR" and "Traceback" in line.get("error", "") for line in lines)
+    # The declared permissions were enough: nothing was refused.
+    assert not [line for line in lines if "forbidden" in json.dumps(line).lower()]
