@@ -89,7 +89,15 @@ async def reconcile(
         await _prune(runtime, children, live, kube, result)
     except ConfigurationError as error:
         result.problem = Problem(error.reason, error.message)
-        log.warning("cannot reconcile: %s: %s", error.reason, error.message)
+        # Said once per new problem (like its Event); retries of the same problem stay at debug.
+        known = c.find(previous.conditions, c.DEGRADED)
+        repeated = known is not None and (known.reason, known.message) == (error.reason, error.message)
+        log.log(
+            logging.DEBUG if repeated else logging.WARNING,
+            "cannot reconcile: %s: %s",
+            error.reason,
+            error.message,
+        )
         live = await _live_children_of(namespace, name, kube)
 
     deployments = [obj for obj in live.values() if obj["kind"] == DEPLOYMENTS.kind]

@@ -1,0 +1,70 @@
+"""The controller's per-runtime serialization and the JSON log format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from smartflow_operator.controller import Controller
+from smartflow_operator.kube import KubeClient
+from smartflow_operator.logs import JsonFormatter, RoutineSuccessFilter
+from smartflow_operator.metrics import OperatorMetrics
+from smartflow_operator.reconcile import ReconcileResult
+
+
+class _NoApi:
+    def close(self) -> None:
+        pass
+
+
+def _controller() -> Controller:
+    return Controller(kube=KubeClient(_NoApi()), metrics=OperatorMetrics())  # type: ignore[arg-type]
+
+
+class TestSerializedPasses:
+    async def test_passes_of_one_runtime_never_overlap_and_queued_resyncs_coalesce(self) -> None:
+        controller = _controller()
+        running, overlaps, runs = 0, 0, 0
+        release = asyncio.Event()
+
+        async def one_pass() -> ReconcileResult:
+            nonlocal running, overlaps, runs
+            running += 1
+            runs += 1
+            overlaps = max(overlaps, running)
+            await release.wait()
+            running -= 1
+            return ReconcileResult()
+
+        key = ("team", "demo")
+        first = asyncio.create_task(controller._serialized(key, one_pass))
+        await asyncio.sleep(0)
+        queued = asyncio.create_task(controller._serialized(key, one_pass, coalesce=True))
+        await asyncio.sleep(0)
+        dropped = await controller._serialized(key, one_pass, coalesce=True)  # one is already queued
+        other = asyncio.create_task(controller._serialized(("team", "other"), one_pass))
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, queued, other)
+        assert dropped is None
+        assert runs == 3  # first, the queued resync, and the other runtime
+        assert overlaps == 2  # only across runtimes
+
+
+class TestJsonLogs:
+    def test_lines_carry_the_runtime(self) -> None:
+        record = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "applied %s", ("x",), None)
+        record.k8s_ref = {"namespace": "team", "name": "demo", "kind": "SmartflowRuntime"}
+        entry = json.loads(JsonFormatter().format(record))
+        assert entry["message"] == "applied x"
+        assert (entry["namespace"], entry["name"], entry["level"]) == ("team", "demo", "INFO")
+
+    def test_routine_kopf_successes_are_demoted(self) -> None:
+        routine = logging.LogRecord(
+            "kopf.objects", logging.INFO, __file__, 1, "Timer 'resync' succeeded.", (), None
+        )
+        useful = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, "reconciled", (), None)
+        assert RoutineSuccessFilter().filter(useful) is True
+        RoutineSuccessFilter().filter(routine)
+        assert routine.levelname == "DEBUG"
