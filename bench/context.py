@@ -18,6 +18,7 @@ class Context:
     results_dir: Path = RESULTS_DIR
     work_dir: Path = WORK_ROOT
     log: list[str] = field(default_factory=list)
+    settings_dsn: str = ""  # the DSN the operator's runtimes point at (set by the operator section)
 
     @property
     def mode(self) -> str:

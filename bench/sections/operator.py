@@ -1,0 +1,255 @@
+"""Section 5: the operator. CR apply -> every role Deployment present; writes on a no-op resync;
+100 runtimes: time to converge and the operator's peak RSS.
+
+The real ``smartflow-operator run`` process watches one bench namespace on the shared apiserver.
+Runtimes are split mode (api, relay, consumer, memory-worker) with relay and consumer
+autoscaling enabled against a real bench database and topic, as in ``examples/``, so the
+autoscaling daemons run (and cost memory) too.
+
+- apply latency: create a runtime, poll its Deployments every 20 ms until all four exist.
+- 100 runtimes: created back to back; converged when every one has its four Deployments and
+  ``status.observedGeneration == metadata.generation``. Peak RSS is the kernel's ``VmHWM``.
+- no-op resync: a second operator talks to the apiserver through :class:`CountingProxy`, with
+  ``--resync-seconds`` shortened so several resyncs fall in the window; after the runtimes
+  have converged and writes have settled, every request in the window is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from ..context import Context
+from ..kube_tools import (
+    WRITE_METHODS,
+    CountingProxy,
+    Kube,
+    OperatorProcess,
+    Recorded,
+    kube_requests,
+    runtime_body,
+    write_kubeconfig,
+)
+from ..results import Result, Target
+from ..stats import summary
+
+ROLES = 4  # split mode: api, relay, consumer, memory-worker
+AUTOSCALING = {"enabled": True, "minReplicas": 1, "maxReplicas": 6, "targetPerReplica": 100}
+
+
+def body(ctx: Context, name: str, topic: str, *, autoscaling: bool = True) -> dict[str, Any]:
+    scaling = AUTOSCALING if autoscaling else None
+    return runtime_body(
+        name,
+        bootstrap_servers=ctx.servers.bootstrap_servers,
+        topic=topic,
+        group=f"bench-op-{name}",
+        relay=scaling,
+        consumer=scaling,
+    )
+
+
+async def converged(kube: Kube, namespace: str, prefix: str) -> int:
+    """How many runtimes named ``prefix*`` have all role Deployments and an up-to-date status."""
+    per_instance = Counter(
+        d["metadata"]["labels"].get("app.kubernetes.io/instance") for d in await kube.deployments(namespace)
+    )
+    done = 0
+    for runtime in await kube.list_runtimes(namespace):
+        name = runtime["metadata"]["name"]
+        observed = (runtime.get("status") or {}).get("observedGeneration")
+        if (
+            name.startswith(prefix)
+            and per_instance[name] >= ROLES
+            and observed == runtime["metadata"]["generation"]
+        ):
+            done += 1
+    return done
+
+
+async def apply_latency(kube: Kube, ctx: Context, namespace: str, topic: str, repeats: int) -> list[float]:
+    latencies = []
+    for i in range(repeats):
+        name = f"apply-{i}"
+        selector = f"app.kubernetes.io/instance={name}"
+        started = time.perf_counter()
+        await kube.create_runtime(namespace, body(ctx, name, topic))
+        deadline = time.monotonic() + 60
+        while len(await kube.deployments(namespace, selector)) < ROLES:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: Deployments not created within 60s")
+            await asyncio.sleep(0.02)
+        latencies.append(time.perf_counter() - started)
+        await kube.delete_runtime(namespace, name)
+        await asyncio.sleep(0.3)
+    return latencies
+
+
+async def many_runtimes(
+    kube: Kube, ctx: Context, op: OperatorProcess, namespace: str, topic: str, count: int
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    for i in range(count):
+        await kube.create_runtime(namespace, body(ctx, f"many-{i}", topic))
+    created = time.perf_counter() - started
+    rss_samples: list[float] = []
+    progress: list[list[float]] = []
+    deadline = time.monotonic() + (300 if count >= 50 else 60)
+    done = 0
+    while time.monotonic() < deadline:
+        done = await converged(kube, namespace, "many-")
+        progress.append([round(time.perf_counter() - started, 2), done])
+        rss_samples.append(op.rss()["rss_mib"] or 0.0)
+        if done == count:
+            break
+        await asyncio.sleep(0.5)
+    converge = time.perf_counter() - started
+    await asyncio.sleep(10)  # let the autoscaling daemons of every runtime poll at least once more
+    after = op.rss()
+    return {
+        "runtimes": count,
+        "converged": done,
+        "create_calls_seconds": round(created, 2),
+        "converge_seconds": round(converge, 2) if done == count else None,
+        "progress": progress,
+        "rss_mib_max_sampled": max(rss_samples) if rss_samples else None,
+        "rss_mib_10s_after": after["rss_mib"],
+        "peak_rss_mib": after["peak_rss_mib"],
+    }
+
+
+def is_quiet(request: Recorded) -> bool:
+    """A request about one of the runtimes without autoscaling (by path, or an Event's subject)."""
+    return "/quiet-" in request.path or (request.subject or "").startswith("quiet-")
+
+
+async def noop_resync_writes(
+    kube: Kube, ctx: Context, topic: str, window: float, resync: float
+) -> dict[str, Any]:
+    info = ctx.servers.ensure_kube()
+    namespace = f"bench-resync-{uuid.uuid4().hex[:6]}"
+    proxy = CountingProxy(info)
+    await proxy.start()
+    kubeconfig = write_kubeconfig(
+        ctx.work_dir / "kube" / f"{namespace}.kubeconfig", server=proxy.url, ca_file=None
+    )
+    await kube.create_namespace(namespace)
+    op = OperatorProcess(namespace, kubeconfig, resync_seconds=resync)
+    try:
+        await kube.create_secret(namespace, "db", {"dsn": ctx.settings_dsn})
+        await op.start()
+        names = {"quiet-0": False, "quiet-1": False, "scaled-0": True}
+        for name, scaled in names.items():
+            await kube.create_runtime(namespace, body(ctx, name, topic, autoscaling=scaled))
+        deadline = time.monotonic() + 60
+        while await converged(kube, namespace, "") < len(names):
+            if time.monotonic() > deadline:
+                raise RuntimeError("resync runtimes did not converge within 60s")
+            await asyncio.sleep(0.3)
+        # Settled: no write about the quiet runtimes for two resync periods (the create handling,
+        # kopf's own annotations and the status echo are done); bounded, the window runs anyway.
+        settle_deadline = time.monotonic() + 60
+        while time.monotonic() < settle_deadline:
+            quiet_writes = [r.at for r in proxy.requests if r.method in WRITE_METHODS and is_quiet(r)]
+            if time.time() - max(quiet_writes, default=0.0) > 2 * resync + 1:
+                break
+            await asyncio.sleep(0.5)
+        before = kube_requests(await op.metrics())
+        start = time.time()
+        await asyncio.sleep(window)
+        end = time.time()
+        after = kube_requests(await op.metrics())
+    finally:
+        await op.stop()
+        ctx.say(f"operator (behind the proxy) stopped in {op.stop_seconds}s")
+        await proxy.stop()
+        await kube.delete_namespace(namespace)
+    seen = proxy.window(start, end)
+    writes = [r for r in seen if r.method in WRITE_METHODS]
+    by_method = Counter(r.method for r in seen)
+    return {
+        "window_seconds": round(end - start, 1),
+        "resync_seconds": resync,
+        "runtimes": {
+            name: ("autoscaling on" if scaled else "autoscaling off") for name, scaled in names.items()
+        },
+        "requests_by_method": dict(by_method),
+        "watch_requests": sum(1 for r in seen if "watch=" in r.query),
+        "writes": len(writes),
+        "writes_detail": [
+            {"method": r.method, "path": r.path, "event_for": r.subject, "body": r.body} for r in writes[:50]
+        ],
+        "writes_to_quiet_runtimes": sum(1 for r in writes if is_quiet(r)),
+        "operator_metric_requests_delta": {k: after.get(k, 0) - before.get(k, 0) for k in after},
+    }
+
+
+async def run(ctx: Context) -> Result:
+    result = ctx.result("operator", "Operator: apply latency, no-op resync writes, 100 runtimes")
+    info = ctx.servers.ensure_kube()
+    repeats = 3 if ctx.smoke else 20
+    count = 5 if ctx.smoke else 100
+    window = 8.0 if ctx.smoke else 20.0
+    resync = 2.0 if ctx.smoke else 5.0
+    result.settings.update(
+        {
+            "apply_repeats": repeats,
+            "runtimes_for_convergence": count,
+            "runtime_spec": "split mode, relay+consumer autoscaling on (defaults, target 100, max 6)",
+            "resync_seconds_for_noop_window": resync,
+            "noop_window_seconds": window,
+            "operator": "smartflow-operator run --namespace NS (one process), shared apiserver",
+        }
+    )
+    namespace = f"bench-op-{uuid.uuid4().hex[:6]}"
+    async with (
+        Kube(info) as kube,
+        ctx.servers.database("operator") as dsn,
+        ctx.servers.topic("operator") as topic,
+    ):
+        ctx.settings_dsn = dsn
+        await kube.ensure_crd()
+        await kube.create_namespace(namespace)
+        kubeconfig = write_kubeconfig(
+            ctx.work_dir / "kube" / f"{namespace}.kubeconfig", server=info.server, ca_file=info.ca_file
+        )
+        op = OperatorProcess(namespace, kubeconfig)
+        try:
+            await kube.create_secret(namespace, "db", {"dsn": dsn})
+            await op.start()
+            idle_rss = op.rss()
+            ctx.say(f"operator: apply latency x{repeats}")
+            latencies = await apply_latency(kube, ctx, namespace, topic, repeats)
+            ctx.say(f"operator: {count} runtimes")
+            many = await many_runtimes(kube, ctx, op, namespace, topic, count)
+            ctx.say(f"operator: converge {many['converge_seconds']}s, peak RSS {many['peak_rss_mib']} MiB")
+        finally:
+            await op.stop()
+            await kube.delete_namespace(namespace)
+        ctx.say(f"operator: stopped in {op.stop_seconds}s; no-op resync window {window:.0f}s")
+        resync_figures = await noop_resync_writes(kube, ctx, topic, window, resync)
+    apply = summary(latencies, scale=1000)
+    result.figures = {
+        "apply_to_deployments_ms": apply,
+        "apply_to_deployments_raw_ms": [round(x * 1000, 1) for x in latencies],
+        "operator_idle_rss": idle_rss,
+        "operator_stop_seconds": op.stop_seconds,
+        "many_runtimes": many,
+        "noop_resync": resync_figures,
+    }
+    result.targets += [
+        Target("CR apply -> Deployments p50", 1000.0, "<=", "ms", apply["p50"]),
+        Target(
+            "writes on a no-op resync (runtimes without autoscaling)",
+            0,
+            "<=",
+            "writes",
+            resync_figures["writes_to_quiet_runtimes"],
+        ),
+        Target(f"{count} runtimes converge", 60.0, "<=", "s", many["converge_seconds"]),
+        Target(f"operator peak RSS with {count} runtimes", 200.0, "<=", "MiB", many["peak_rss_mib"]),
+    ]
+    return result
