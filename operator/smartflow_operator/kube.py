@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +100,7 @@ class KubeClient:
         self.field_manager = field_manager
         self._timeout = timeout_seconds
         self.calls: Counter[str] = Counter()
-        self.warnings: list[str] = []
+        self.warnings: deque[str] = deque(maxlen=100)  # the latest apiserver warnings
         self._on_request = on_request
 
     @property

@@ -78,7 +78,7 @@ async def test_split_example_yields_exactly_the_role_children(
     service_ports = {p["name"]: p["port"] for p in found["Service/demo-api"]["spec"]["ports"]}
     assert service_ports == {"http": 8080, "admin": 9090}
     # The namespace warns on anything `restricted` would refuse: the apiserver said nothing.
-    assert kube.warnings == []
+    assert list(kube.warnings) == []
 
 
 async def test_all_example_yields_one_deployment_and_the_api_service(
@@ -90,7 +90,7 @@ async def test_all_example_yields_one_deployment_and_the_api_service(
     assert set(found) == {"Deployment/monolith-all", "Service/monolith-api"}
     assert _container(found["Deployment/monolith-all"])["args"] == ["run", "--role", "all"]
     assert found["Service/monolith-api"]["spec"]["selector"]["app.kubernetes.io/component"] == "all"
-    assert kube.warnings == []
+    assert list(kube.warnings) == []
 
 
 async def test_a_second_reconcile_writes_nothing(kubectl: Kubectl, namespace: str, kube: KubeClient) -> None:
