@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from smartflow_runtime.outbox.kafka import build_producer
@@ -54,3 +54,17 @@ async def wait_group_stable(bootstrap: str, group: str, members: int, within: fl
             return time.monotonic() - started
         await asyncio.sleep(0.25)
     raise RuntimeError(f"group {group} not Stable with {members} members within {within:.0f}s")
+
+
+async def commit_to_end(bootstrap: str, topic: str, group: str, partitions: int) -> int:
+    """Commit ``group``'s offsets at the log end of every partition (its lag becomes 0); returns the total."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        ends = await consumer.end_offsets(assigned)
+        await consumer.commit(dict(ends))
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()

@@ -129,8 +129,22 @@ class Servers:
             await admin.close()
 
 
-def acquire(*, need_kube: bool) -> Servers:
-    """Reuse the running stack, or start what is missing under ``.local/bench/stack``."""
+def from_file(path: Path) -> Servers:
+    """Servers described by a JSON file (``{"postgres": {...}, "kafka": {...}, "kube": {...}}``, the
+    devstack dataclasses as dicts), e.g. written by a test from its fixtures; never stopped by the bench."""
+    raw = json.loads(path.read_text())
+    return Servers(
+        postgres=postgres.PostgresInfo(**raw["postgres"]),
+        kafka=kafka.KafkaInfo(**raw["kafka"]),
+        kube=kube.KubeInfo(**raw["kube"]) if raw.get("kube") else None,
+        reused=True,
+    )
+
+
+def acquire(*, need_kube: bool, stack_file: Path | None = None) -> Servers:
+    """Reuse the given or the running stack, or start what is missing under ``.local/bench/stack``."""
+    if stack_file is not None:
+        return from_file(stack_file)
     running = stack.load()
     if running is not None and running.postgres is not None and running.kafka is not None:
         return Servers(postgres=running.postgres, kafka=running.kafka, kube=running.kube, reused=True)

@@ -107,7 +107,8 @@ async def many_runtimes(
             break
         await asyncio.sleep(0.5)
     converge = time.perf_counter() - started
-    await asyncio.sleep(10)  # let the autoscaling daemons of every runtime poll at least once more
+    settle = 2 if count < 10 else 10
+    await asyncio.sleep(settle)  # let every runtime's autoscaling daemons poll again
     after = op.rss()
     return {
         "runtimes": count,
@@ -116,7 +117,8 @@ async def many_runtimes(
         "converge_seconds": round(converge, 2) if done == count else None,
         "progress": progress,
         "rss_mib_max_sampled": max(rss_samples) if rss_samples else None,
-        "rss_mib_10s_after": after["rss_mib"],
+        "rss_mib_after_settling": after["rss_mib"],
+        "settle_seconds": settle,
         "peak_rss_mib": after["peak_rss_mib"],
     }
 
@@ -190,10 +192,10 @@ async def noop_resync_writes(
 async def run(ctx: Context) -> Result:
     result = ctx.result("operator", "Operator: apply latency, no-op resync writes, 100 runtimes")
     info = ctx.servers.ensure_kube()
-    repeats = 3 if ctx.smoke else 20
-    count = 5 if ctx.smoke else 100
-    window = 8.0 if ctx.smoke else 20.0
-    resync = 2.0 if ctx.smoke else 5.0
+    repeats = 2 if ctx.smoke else 20
+    count = 3 if ctx.smoke else 100
+    window = 4.0 if ctx.smoke else 20.0
+    resync = 1.0 if ctx.smoke else 5.0
     result.settings.update(
         {
             "apply_repeats": repeats,

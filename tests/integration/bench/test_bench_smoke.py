@@ -1,0 +1,101 @@
+"""The benchmark harness runs end to end in smoke mode and writes sane result files and a report.
+
+This checks the harness, not speed: tiny sizes, a few seconds per section, figures only checked
+for being present and positive. The servers are this session's (passed to the harness as a
+stack file), and results go to a temporary directory, so real results in bench/results stay.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smartflow_devstack import kafka, kube, postgres
+from smartflow_devstack.versions import REPO_ROOT
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def run_bench(tmp_path: Path, servers: dict[str, Any], *sections: str) -> dict[str, dict[str, Any]]:
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps(servers))
+    command = [sys.executable, "-m", "bench.run", "--smoke", "--stack-file", str(stack_file)]
+    command += ["--results-dir", str(tmp_path / "results"), "--report-dir", str(tmp_path)]
+    for section in sections:
+        command += ["--only", section]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=540, check=False)
+    assert done.returncode == 0, f"bench failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
+    assert set(results) == set(sections)
+    for result in results.values():
+        assert result["mode"] == "smoke"
+        assert result["machine"]["cores"] >= 1 and result["machine"]["memory_mib"] > 0
+        assert result["versions"]["python"] and result["versions"]["postgres"]
+        assert result["settings"] and result["figures"]
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "Mode: smoke" in report
+    return results
+
+
+def test_runtime_sections(
+    tmp_path: Path, postgres_server: postgres.PostgresInfo, kafka_server: kafka.KafkaInfo
+) -> None:
+    servers = {"postgres": asdict(postgres_server), "kafka": asdict(kafka_server)}
+    results = run_bench(tmp_path, servers, "relay", "consumer", "latency", "profile")
+
+    relay = results["relay"]["figures"]
+    assert relay["raw_producer_median_events_per_second"] > 0
+    for run in relay["relay_runs"]:
+        assert run["events_per_second"] > 0 and run["ratio_to_raw"] > 0
+    assert 900 <= relay["envelope_mean_bytes"] <= 1100  # the 1 KB events
+
+    consumer = results["consumer"]["figures"]
+    assert consumer["raw_median_events_per_second"] > 0
+    for run in consumer["real_runs"]:
+        assert run["events_per_second"] > 0 and run["ratio_to_raw"] > 0
+        assert run["business_rows_written"] == results["consumer"]["settings"]["events_per_run"]
+
+    runs = results["latency"]["figures"]["runs"]
+    assert {r["mode"] for r in runs} == {"notify", "polling"}
+    for run in runs:
+        assert run["accepted"] > 0 and run["not_consumed_after_60s"] == 0
+        assert 0 < run["e2e_ms"]["p50"] <= run["e2e_ms"]["p99"]
+
+    profile = results["profile"]["figures"]
+    for role in ("relay", "consumer"):
+        assert profile[role]["total_seconds"] > 0 and profile[role]["top_own_time"]
+
+    for name in ("relay", "consumer"):
+        assert all(t["measured"] is not None for t in results[name]["targets"])
+    assert (tmp_path / "plots" / "relay_throughput.png").stat().st_size > 0
+
+
+def test_operator_sections(
+    tmp_path: Path,
+    postgres_server: postgres.PostgresInfo,
+    kafka_server: kafka.KafkaInfo,
+    kube_server: kube.KubeInfo,
+) -> None:
+    servers = {
+        "postgres": asdict(postgres_server),
+        "kafka": asdict(kafka_server),
+        "kube": asdict(kube_server),
+    }
+    results = run_bench(tmp_path, servers, "scaling", "operator")
+
+    scaling = results["scaling"]["figures"]
+    assert scaling["relay_scale_up_first_s"]["count"] == 1 and scaling["relay_scale_up_first_s"]["max"] > 0
+    assert scaling["consumer_scale_down_s"]["count"] == 1
+
+    operator = results["operator"]["figures"]
+    assert operator["apply_to_deployments_ms"]["p50"] > 0
+    assert operator["many_runtimes"]["converged"] == operator["many_runtimes"]["runtimes"]
+    assert operator["many_runtimes"]["peak_rss_mib"] > 0
+    assert operator["noop_resync"]["requests_by_method"].get("GET", 0) > 0
+    assert isinstance(operator["noop_resync"]["writes"], int)
