@@ -11,8 +11,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TextIO
 
 from .config import ConfigError, Need, Role, Settings, load_settings
@@ -29,25 +31,36 @@ EXIT_CODES_HELP = f"""\
 exit codes:
   {EXIT_OK}  success; for `run`, drained cleanly after SIGTERM/SIGINT
   {EXIT_FAILURE}  failure: a dependency was unreachable, a service died or overran the grace period,
-     a migration or outbox command failed
+     a migration or outbox command failed, the outbox topic has fewer partitions than configured
   {EXIT_USAGE}  bad command line
   {EXIT_CONFIG}  invalid configuration (the message names every bad or missing SMARTFLOW_* variable)
 """
 
 ENV_HELP = """\
-configuration (environment):
-  SMARTFLOW_DATABASE_DSN            PostgreSQL DSN, required by every command
-  SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS host:port[,host:port], required by roles that relay or consume
-  SMARTFLOW_ROLE                    role when --role is not given
-  SMARTFLOW_KAFKA_TOPIC             outbox topic (default smartflow.agent.outbox)
-  SMARTFLOW_KAFKA_CONSUMER_GROUP    consumer group (default smartflow-agent-outbox-consumer)
-  SMARTFLOW_BIND_HOST               interface the HTTP servers listen on (default 0.0.0.0)
-  SMARTFLOW_ADMIN_PORT              /healthz /readyz /metrics port (default 9090)
-  SMARTFLOW_HTTP_PORT               api role business HTTP port (default 8080)
-  SMARTFLOW_SHUTDOWN_GRACE_SECONDS  drain budget on SIGTERM (default 25)
-  SMARTFLOW_DB_POOL_MAX_SIZE        PostgreSQL pool size per process (default 20)
-  SMARTFLOW_LOG_LEVEL               DEBUG, INFO, WARNING, ERROR (default INFO)
-  SMARTFLOW_LOG_FORMAT              json or text (default json)
+configuration (environment; every variable, its default and meaning: docs/runtime.md):
+  SMARTFLOW_DATABASE_DSN                PostgreSQL DSN, required by every command
+  SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS     host:port[,host:port], required by roles that relay or consume
+  SMARTFLOW_ROLE                        role when --role is not given
+  SMARTFLOW_KAFKA_TOPIC                 outbox topic (default smartflow.agent.outbox)
+  SMARTFLOW_KAFKA_TOPIC_PARTITIONS      partitions `migrate` ensures the topic has (default 12)
+  SMARTFLOW_KAFKA_CONSUMER_GROUP        consumer group (default smartflow-agent-outbox-consumer)
+  SMARTFLOW_BIND_HOST                   interface the HTTP servers listen on (default 0.0.0.0)
+  SMARTFLOW_ADMIN_PORT                  /healthz /readyz /metrics port (default 9090)
+  SMARTFLOW_HTTP_PORT                   api role business HTTP port (default 8080)
+  SMARTFLOW_SHUTDOWN_GRACE_SECONDS      drain budget on SIGTERM (default 25)
+  SMARTFLOW_DB_POOL_MAX_SIZE            PostgreSQL pool size per process (default 20)
+  SMARTFLOW_LOG_LEVEL                   DEBUG, INFO, WARNING, ERROR (default INFO)
+  SMARTFLOW_LOG_FORMAT                  json or text (default json)
+  SMARTFLOW_RELAY_BATCH_SIZE            rows the relay claims and sends per batch (default 500)
+  SMARTFLOW_RELAY_LEASE_SECONDS         relay shard lease, renewed every third (default 15)
+  SMARTFLOW_RELAY_POLL_INTERVAL_SECONDS relay fallback poll (default 2)
+  SMARTFLOW_RELAY_LISTEN_NOTIFY         true: wake on LISTEN/NOTIFY; false: poll only (default true)
+  SMARTFLOW_OUTBOX_MAX_ATTEMPTS         attempts an event gets before it goes dead (default 20)
+  SMARTFLOW_OUTBOX_BACKOFF_BASE_SECONDS retry backoff, doubling from this (default 1)
+  SMARTFLOW_OUTBOX_BACKOFF_CAP_SECONDS  retry backoff cap (default 32)
+  SMARTFLOW_CONSUMER_MAX_POLL_RECORDS   Kafka records per consumer poll (default 500)
+  SMARTFLOW_MEMORY_WORKER_CONCURRENCY   memory jobs run at once per process (default 1)
+  SMARTFLOW_MEMORY_WORKER_LEASE_SECONDS memory job lease (default 30)
 """
 
 ROLES_HELP = """\
@@ -95,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Apply pending schema migrations to SMARTFLOW_DATABASE_DSN. Idempotent: running it again "
             "is a no-op. The outbox shard count (which caps useful relay replicas) is fixed by the "
-            "first run."
+            "first run. With Kafka configured, also ensure the outbox topic exists with enough "
+            "partitions (they cap useful consumer replicas); it is created if missing, never shrunk "
+            "or grown."
         ),
         epilog=EXIT_CODES_HELP,
         formatter_class=formatter,
@@ -107,10 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="outbox shard count for a new database (default 32); must match on an existing one",
     )
+    migrate.add_argument(
+        "--topic-partitions",
+        type=int,
+        metavar="N",
+        help=(
+            "when SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS is set, ensure SMARTFLOW_KAFKA_TOPIC exists with at "
+            "least N partitions (default: $SMARTFLOW_KAFKA_TOPIC_PARTITIONS or 12); an existing topic "
+            "with fewer is an error, never changed"
+        ),
+    )
+    migrate.add_argument(
+        "--skip-topic", action="store_true", help="do not touch Kafka, even when it is configured"
+    )
 
     outbox = commands.add_parser(
         "outbox",
-        help="inspect the outbox backlog and replay dead events",
+        help="inspect the outbox backlog, replay dead events, prune consumed history",
         description="Operational commands for the transactional outbox.",
     )
     outbox_commands = outbox.add_subparsers(dest="outbox_command", metavar="OUTBOX_COMMAND", required=True)
@@ -118,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         "stats",
         help="backlog by status and event type, and the age of the oldest due event",
         description=(
-            "Count outbox events by status and event type and report the age of the oldest due "
-            "pending event (the relay lag the operator scales on)."
+            "Count unfinished outbox events (pending, published, dead) by status and event type, "
+            "the consumed history (exact up to 10000, estimated beyond), and the age of the oldest "
+            "due pending event (the relay lag the operator scales on). Cheap on a large table: "
+            "every query is bounded by the backlog, not by the history."
         ),
         epilog=EXIT_CODES_HELP,
         formatter_class=formatter,
@@ -152,7 +182,57 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--dry-run", action="store_true", help="only list what would be replayed; change nothing"
     )
+
+    prune = outbox_commands.add_parser(
+        "prune",
+        help="delete consumed events older than a cutoff, in small batches",
+        description=(
+            "Delete outbox rows in status consumed whose consumed_at is older than DURATION ago. "
+            "Pending, published and dead rows are never deleted. Rows go in batches of N, each its "
+            "own short transaction, so relays and consumers are never blocked for long; run it "
+            "while the system is live (e.g. from a CronJob)."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=formatter,
+    )
+    prune.add_argument(
+        "--older-than",
+        required=True,
+        type=parse_duration,
+        metavar="DURATION",
+        help="age of the consumed rows to delete, like 7d, 12h, 90m, 1w or 1d12h (units s m h d w)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    prune.add_argument(
+        "--batch",
+        type=_batch_size,
+        default=1000,
+        metavar="N",
+        help="rows deleted per transaction, 1..100000 (default 1000)",
+    )
     return parser
+
+
+_DURATION_PART = re.compile(r"(\d+)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``7d``, ``12h``, ``1d12h``, ``90s`` -> timedelta; must be > 0 (an argparse ``type``)."""
+    cleaned = text.strip().lower()
+    parts = _DURATION_PART.findall(cleaned)
+    if not parts or "".join(n + u for n, u in parts) != cleaned:
+        raise argparse.ArgumentTypeError(f"not a duration like 7d, 12h or 1d12h: {text!r}")
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be > 0: {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def _batch_size(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be an integer 1..100000, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -165,6 +245,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return _migrate(args, env, sys.stdout)
         if args.outbox_command == "stats":
             return _outbox_stats(args, env, sys.stdout)
+        if args.outbox_command == "prune":
+            return _outbox_prune(args, env, sys.stdout)
         return _outbox_replay(args, env, sys.stdout)
     except ConfigError as error:
         print(f"smartflow-runtime: {error}", file=sys.stderr)
@@ -189,7 +271,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
-    settings = _settings(env, {Need.DATABASE})
+    settings = _settings(env, {Need.DATABASE}, kafka_topic_partitions=args.topic_partitions)
     configure_logging(role="migrate", level=settings.log_level, fmt=settings.log_format)
     from .db import migrate
     from .errors import SmartflowError
@@ -205,6 +287,7 @@ def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
             f"schema version {result.version}; applied: {applied}; outbox shards: {result.shard_count}",
             file=out,
         )
+        print(await _ensure_topic(settings, skip=bool(args.skip_topic)), file=out)
         return EXIT_OK
 
     try:
@@ -213,6 +296,25 @@ def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
         log.error("migrate failed: %s", error)
         print(f"smartflow-runtime: migrate failed: {error}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+async def _ensure_topic(settings: Settings, *, skip: bool) -> str:
+    """The topic step of ``migrate``: one line saying what was found or done."""
+    if skip:
+        return "kafka topic: skipped (--skip-topic)"
+    if settings.kafka_bootstrap_servers is None:
+        return "kafka topic: skipped (SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS not set)"
+    from .outbox.topic import TopicAction, ensure_topic
+
+    result = await ensure_topic(
+        settings.kafka_bootstrap_servers, settings.kafka_topic, partitions=settings.kafka_topic_partitions
+    )
+    if result.action is TopicAction.CREATED:
+        return f"kafka topic {result.topic}: created with {result.partitions} partitions"
+    more = (
+        f" (more than the {result.wanted} asked for; left as is)" if result.partitions > result.wanted else ""
+    )
+    return f"kafka topic {result.topic}: exists with {result.partitions} partitions{more}"
 
 
 async def _connect(settings: Settings) -> Any:
@@ -250,15 +352,18 @@ def _outbox_stats(args: argparse.Namespace, env: Mapping[str, str], out: TextIO)
 
 
 def format_stats(report: Mapping[str, Any]) -> str:
-    """The human table of ``outbox stats``: one line per (status, event type), then the relay lag."""
+    """The human table of ``outbox stats``: one line per unfinished (status, event type), then the
+    consumed history and the relay lag."""
     rows = [("STATUS", "EVENT TYPE", "COUNT")]
     rows += [(e["status"], e["event_type"], str(e["count"])) for e in report["backlog"]]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
     if len(rows) == 1:
-        lines.append("(outbox is empty)")
+        lines.append("(no pending, published or dead events)")
     age = report["oldest_due_age_seconds"]
     lines.append("")
+    approx = "" if report["consumed_exact"] else " (estimate)"
+    lines.append(f"consumed (history, until pruned): {report['consumed']}{approx}")
     lines.append(f"due pending: {report['due_pending']}")
     lines.append(f"oldest due age: {'-' if age is None else f'{age:.1f}s'}")
     return "\n".join(lines)
@@ -290,4 +395,39 @@ def _outbox_replay(args: argparse.Namespace, env: Mapping[str, str], out: TextIO
         missing = sorted(set(args.ids) - set(ids))
         if missing:
             print(f"not dead (or no such id), left alone: {' '.join(map(str, missing))}", file=out)
+    return EXIT_OK
+
+
+def _outbox_prune(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
+    settings = _settings(env, {Need.DATABASE})
+    configure_logging(role="outbox", level=settings.log_level, fmt=settings.log_format)
+    from .errors import SmartflowError
+    from .outbox import store
+
+    async def prune() -> store.PruneResult:
+        conn = await _connect(settings)
+        try:
+            return await store.prune_consumed(
+                conn,
+                older_than=store.utcnow() - args.older_than,
+                batch_size=args.batch,
+                dry_run=bool(args.dry_run),
+            )
+        finally:
+            await conn.close()
+
+    try:
+        result = asyncio.run(prune())
+    except (SmartflowError, OSError) as error:
+        print(f"smartflow-runtime: outbox prune failed: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    cutoff = result.cutoff.isoformat(timespec="seconds")
+    if args.dry_run:
+        print(f"would prune {result.rows} consumed event(s) consumed before {cutoff}", file=out)
+    else:
+        print(
+            f"pruned {result.rows} consumed event(s) consumed before {cutoff} "
+            f"in {result.batches} batch(es) of at most {args.batch}",
+            file=out,
+        )
     return EXIT_OK

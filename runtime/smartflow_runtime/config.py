@@ -53,6 +53,17 @@ _EXPECTATIONS: dict[str, str] = {
     "db_pool_max_size": "an integer 1..1000",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
     "log_format": "json or text",
+    "kafka_topic_partitions": "an integer 1..10000",
+    "relay_batch_size": "an integer 1..10000",
+    "relay_lease_seconds": "a number of seconds 1..3600",
+    "relay_poll_interval_seconds": "a number of seconds > 0 and <= 300",
+    "relay_listen_notify": "true or false",
+    "outbox_max_attempts": "an integer 1..1000",
+    "outbox_backoff_base_seconds": "a number of seconds >= 0 and <= 3600",
+    "outbox_backoff_cap_seconds": "a number of seconds >= 0 and <= 86400",
+    "consumer_max_poll_records": "an integer 1..10000",
+    "memory_worker_concurrency": "an integer 1..64",
+    "memory_worker_lease_seconds": "a number of seconds 1..3600",
 }
 
 
@@ -87,6 +98,32 @@ class Settings(BaseModel):
     db_pool_max_size: int = Field(default=20, ge=1, le=1000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # What operators tune (docs/runtime.md). The defaults are the services' own defaults.
+    # Partitions cap the consumer's useful replicas; `migrate` ensures the topic has them.
+    kafka_topic_partitions: int = Field(default=12, ge=1, le=10000)
+    relay_batch_size: int = Field(default=500, ge=1, le=10000)
+    relay_lease_seconds: float = Field(default=15.0, ge=1, le=3600)
+    relay_poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+    # False: the relay opens no LISTEN connection and wakes only on its poll (e.g. behind a
+    # transaction-pooling PgBouncer, where LISTEN does not work).
+    relay_listen_notify: bool = True
+    outbox_max_attempts: int = Field(default=20, ge=1, le=1000)
+    outbox_backoff_base_seconds: float = Field(default=1.0, ge=0, le=3600)
+    outbox_backoff_cap_seconds: float = Field(default=32.0, ge=0, le=86400)
+    consumer_max_poll_records: int = Field(default=500, ge=1, le=10000)
+    memory_worker_concurrency: int = Field(default=1, ge=1, le=64)
+    memory_worker_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+
+    @field_validator("relay_listen_notify", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        # Only the spellings we document; pydantic would also take "on", "y", "1"...
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("true", "false"):
+                return lowered == "true"
+            raise ValueError("not true or false")
+        return value
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -124,6 +161,11 @@ class Settings(BaseModel):
     @property
     def bootstrap_server_list(self) -> list[str]:
         return [] if self.kafka_bootstrap_servers is None else self.kafka_bootstrap_servers.split(",")
+
+    @property
+    def backoff_seconds(self) -> tuple[float, float]:
+        """(base, cap) of the outbox retry backoff, for :class:`~.outbox.model.BackoffPolicy`."""
+        return self.outbox_backoff_base_seconds, self.outbox_backoff_cap_seconds
 
     def require_database_dsn(self) -> str:
         """The DSN, for callers that ran :func:`load_settings` with :attr:`Need.DATABASE`."""
@@ -170,6 +212,18 @@ def _redact(field: str, value: Any) -> Any:
     return f"{scheme}://{user}{':***' if colon else ''}@{tail}"
 
 
+def _cross_field_problems(settings: Settings, known: Mapping[str, str]) -> dict[str, str]:
+    """Rules between fields, checked once each field is valid on its own."""
+    problems: dict[str, str] = {}
+    base, cap = settings.backoff_seconds
+    if not {"outbox_backoff_base_seconds", "outbox_backoff_cap_seconds"} & set(known) and cap < base:
+        problems["outbox_backoff_cap_seconds"] = (
+            f"{env_name('outbox_backoff_cap_seconds')}: must be >= "
+            f"{env_name('outbox_backoff_base_seconds')} ({base:g}), got {cap:g}"
+        )
+    return problems
+
+
 def load_settings(
     environ: Mapping[str, str],
     *,
@@ -196,6 +250,7 @@ def load_settings(
             shown = _redact(field, raw.get(field))
             problems[field] = f"{env_name(field)}: must be {expectation}, got {shown!r}"
         settings = Settings.model_validate({k: v for k, v in raw.items() if k not in problems})
+    problems.update(_cross_field_problems(settings, problems))
     wanted = set(needs)
     if Need.ROLE in wanted:
         # An unknown role still needs what every role needs, so those are reported in the same round.

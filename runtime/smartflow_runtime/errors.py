@@ -40,6 +40,10 @@ class KafkaRejectedError(SmartflowError):
     """Kafka refused a record for a reason a retry cannot fix (e.g. record too large)."""
 
 
+class TopicPartitionsError(SmartflowError):
+    """The outbox topic exists with fewer partitions than configured; it is never changed silently."""
+
+
 # --- outbox -----------------------------------------------------------------------------------
 
 

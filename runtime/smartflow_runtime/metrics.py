@@ -76,8 +76,13 @@ class RuntimeMetrics:
         )
         self.outbox_backlog = Gauge(
             "smartflow_outbox_backlog",
-            "Outbox rows by status and event type, as last sampled.",
+            "Unfinished outbox rows (pending, published, dead) by status and event type, as last sampled.",
             ["status", "event_type"],
+            registry=registry,
+        )
+        self.outbox_consumed = Gauge(
+            "smartflow_outbox_consumed_rows",
+            "Consumed outbox rows kept (history until pruned), counted up to a bound, as last sampled.",
             registry=registry,
         )
         self.outbox_due = Gauge(
@@ -107,5 +112,6 @@ class RuntimeMetrics:
         self.outbox_backlog.clear()
         for entry in stats.backlog:
             self.outbox_backlog.labels(entry.status, entry.event_type).set(entry.count)
+        self.outbox_consumed.set(stats.consumed)
         self.outbox_due.set(stats.due_pending)
         self.outbox_oldest_due_age.set(stats.oldest_due_age_seconds or 0.0)

@@ -330,12 +330,20 @@ async def run_role(
 
 
 def build_component(component: Component, deps: Dependencies) -> Service:
-    """Construct one component from the data layer's services (the default :data:`ComponentFactory`)."""
+    """Construct one component from the data layer's services (the default :data:`ComponentFactory`).
+
+    Every tunable comes from :class:`Settings` (``SMARTFLOW_*``, documented in docs/runtime.md).
+    """
     settings = deps.settings
     if component is Component.HTTP_API:
         from .api import build_api_app
 
-        app = build_api_app(pool=deps.pool, registry=deps.registry, topic=settings.kafka_topic)
+        app = build_api_app(
+            pool=deps.pool,
+            registry=deps.registry,
+            topic=settings.kafka_topic,
+            max_attempts=settings.outbox_max_attempts,
+        )
         return HttpServer(
             app=app,
             host=settings.bind_host,
@@ -345,14 +353,23 @@ def build_component(component: Component, deps: Dependencies) -> Service:
             shutdown_timeout=max(1.0, settings.shutdown_grace_seconds / 3),
         )
     if component is Component.RELAY:
+        from .outbox.model import BackoffPolicy
         from .outbox.relay import Relay
 
         return Relay(
-            pool=deps.pool, bootstrap_servers=settings.require_bootstrap_servers(), metrics=deps.metrics
+            pool=deps.pool,
+            bootstrap_servers=settings.require_bootstrap_servers(),
+            metrics=deps.metrics,
+            batch_size=settings.relay_batch_size,
+            lease_seconds=settings.relay_lease_seconds,
+            poll_interval_seconds=settings.relay_poll_interval_seconds,
+            listen_notify=settings.relay_listen_notify,
+            backoff=BackoffPolicy(*settings.backoff_seconds),
         )
     if component is Component.CONSUMER:
         from .handlers.core import HandlerDependencies, build_registry
         from .outbox.consumer import Consumer
+        from .outbox.model import BackoffPolicy
         from .outbox.store import utcnow
 
         return Consumer(
@@ -362,9 +379,16 @@ def build_component(component: Component, deps: Dependencies) -> Service:
             group_id=settings.kafka_consumer_group,
             registry=build_registry(HandlerDependencies(clock=utcnow)),
             metrics=deps.metrics,
+            backoff=BackoffPolicy(*settings.backoff_seconds),
+            max_poll_records=settings.consumer_max_poll_records,
         )
     if component is Component.MEMORY_WORKER:
         from .memory.worker import MemoryWorker
 
-        return MemoryWorker(pool=deps.pool, metrics=deps.metrics)
+        return MemoryWorker(
+            pool=deps.pool,
+            metrics=deps.metrics,
+            concurrency=settings.memory_worker_concurrency,
+            lease_seconds=settings.memory_worker_lease_seconds,
+        )
     raise AssertionError(f"no builder for {component}")  # every Component has a branch above

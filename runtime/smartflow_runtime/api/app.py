@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
 from ..errors import DatabaseError, PermanentHandlerError, SmartflowError
-from .routes import POOL_KEY, TOPIC_KEY, BadRequest, add_routes
+from ..outbox.model import DEFAULT_MAX_ATTEMPTS
+from .routes import MAX_ATTEMPTS_KEY, POOL_KEY, TOPIC_KEY, BadRequest, add_routes
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,14 @@ def _validation_message(error: ValidationError) -> str:
     return "invalid request body: " + "; ".join(parts)
 
 
-def build_api_app(*, pool: asyncpg.Pool, registry: CollectorRegistry, topic: str) -> web.Application:
+def build_api_app(
+    *,
+    pool: asyncpg.Pool,
+    registry: CollectorRegistry,
+    topic: str,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> web.Application:
+    """The api app; its commands write events to ``topic`` with ``max_attempts`` delivery attempts."""
     requests = Counter(
         "smartflow_api_requests_total",
         "Business API requests by route, method and status code.",
@@ -89,5 +97,6 @@ def build_api_app(*, pool: asyncpg.Pool, registry: CollectorRegistry, topic: str
     app = web.Application(middlewares=[metrics_middleware, error_middleware], client_max_size=1024**2)
     app[POOL_KEY] = pool
     app[TOPIC_KEY] = topic
+    app[MAX_ATTEMPTS_KEY] = max_attempts
     add_routes(app)
     return app

@@ -22,6 +22,7 @@ from ..domain import commands, queries
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 TOPIC_KEY = web.AppKey("topic", str)
+MAX_ATTEMPTS_KEY = web.AppKey("max_attempts", int)
 
 MAX_LIMIT = 1000
 
@@ -95,6 +96,7 @@ async def post_message(request: web.Request) -> web.Response:
             role=body.role,
             message_id=body.message_id,
             topic=request.app[TOPIC_KEY],
+            max_attempts=request.app[MAX_ATTEMPTS_KEY],
         )
     return web.json_response(
         {
@@ -119,6 +121,7 @@ async def post_agent_step(request: web.Request) -> web.Response:
             content=body.content,
             state=body.state,
             topic=request.app[TOPIC_KEY],
+            max_attempts=request.app[MAX_ATTEMPTS_KEY],
         )
     return web.json_response({"outbox_ids": [timeline_id, snapshot_id]}, status=202)
 
@@ -133,6 +136,7 @@ async def post_task_urgency(request: web.Request) -> web.Response:
             urgency=body.urgency,
             reason=body.reason,
             topic=request.app[TOPIC_KEY],
+            max_attempts=request.app[MAX_ATTEMPTS_KEY],
         )
     return web.json_response({"outbox_ids": [outbox_id]}, status=202)
 

@@ -171,6 +171,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX memory_facts_user ON memory_facts (user_id, id);
         """,
     ),
+    Migration(
+        4,
+        "outbox retention and cheap stats",
+        # Both partial: `outbox stats` and the relay's backlog sampler read unfinished rows
+        # without touching the consumed history, and `outbox prune` finds old consumed rows
+        # oldest first without a table scan. Built without CONCURRENTLY (migrations run in a
+        # transaction), so on a large existing outbox writes wait for the build once.
+        """
+        CREATE INDEX outbox_events_unfinished ON outbox_events (status, event_type)
+            WHERE status <> 'consumed';
+        CREATE INDEX outbox_events_consumed ON outbox_events (consumed_at, id)
+            WHERE status = 'consumed';
+        """,
+    ),
 )
 
 

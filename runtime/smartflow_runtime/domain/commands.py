@@ -5,7 +5,9 @@ savepoint if the caller already opened one): the synchronous business write and 
 commit together or not at all. Consumers apply the events' effects later; read them back with
 :mod:`smartflow_runtime.domain.queries`.
 
-``topic`` is the outbox topic (``SMARTFLOW_KAFKA_TOPIC``); ``now`` defaults to the wall clock.
+``topic`` is the outbox topic (``SMARTFLOW_KAFKA_TOPIC``), ``max_attempts`` the delivery attempts
+each event gets before it goes dead (``SMARTFLOW_OUTBOX_MAX_ATTEMPTS``); ``now`` defaults to the
+wall clock.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ..outbox import store as outbox
+from ..outbox.model import DEFAULT_MAX_ATTEMPTS
 from ..outbox.store import driver_errors, utcnow
 from . import events as ev
 from . import sql
@@ -40,6 +43,7 @@ async def post_chat_message(
     role: str = "user",
     message_id: uuid.UUID | None = None,
     topic: str = ev.DEFAULT_TOPIC,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     now: datetime | None = None,
 ) -> PostedMessage:
     """Accept a chat message: bump the conversation and emit its events, in one transaction.
@@ -52,7 +56,12 @@ async def post_chat_message(
     at = now or utcnow()
     mid = message_id or uuid.uuid4()
     tokens = ev.estimate_tokens(content)
-    common = {"aggregate_id": conversation_id, "message_key": conversation_id, "topic": topic}
+    common: dict[str, Any] = {
+        "aggregate_id": conversation_id,
+        "message_key": conversation_id,
+        "topic": topic,
+        "max_attempts": max_attempts,
+    }
     new_events = [
         ev.build_event(
             ev.CHAT_HISTORY_PERSIST,
@@ -101,6 +110,7 @@ async def record_agent_step(
     content: dict[str, Any],
     state: dict[str, Any],
     topic: str = ev.DEFAULT_TOPIC,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     now: datetime | None = None,
 ) -> tuple[int, int]:
     """Record one agent step: a timeline entry ``seq`` and the agent's state snapshot at version ``seq``.
@@ -110,7 +120,12 @@ async def record_agent_step(
     harmless (identical timeline entry = replay); a different entry at the same seq goes dead.
     """
     at = now or utcnow()
-    common = {"aggregate_id": conversation_id, "message_key": conversation_id, "topic": topic}
+    common: dict[str, Any] = {
+        "aggregate_id": conversation_id,
+        "message_key": conversation_id,
+        "topic": topic,
+        "max_attempts": max_attempts,
+    }
     timeline = ev.build_event(
         ev.AGENT_TIMELINE_PERSIST,
         ev.AgentTimelinePersist(
@@ -137,6 +152,7 @@ async def promote_task_urgency(
     urgency: int,
     reason: str,
     topic: str = ev.DEFAULT_TOPIC,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     now: datetime | None = None,
 ) -> int:
     """Ask for a task's urgency to be raised to ``urgency`` (0..100; never lowered); keyed by user.
@@ -149,6 +165,7 @@ async def promote_task_urgency(
         aggregate_id=task_id,
         message_key=user_id,
         topic=topic,
+        max_attempts=max_attempts,
     )
     async with conn.transaction():
         return await outbox.publish(conn, event, now=now or utcnow())

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import PayloadError
-from ..outbox.model import NewEvent
+from ..outbox.model import DEFAULT_MAX_ATTEMPTS, NewEvent
 
 DEFAULT_TOPIC = "smartflow.agent.outbox"
 
@@ -96,9 +96,16 @@ def parse_payload(model: type[P], payload: dict[str, Any]) -> P:
 
 
 def build_event(
-    event_type: str, payload: Payload, *, aggregate_id: str, message_key: str, topic: str
+    event_type: str,
+    payload: Payload,
+    *,
+    aggregate_id: str,
+    message_key: str,
+    topic: str,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> NewEvent:
     return NewEvent(
+        max_attempts=max_attempts,
         event_type=event_type,
         aggregate_id=aggregate_id,
         message_key=message_key,

@@ -13,7 +13,9 @@ when replicas come and go:
   locks until Kafka acked and the rows are marked published. A new owner's claim waits on those
   locks (plain ``FOR UPDATE``), so it cannot overtake a stale owner's in-flight batch.
 - **Wake-ups.** ``LISTEN`` on the outbox channel (writers NOTIFY on commit) plus a fallback poll
-  for rows whose backoff expires.
+  for rows whose backoff expires. With ``listen_notify=False`` the relay opens no LISTEN
+  connection and wakes only on the poll (and rebalances only on its lease tick): for poolers that
+  cannot LISTEN (PgBouncer in transaction mode) and for comparing the two in benchmarks.
 - **Failures.** Kafka errors send rows back to ``pending`` with backoff (or ``dead`` at
   ``max_attempts`` or for a permanent rejection); rows are marked published only after the ack.
 """
@@ -48,7 +50,9 @@ class Relay:
         relay_id: unique per replica (default: host, pid and a random suffix); the shard lease owner.
         batch_size: rows claimed and sent per batch (default 500).
         lease_seconds: shard lease and heartbeat lifetime; renewed every third of it (default 15).
-        poll_interval_seconds: fallback poll when no NOTIFY arrives (default 2).
+        poll_interval_seconds: fallback poll when no NOTIFY arrives (default 2); with
+            ``listen_notify=False`` the only wake-up, so it bounds the added publish latency.
+        listen_notify: LISTEN for new-row and shard-release notifications (default True).
         backoff: :class:`BackoffPolicy` for Kafka failures (default 1 s doubling, cap 32 s).
         clock: ``() -> aware datetime``; every lease and due-time decision uses it.
         producer_options: extra aiokafka producer options (``linger_ms``, ``max_request_size``...);
@@ -67,6 +71,7 @@ class Relay:
         batch_size: int = 500,
         lease_seconds: float = 15.0,
         poll_interval_seconds: float = 2.0,
+        listen_notify: bool = True,
         backoff: BackoffPolicy | None = None,
         clock: Callable[[], datetime] = store.utcnow,
         producer_options: Mapping[str, Any] | None = None,
@@ -84,6 +89,7 @@ class Relay:
         self._lease = timedelta(seconds=lease_seconds)
         self._tick_seconds = lease_seconds / 3
         self._poll_seconds = poll_interval_seconds
+        self._listen_notify = listen_notify
         self._backoff = backoff or BackoffPolicy()
         self._clock = clock
         self._producer_options = dict(producer_options or {})
@@ -125,7 +131,7 @@ class Relay:
             raise
         self._last_cycle_ok = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"relay:{self.relay_id}")
-        log.info("relay started", extra={"relay_id": self.relay_id})
+        log.info("relay started", extra={"relay_id": self.relay_id, "listen_notify": self._listen_notify})
 
     async def stop(self) -> None:
         """Stop claiming, finish the in-flight batch, release leases, leave. Idempotent."""
@@ -177,6 +183,8 @@ class Relay:
         self._wake.set()
 
     async def _listen(self) -> None:
+        if not self._listen_notify:
+            return
         conn = await self._pool.acquire()
         try:
             await conn.add_listener(NOTIFY_CHANNEL, self._on_rows)
@@ -197,6 +205,8 @@ class Relay:
             await self._pool.release(conn)
 
     async def _ensure_listening(self) -> None:
+        if not self._listen_notify:
+            return
         if self._listen_conn is not None and not self._listen_conn.is_closed():
             return
         await self._unlisten()

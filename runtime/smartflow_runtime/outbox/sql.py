@@ -158,15 +158,52 @@ RETURNING id
 
 # --- operations -------------------------------------------------------------------------------
 
+# Unfinished rows only (pending, published, dead): an index-only scan of the partial index
+# outbox_events_unfinished, so the cost follows the backlog, not the table's consumed history.
 BACKLOG_BY_STATUS_AND_TYPE = """
-SELECT status, event_type, count(*) AS n FROM outbox_events GROUP BY status, event_type
+SELECT status, event_type, count(*) AS n FROM outbox_events
+WHERE status <> 'consumed'
+GROUP BY status, event_type
 ORDER BY status, event_type
 """
+
+# $1 limit. Consumed rows counted up to a bound: history grows without end until pruned, and a
+# sampler must not pay for all of it. The ORDER BY matches outbox_events_consumed so the planner
+# walks that small index (index-only) instead of the wide heap.
+CONSUMED_UP_TO = """
+SELECT count(*) FROM (
+    SELECT 1 FROM outbox_events WHERE status = 'consumed' ORDER BY consumed_at, id LIMIT $1) AS c
+"""
+
+# The planner's row estimate of the whole table (-1 before the first ANALYZE): constant time.
+TABLE_ROWS_ESTIMATE = "SELECT reltuples::bigint FROM pg_class WHERE oid = 'outbox_events'::regclass"
 
 # $1 now. The relay lag the operator probes: due rows not yet published.
 DUE_PENDING = """
 SELECT count(*) AS due, min(available_at) AS oldest
 FROM outbox_events WHERE status = 'pending' AND available_at <= $1
+"""
+
+# --- retention --------------------------------------------------------------------------------
+
+# $1 cutoff. How many consumed rows a prune would delete (index-only on outbox_events_consumed).
+COUNT_PRUNABLE = """
+SELECT count(*) FROM outbox_events WHERE status = 'consumed' AND consumed_at < $1
+"""
+
+# $1 cutoff, $2 batch size. One bounded batch, oldest first, in its own short transaction.
+# Only `consumed` rows ever match (terminal, no effect left to apply); SKIP LOCKED steps over a
+# row a consumer is looking at for a redelivery, so prune never waits on the hot path. The batch
+# is a MATERIALIZED CTE on purpose: as `id IN (SELECT ... LIMIT n)` the planner may rescan the
+# subquery per outer row, and each rescan picks n more rows, so one "batch" deletes everything.
+PRUNE_CONSUMED = """
+WITH batch AS MATERIALIZED (
+    SELECT id FROM outbox_events
+    WHERE status = 'consumed' AND consumed_at < $1
+    ORDER BY consumed_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED)
+DELETE FROM outbox_events e USING batch WHERE e.id = batch.id AND e.status = 'consumed'
 """
 
 # $1 ids or NULL, $2 event type or NULL

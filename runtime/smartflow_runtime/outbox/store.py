@@ -5,7 +5,7 @@ where a decision depends on time, ``now``. Callers:
 
 - domain commands (api role) call :func:`publish` inside their business transaction;
 - the relay calls the lease and claim functions; the consumer calls :func:`consume_and_mark`;
-- the CLI calls :func:`stats` and :func:`replay_dead`.
+- the CLI calls :func:`stats`, :func:`replay_dead` and :func:`prune_consumed`.
 
 asyncpg errors are wrapped into :class:`~smartflow_runtime.errors.DatabaseError` here, so services
 never see driver exceptions. Handler exceptions inside :func:`consume_and_mark` are *data*: they
@@ -314,15 +314,32 @@ class BacklogEntry:
     count: int
 
 
+DEFAULT_CONSUMED_COUNT_LIMIT = 10_000
+""":func:`stats` counts consumed rows exactly up to this many; beyond it, it estimates (see below)."""
+
+
 @dataclass(frozen=True)
 class OutboxStats:
-    """Backlog by status and event type, plus the relay lag: due pending rows and the oldest's age."""
+    """Unfinished rows (pending, published, dead) by status and event type, the consumed history
+    as one bounded count, and the relay lag: due pending rows and the oldest's age.
+
+    ``consumed`` is exact when ``consumed_exact``; past the count limit it is the planner's
+    estimate (table rows minus the exact unfinished rows, at least the limit), fine for deciding
+    when to run ``outbox prune``. Consumed rows are history, not backlog, so they are not split
+    by type.
+    """
 
     backlog: tuple[BacklogEntry, ...]
     due_pending: int
     oldest_due_age_seconds: float | None
+    consumed: int = 0
+    consumed_exact: bool = True
 
     def count(self, status: str, event_type: str | None = None) -> int:
+        if status == Status.CONSUMED:
+            if event_type is not None:
+                raise ValueError("consumed rows are counted in total, not by event type")
+            return self.consumed
         return sum(
             e.count
             for e in self.backlog
@@ -334,22 +351,85 @@ class OutboxStats:
             "backlog": [
                 {"status": e.status, "event_type": e.event_type, "count": e.count} for e in self.backlog
             ],
+            "consumed": self.consumed,
+            "consumed_exact": self.consumed_exact,
             "due_pending": self.due_pending,
             "oldest_due_age_seconds": self.oldest_due_age_seconds,
         }
 
 
-async def stats(conn: Any, now: datetime) -> OutboxStats:
-    """Backlog by status and type and the relay lag at ``now`` (what ``outbox stats`` prints)."""
+async def stats(
+    conn: Any, now: datetime, *, consumed_limit: int = DEFAULT_CONSUMED_COUNT_LIMIT
+) -> OutboxStats:
+    """Backlog by status and type, the consumed count (exact up to ``consumed_limit``, estimated
+    beyond) and the relay lag at ``now`` (what ``outbox stats`` prints and the relay samples).
+
+    Every query is bounded by the backlog or by ``consumed_limit``, never by the table's size:
+    partial indexes serve the unfinished and the consumed rows separately.
+    """
+    if consumed_limit < 1:
+        raise ValueError("consumed_limit must be >= 1")
     async with driver_errors("outbox stats"):
         backlog = await conn.fetch(sql.BACKLOG_BY_STATUS_AND_TYPE)
+        consumed = int(await conn.fetchval(sql.CONSUMED_UP_TO, consumed_limit))
+        exact = consumed < consumed_limit
+        if not exact:
+            unfinished = sum(int(r["n"]) for r in backlog)
+            estimate = int(await conn.fetchval(sql.TABLE_ROWS_ESTIMATE)) - unfinished
+            consumed = max(consumed, estimate)
         due = await conn.fetchrow(sql.DUE_PENDING, now)
     oldest = due["oldest"]
     return OutboxStats(
         backlog=tuple(BacklogEntry(r["status"], r["event_type"], int(r["n"])) for r in backlog),
         due_pending=int(due["due"]),
         oldest_due_age_seconds=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
+        consumed=consumed,
+        consumed_exact=exact,
     )
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What :func:`prune_consumed` did (or, in a dry run, would do)."""
+
+    rows: int
+    batches: int
+    cutoff: datetime
+
+
+async def prune_consumed(
+    conn: Any,
+    *,
+    older_than: datetime,
+    batch_size: int = 1000,
+    dry_run: bool = False,
+) -> PruneResult:
+    """Delete ``consumed`` rows whose ``consumed_at`` is before ``older_than``, ``batch_size`` at a time.
+
+    Never touches ``pending``, ``published`` or ``dead`` rows. Each batch is its own short
+    transaction, so no lock is held for longer than one batch and concurrent relays and consumers
+    keep going; ``conn`` must therefore not be inside a transaction. A redelivered Kafka message
+    whose row was pruned finds no row and is skipped, so pruning never causes a second effect.
+    ``dry_run`` only counts.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if conn.is_in_transaction():
+        raise ValueError("prune_consumed runs its own short transactions; call it outside one")
+    async with driver_errors("outbox prune"):
+        if dry_run:
+            return PruneResult(int(await conn.fetchval(sql.COUNT_PRUNABLE, older_than)), 0, older_than)
+        rows = batches = 0
+        while True:
+            status = await conn.execute(sql.PRUNE_CONSUMED, older_than, batch_size)
+            deleted = int(status.rsplit(" ", 1)[-1])  # "DELETE n"
+            if deleted == 0:
+                break
+            rows += deleted
+            batches += 1
+            if deleted < batch_size:
+                break
+    return PruneResult(rows, batches, older_than)
 
 
 class ReplaySelectorError(SmartflowError):

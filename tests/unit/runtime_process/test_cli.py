@@ -68,6 +68,8 @@ def test_replay_needs_exactly_one_selector_and_commands_are_required(argv: list[
         (["migrate"], ["Idempotent", "no-op"]),
         (["outbox", "stats"], ["--json", "oldest due"]),
         (["outbox", "replay"], ["--id", "--type", "--all", "--dry-run"]),
+        (["outbox", "prune"], ["--older-than", "--dry-run", "--batch", "never deleted"]),
+        (["migrate"], ["--topic-partitions", "--skip-topic", "SMARTFLOW_KAFKA_TOPIC_PARTITIONS"]),
     ],
 )
 def test_help_explains_each_command(
@@ -82,7 +84,14 @@ def test_help_explains_each_command(
 
 
 @pytest.mark.parametrize(
-    "argv", [["run", "--role", "relay"], ["migrate"], ["outbox", "stats"], ["outbox", "replay", "--all"]]
+    "argv",
+    [
+        ["run", "--role", "relay"],
+        ["migrate"],
+        ["outbox", "stats"],
+        ["outbox", "replay", "--all"],
+        ["outbox", "prune", "--older-than", "7d"],
+    ],
 )
 def test_invalid_config_exits_with_config_code_before_starting(
     argv: list[str], capsys: pytest.CaptureFixture[str]
