@@ -185,6 +185,9 @@ async def noop_resync_writes(
             {"method": r.method, "path": r.path, "event_for": r.subject, "body": r.body} for r in writes[:50]
         ],
         "writes_to_quiet_runtimes": sum(1 for r in writes if is_quiet(r)),
+        "writes_per_minute_idle_autoscaled_runtime": round(
+            sum(1 for r in writes if "/scaled-0" in r.path or r.subject == "scaled-0") * 60 / (end - start), 1
+        ),
         "operator_metric_requests_delta": {k: after.get(k, 0) - before.get(k, 0) for k in after},
     }
 

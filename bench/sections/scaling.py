@@ -16,7 +16,6 @@ runs until each Deployment is back at ``minReplicas``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 import time
 import uuid
@@ -154,7 +153,6 @@ async def run(ctx: Context) -> Result:
             "kafka_partitions": PARTITIONS,
             "keda_reference_seconds": {"polling_interval": KEDA_POLL_SECONDS, "hpa_sync": HPA_SYNC_SECONDS},
             "replica_observation": "Deployment spec.replicas read every 100 ms",
-            "decision_signature": str(inspect.signature(AutoscalingSpec)),
         }
     )
     namespace = f"bench-scale-{uuid.uuid4().hex[:6]}"
