@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from smartflow_devstack.versions import kube_bin
-from tests.unit.chart.helm import CHART_CRD, OPERATOR_CHART, helm
+from tests.unit.chart.helm import CHART_CRD, GENERATED_CRD, OPERATOR_CHART, helm
 
 CRD_NAME = "smartflowruntimes.smartflow.io"
 # Pod Security "restricted", enforced: a pod template that violates it is reported as a warning
@@ -72,8 +72,16 @@ def apply_chart_crd(kubeconfig: str) -> None:
 
 @pytest.fixture(scope="session")
 def chart_crd(kubeconfig: str) -> str:
-    """The chart's CRD is in the cluster (a release installs it only if it is missing)."""
-    assert CHART_CRD.exists()
+    """The chart's CRD is in the cluster (a release installs it only if it is missing).
+
+    Only a current copy is applied: a stale chart CRD must not overwrite a newer one that other
+    tests on the shared apiserver rely on."""
+    if CHART_CRD.read_bytes() != GENERATED_CRD.read_bytes():
+        pytest.fail(
+            "charts/smartflow-operator/crds is stale; run "
+            ".venv/bin/smartflow-operator crds --output charts/smartflow-operator/crds",
+            pytrace=False,
+        )
     apply_chart_crd(kubeconfig)
     return CRD_NAME
 
