@@ -233,13 +233,25 @@ class KubeClient:
         return True
 
     async def patch_status(
-        self, kind: ResourceKind, namespace: str, name: str, patch: Mapping[str, Any]
+        self,
+        kind: ResourceKind,
+        namespace: str,
+        name: str,
+        patch: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """A JSON merge patch of the status subresource (``None`` values remove keys)."""
+        """A JSON merge patch of the status subresource (``None`` values remove keys).
+
+        With ``resource_version`` the patch applies only to that version of the object, else it
+        fails with ``Conflict`` (optimistic concurrency; see ``status_writer``)."""
+        body: dict[str, Any] = {"status": dict(patch)}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await self._request(
             "PATCH",
             kind.item(namespace, name) + "/status",
-            body={"status": dict(patch)},
+            body=body,
             content_type=MERGE_PATCH_CONTENT_TYPE,
         )
 

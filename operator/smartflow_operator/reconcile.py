@@ -4,7 +4,9 @@ update, resume, periodic resync and when a child Deployment changes.
 One pass: read the runtime -> fetch the Secrets/ConfigMaps it references (hash them) -> build the
 desired children (pure builders) -> apply only what differs from the live objects -> delete our
 children the spec no longer asks for -> report status and Events. A pass over an unchanged
-runtime makes no write call at all.
+runtime makes no write call at all. The status is written through ``status_writer`` (merge patch
+under the read's resourceVersion, rebuilt on conflict), so a concurrent autoscaler report is never
+undone.
 
 Problems only the operator can see (a missing Secret or key, a spec that does not parse, a child
 the apiserver rejects) stop the pass *before* anything is changed, are reported as ``Degraded``
@@ -39,6 +41,7 @@ from .names import ANNOTATION_APPLIED_HASH, API_VERSION, KIND, OPERATOR_NAME
 from .resource import SmartflowRuntime
 from .runtime_status import Problem, compute_status, status_patch
 from .status import SmartflowRuntimeStatus
+from .status_writer import write_status
 
 Clock = Callable[[], datetime]
 
@@ -101,20 +104,24 @@ async def reconcile(
         live = await _live_children_of(namespace, name, kube)
 
     deployments = [obj for obj in live.values() if obj["kind"] == DEPLOYMENTS.kind]
-    desired_status = compute_status(
-        generation=int(metadata.get("generation") or 0),
-        mode=runtime.spec.mode.value if runtime else None,
-        expected_roles=runtime.spec.active_roles() if runtime else (),
-        deployments=deployments,
-        previous=previous,
-        problem=result.problem,
-        now=now,
-    )
-    patch = status_patch(body.get("status") or {}, desired_status)
-    if patch:
-        await kube.patch_status(RUNTIMES, namespace, name, patch)
-        result.status_written = True
-    await _emit_events(body, previous, desired_status, result, kube, now)
+
+    def desired_status_for(current: Mapping[str, Any]) -> dict[str, Any]:
+        return compute_status(
+            generation=int(metadata.get("generation") or 0),  # the generation this pass applied
+            mode=runtime.spec.mode.value if runtime else None,
+            expected_roles=runtime.spec.active_roles() if runtime else (),
+            deployments=deployments,
+            previous=_previous_status(current),
+            problem=result.problem,
+            now=now,
+        )
+
+    def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
+        # Rebuilt from the fresh object when the autoscaler wrote status since our read.
+        return status_patch(current.get("status") or {}, desired_status_for(current))
+
+    result.status_written = await write_status(kube, RUNTIMES, body=body, patch_for=patch_for) is not None
+    await _emit_events(body, previous, desired_status_for(body), result, kube, now)
     if result.problem is not None:
         raise ConfigurationError(result.problem.reason, result.problem.message)
     if result.changed:

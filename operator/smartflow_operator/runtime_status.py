@@ -93,7 +93,8 @@ def compute_status(
     roles = {role: role_status(live[role]) for role in expected if role in live}
     missing = [role for role in expected if role not in live]
 
-    conditions = list(previous.conditions)
+    # Only the reconciler's own condition types; the autoscaler's are merged in by status_patch.
+    conditions = [cond for cond in previous.conditions if cond.type in c.CONDITION_TYPES]
 
     def set_(type_: str, status: ConditionStatus, reason: str, message: str) -> None:
         nonlocal conditions
@@ -145,12 +146,22 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
     """The merge patch turning the operator's fields of ``current`` into ``desired`` ({} if equal).
 
     Fields others own (``roles.<role>.lag``/``autoscaling``, ``kopf``) are never in the patch, so a
-    merge patch leaves them alone; a role that is no longer reported is removed (``None``).
+    merge patch leaves them alone; a role that is no longer reported is removed (``None``). The
+    ``conditions`` list is sent whole (a merge patch cannot do less) with the autoscaler's
+    condition types kept as in ``current``: send it with ``current``'s resourceVersion
+    (``status_writer.write_status``) so a concurrent autoscaler write is not undone.
     """
     patch: dict[str, Any] = {}
-    for key in ("observedGeneration", "mode", "conditions"):
+    for key in ("observedGeneration", "mode"):
         if key in desired and current.get(key) != desired[key]:
             patch[key] = desired[key]
+    if "conditions" in desired:
+        # The list is replaced as a whole: keep the other writers' condition types as they are.
+        conditions = c.merge_by_type(
+            current.get("conditions"), desired["conditions"], owned_types=c.CONDITION_TYPES
+        )
+        if current.get("conditions") != conditions:
+            patch["conditions"] = conditions
     current_roles: Mapping[str, Any] = current.get("roles") or {}
     desired_roles: Mapping[str, Any] = desired.get("roles") or {}
     roles_patch: dict[str, Any] = {}

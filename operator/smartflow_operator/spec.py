@@ -17,7 +17,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, WithJsonSchema, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator
 
 from .autoscaling.spec import AutoscalingSpec
 from .models import CamelModel
@@ -196,29 +196,13 @@ class WorkloadSpec(CamelModel):
     )
 
 
-_MIN_MAX_RULE = _rules(
-    (
-        "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
-        "minReplicas must be less than or equal to maxReplicas",
-    )
-)
-
-
 class ScalableWorkloadSpec(WorkloadSpec):
     """The Deployment settings of a role the operator can autoscale from outbox lag."""
 
     autoscaling: AutoscalingSpec = Field(
         default_factory=AutoscalingSpec,
         description="Scale this role from outbox lag (relay: due outbox rows; consumer: consumer-group lag).",
-        json_schema_extra=_MIN_MAX_RULE,
-    )
-
-    @model_validator(mode="after")
-    def _min_not_above_max(self) -> ScalableWorkloadSpec:
-        scaling = self.autoscaling
-        if scaling.min_replicas > scaling.max_replicas:
-            raise ValueError("autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas")
-        return self
+    )  # minReplicas <= maxReplicas is AutoscalingSpec's own rule (CEL in the CRD and its validator)
 
 
 class RolesSpec(CamelModel):

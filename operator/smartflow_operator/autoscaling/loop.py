@@ -8,6 +8,10 @@ the count changes, let the operator's normal reconcile apply it (``replicas_for`
 decision from the status) and post an Event. Paused or External: measured and reported, no
 replicas written. A failed probe holds the count and says why in the condition.
 
+Status is written through :mod:`..status_writer` (a merge patch under the read's
+resourceVersion, rebuilt from the fresh object on conflict): the reconciler and the two role loops
+write the same object, and each replaces only its own condition type.
+
 The decision history is kept in memory between polls and written to the status with every
 status change, and at least every ``HISTORY_REFRESH_SECONDS``, so an operator restart resumes
 with (at most that much older) windows and rate-limit periods instead of empty ones.
@@ -37,6 +41,7 @@ from ..names import API_VERSION, GROUP, KIND, OPERATOR_NAME, PLURAL, VERSION, Ro
 from ..resource import SmartflowRuntime
 from ..spec import Mode, ScalableWorkloadSpec
 from ..status import Condition, ConditionStatus
+from ..status_writer import write_status
 from .decision import ScalingDecision, decide, metric_limit
 from .errors import ProbeConfigurationError, ProbeError
 from .history import ScalingHistory
@@ -45,6 +50,7 @@ from .metrics import AutoscalingMetrics
 from .probes import Probes
 from .report import (
     DISABLED,
+    ConditionValue,
     autoscaling_status,
     condition,
     condition_type,
@@ -242,61 +248,63 @@ class Autoscaler:
         state: _RoleState,
         now: datetime,
     ) -> None:
-        """Patch what changed; the history alone is refreshed at most every HISTORY_REFRESH_SECONDS."""
-        status = body.get("status") or {}
-        role_status = (status.get("roles") or {}).get(role.spec_key) or {}
-        live = role_status.get("autoscaling")
-        patch: dict[str, Any] = {}
-        role_patch: dict[str, Any] = {}
+        """Patch what changed; the history alone is refreshed at most every HISTORY_REFRESH_SECONDS.
+
+        Written under the read's resourceVersion (:mod:`..status_writer`): when the reconciler or
+        the other role's loop wrote status meanwhile, the patch is rebuilt from the fresh object.
+        """
         stale_history = state.history_written_at is None or now - state.history_written_at >= timedelta(
             seconds=HISTORY_REFRESH_SECONDS
         )
-        if without_volatile(live) != without_volatile(fragment) or (
-            stale_history and (live or {}).get("history") != fragment["history"]
-        ):
-            role_patch["autoscaling"] = fragment
-        if reading is not None and role_status.get("lag") != reading.metric:
-            role_patch["lag"] = reading.metric
-        if role_patch:
-            patch["roles"] = {role.spec_key: role_patch}
-        conditions = _with_condition(status, role, decision, error, body, now)
-        if conditions is not None:
-            patch["conditions"] = conditions
-        if not patch:
-            return
-        if "autoscaling" in role_patch:
-            # A merge patch merges objects: clear keys of the previous value that are gone now.
-            for key in (live or {}).keys() - fragment.keys():
-                fragment[key] = None
-        await self.kube.patch_status(RUNTIMES, body["metadata"]["namespace"], body["metadata"]["name"], patch)
-        if "autoscaling" in role_patch:
+        wanted = condition(role, decision, error=error)
+
+        def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
+            status = current.get("status") or {}
+            role_status = (status.get("roles") or {}).get(role.spec_key) or {}
+            live = role_status.get("autoscaling")
+            patch: dict[str, Any] = {}
+            role_patch: dict[str, Any] = {}
+            if without_volatile(live) != without_volatile(fragment) or (
+                stale_history and (live or {}).get("history") != fragment["history"]
+            ):
+                # A merge patch merges objects: clear keys of the previous value that are gone now.
+                cleared = dict.fromkeys((live or {}).keys() - fragment.keys())
+                role_patch["autoscaling"] = {**cleared, **fragment}
+            if reading is not None and role_status.get("lag") != reading.metric:
+                role_patch["lag"] = reading.metric
+            if role_patch:
+                patch["roles"] = {role.spec_key: role_patch}
+            conditions = _with_condition(status, wanted, current, now)
+            if conditions is not None:
+                patch["conditions"] = conditions
+            return patch
+
+        written = await write_status(self.kube, RUNTIMES, body=body, patch_for=patch_for)
+        if written is not None and "autoscaling" in (written.get("roles") or {}).get(role.spec_key, {}):
             state.history_written_at = now
 
     async def _report_disabled(self, body: Mapping[str, Any], role: Role) -> None:
-        status = body.get("status") or {}
-        live = ((status.get("roles") or {}).get(role.spec_key) or {}).get("autoscaling")
-        existing = c.find(_conditions(status), condition_type(role))
-        if live is None and existing is None:
-            return
-        patch: dict[str, Any] = {}
-        if live is not None:
-            patch["roles"] = {role.spec_key: {"autoscaling": None}}
-        if existing is not None and existing.reason != DISABLED:
-            generation = int(body.get("metadata", {}).get("generation") or 0)
-            updated = c.set_condition(
-                _conditions(status),
-                type_=condition_type(role),
-                status=ConditionStatus.FALSE,
-                reason=DISABLED,
-                message=f"{role.value} autoscaling is disabled; spec replicas apply",
-                generation=generation,
-                now=timestamp(self._clock()),
-            )
-            patch["conditions"] = [cond.dump() for cond in updated]
-        if patch:
-            await self.kube.patch_status(
-                RUNTIMES, body["metadata"]["namespace"], body["metadata"]["name"], patch
-            )
+        disabled = ConditionValue(
+            condition_type(role),
+            ConditionStatus.FALSE.value,
+            DISABLED,
+            f"{role.value} autoscaling is disabled; spec replicas apply",
+        )
+        now = self._clock()
+
+        def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
+            status = current.get("status") or {}
+            patch: dict[str, Any] = {}
+            if ((status.get("roles") or {}).get(role.spec_key) or {}).get("autoscaling") is not None:
+                patch["roles"] = {role.spec_key: {"autoscaling": None}}
+            # Only a condition this loop wrote before is turned to Disabled; none is added.
+            if c.find(_conditions(status), disabled.type) is not None:
+                conditions = _with_condition(status, disabled, current, now)
+                if conditions is not None:
+                    patch["conditions"] = conditions
+            return patch
+
+        await write_status(self.kube, RUNTIMES, body=body, patch_for=patch_for)
 
     async def _event(
         self, body: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
@@ -346,15 +354,10 @@ def _conditions(status: Mapping[str, Any]) -> list[Condition]:
 
 
 def _with_condition(
-    status: Mapping[str, Any],
-    role: Role,
-    decision: ScalingDecision,
-    error: ProbeError | None,
-    body: Mapping[str, Any],
-    now: datetime,
+    status: Mapping[str, Any], wanted: ConditionValue, body: Mapping[str, Any], now: datetime
 ) -> list[dict[str, Any]] | None:
-    """The whole condition list with this role's condition set, or None when it is unchanged."""
-    wanted = condition(role, decision, error=error)
+    """The condition list with this role's condition set (other types kept as read), or None when
+    it is unchanged. Reason and message changes count; the transition time moves with the status."""
     current = _conditions(status)
     existing = c.find(current, wanted.type)
     if (
@@ -365,7 +368,7 @@ def _with_condition(
     ):
         return None
     updated = c.set_condition(
-        current,
+        [cond for cond in current if cond.type == wanted.type],
         type_=wanted.type,
         status=ConditionStatus(wanted.status),
         reason=wanted.reason,
@@ -373,7 +376,9 @@ def _with_condition(
         generation=int(body.get("metadata", {}).get("generation") or 0),
         now=timestamp(now),
     )
-    return [cond.dump() for cond in updated]
+    return c.merge_by_type(
+        status.get("conditions"), [cond.dump() for cond in updated], owned_types=(wanted.type,)
+    )
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

@@ -91,8 +91,15 @@ async def test_relay_and_consumer_scale_independently_and_come_down_after_the_wi
         await commit(bootstrap_servers, topic, group, {0: 20, 1: 20, 2: 20, 3: 20})
         eventually(lambda: cluster.replicas(CONSUMER) == 1, timeout=15, what="consumer back to min")
 
-        reasons = [e["reason"] for e in cluster.events() if e["involvedObject"]["name"] == NAME]
-        assert reasons.count("ScaledUp") >= 2 and reasons.count("ScaledDown") >= 2
+        def reasons() -> list[str]:
+            return [e["reason"] for e in cluster.events() if e["involvedObject"]["name"] == NAME]
+
+        # The Event follows the replica write, so it may land just after the count is seen.
+        eventually(
+            lambda: reasons().count("ScaledUp") >= 2 and reasons().count("ScaledDown") >= 2,
+            timeout=5,
+            what=f"ScaledUp and ScaledDown Events for both roles (got {reasons()})",
+        )
         assert (
             controller.metrics.registry.get_sample_value(
                 "smartflow_operator_autoscaling_scale_events_total", {"role": "relay", "direction": "up"}

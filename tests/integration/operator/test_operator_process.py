@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -122,8 +123,12 @@ def operator(operator_kubeconfig: str, namespace: str, tmp_path: Path) -> Iterat
         "--resync-seconds",
         "2",
     ]
+    # Neither $KUBECONFIG nor ~/.kube/config: only --kubeconfig can lead the operator (its client
+    # and kopf's watches alike) to the cluster, as the ServiceAccount it names.
+    env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+    env["HOME"] = str(tmp_path / "home")
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     running = OperatorProcess(process, log, health, metrics)
     try:
         yield running

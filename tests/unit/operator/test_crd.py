@@ -65,6 +65,8 @@ class TestCrdSchema:
         relay_scaling = spec["properties"]["roles"]["properties"]["relay"]["properties"]["autoscaling"]
         rules = [rule["rule"] for rule in relay_scaling["x-kubernetes-validations"]]
         assert any("self.minReplicas <= self.maxReplicas" in rule for rule in rules)
+        # One rule, on the autoscaling object (where the fields are): once per scalable role.
+        assert render_crd().count("self.minReplicas <= self.maxReplicas") == 2
         image_rules = spec["properties"]["image"]["x-kubernetes-validations"]
         assert image_rules[0]["rule"].startswith("self.matches(r'^")
 

@@ -119,3 +119,45 @@ class TestStatusPatch:
             "kopf": {"progress": {}},
         }
         assert status_patch(current, desired) == {"roles": {"api": {"readyReplicas": 1}, "all": None}}
+
+    def test_conditions_keep_the_autoscalers_types_as_they_are(self) -> None:
+        desired = _status([_deployment("api", desired=1, ready=1)], expected_roles=(Role.API,))
+        relay = {"type": "RelayAutoscaling", "status": "True", "reason": "WithinTolerance", "message": "x"}
+        stale_ready = {**_condition(desired, c.READY), "status": "False", "reason": c.ROLES_NOT_READY}
+        current = {**desired, "conditions": [stale_ready, relay]}
+        patch = status_patch(current, desired)
+        assert [cond["type"] for cond in patch["conditions"]] == [
+            c.READY,
+            c.PROGRESSING,
+            c.DEGRADED,
+            "RelayAutoscaling",
+        ]
+        assert patch["conditions"][3] == relay
+        assert _condition(patch, c.READY)["status"] == "True"
+        # Up to date apart from the autoscaler's condition: nothing to write.
+        assert status_patch({**desired, "conditions": [*desired["conditions"], relay]}, desired) == {}
+
+    def test_computed_status_holds_only_the_reconcilers_condition_types(self) -> None:
+        previous = {"conditions": [{"type": "ConsumerAutoscaling", "status": "True", "reason": "R",
+                                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}  # fmt: skip
+        status = _status([_deployment("api", desired=1, ready=1)], previous=previous)
+        assert {cond["type"] for cond in status["conditions"]} == set(c.CONDITION_TYPES)
+
+
+class TestMergeByType:
+    def test_owned_types_are_replaced_and_others_kept(self) -> None:
+        live = [{"type": "Ready", "status": "False"}, {"type": "RelayAutoscaling", "status": "True"}]
+        merged = c.merge_by_type(
+            live, [{"type": "RelayAutoscaling", "status": "False"}], owned_types=("RelayAutoscaling",)
+        )
+        assert merged == [
+            {"type": "Ready", "status": "False"},
+            {"type": "RelayAutoscaling", "status": "False"},
+        ]
+
+    def test_an_owned_type_left_out_is_removed_and_foreign_types_in_owned_are_ignored(self) -> None:
+        live = [{"type": "Ready", "status": "True"}, {"type": "Degraded", "status": "True"}]
+        merged = c.merge_by_type(
+            live, [{"type": "Ready", "status": "False"}, {"type": "Other"}], owned_types=("Ready", "Degraded")
+        )
+        assert merged == [{"type": "Ready", "status": "False"}]

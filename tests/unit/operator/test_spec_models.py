@@ -50,7 +50,7 @@ class TestSpecValidation:
             (with_spec(roles={"api": {"replicas": -1}}), ("roles", "api", "replicas")),
             (
                 with_spec(roles={"relay": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}),
-                ("roles", "relay"),
+                ("roles", "relay", "autoscaling"),
             ),
             (with_spec(roles={"api": {"replicaz": 2}}), ("roles", "api", "replicaz")),
             (with_spec(database={}), ("database", "dsnSecretRef")),
