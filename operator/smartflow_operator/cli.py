@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--health-port", type=int, default=8081, help="liveness endpoint port (/healthz)")
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (/metrics)")
     run.add_argument("--resync-seconds", type=float, default=60.0, help="periodic reconcile interval")
+    run.add_argument(
+        "--config-check-seconds",
+        type=float,
+        default=5.0,
+        help="how often each runtime's referenced Secrets/ConfigMaps are checked for changes (0: off)",
+    )
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
 
@@ -55,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         health_port=args.health_port,
         metrics_port=args.metrics_port,
         resync_seconds=args.resync_seconds,
+        config_check_seconds=args.config_check_seconds,
         log_level=args.log_level.upper(),
         log_format=args.log_format,
     )

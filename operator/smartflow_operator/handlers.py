@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from .autoscaling import loop as autoscaling_loop
+from .config_watch import ConfigWatcher, Stopped
 from .controller import Controller, Logger
 from .names import (
     APP_NAME,
@@ -51,7 +52,9 @@ def connection_info(configuration: Any) -> kopf.ConnectionInfo:
     )
 
 
-def register(registry: kopf.OperatorRegistry, *, resync_seconds: float) -> None:
+def register(
+    registry: kopf.OperatorRegistry, *, resync_seconds: float, config_check_seconds: float = 5.0
+) -> None:
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
@@ -92,5 +95,22 @@ def register(registry: kopf.OperatorRegistry, *, resync_seconds: float) -> None:
         if LABEL_INSTANCE in labels:
             controller: Controller = memo.controller
             await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger)
+
+    if config_check_seconds > 0:
+
+        @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+        async def config_check(
+            *,
+            namespace: str | None,
+            name: str,
+            body: Mapping[str, Any],
+            memo: Any,
+            stopped: Stopped,
+            logger: Logger,
+            **_: Any,
+        ) -> None:
+            # A changed Secret/ConfigMap the runtime reads: reconcile now, not at the next resync.
+            watcher: ConfigWatcher = memo.config_watcher
+            await watcher.run(str(namespace), name, body=body, stopped=stopped, logger=logger)
 
     autoscaling_loop.register(registry)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from prometheus_client import start_http_server
 
 from .autoscaling.loop import Autoscaler
 from .autoscaling.metrics import AutoscalingMetrics
+from .config_watch import ConfigWatcher
 from .controller import Controller
 from .handlers import register
 from .kube import KubeClient, load_api_client
@@ -20,6 +20,7 @@ from .logs import configure_logging
 from .metrics import OperatorMetrics
 
 _autoscaling_log = logging.getLogger("smartflow_operator.autoscaling")
+_config_log = logging.getLogger("smartflow_operator.config_watch")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class OperatorConfig:
     health_port: int = 8081
     metrics_port: int = 8080
     resync_seconds: float = 60.0
+    config_check_seconds: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -44,7 +46,12 @@ async def serve(
 ) -> None:
     """Run the operator until ``stop_flag`` is set (or forever). Also used in-process by tests."""
     registry = kopf.OperatorRegistry()
-    register(registry, resync_seconds=config.resync_seconds)
+    register(registry, resync_seconds=config.resync_seconds, config_check_seconds=config.config_check_seconds)
+    config_watcher = ConfigWatcher(
+        kube=controller.kube,
+        on_change=lambda namespace, name: controller.resync(namespace, name, logger=_config_log),
+        interval_seconds=config.config_check_seconds,
+    )
     autoscaler = Autoscaler(
         kube=controller.kube,
         # A new decision is applied by the same serialized reconcile pass as any spec change.
@@ -54,7 +61,7 @@ async def serve(
     try:
         await kopf.operator(
             registry=registry,
-            memo=kopf.Memo(controller=controller, autoscaler=autoscaler),
+            memo=kopf.Memo(controller=controller, autoscaler=autoscaler, config_watcher=config_watcher),
             standalone=True,  # one replica (Recreate): no peering objects to keep
             clusterwide=config.all_namespaces,
             namespaces=config.namespaces,
@@ -68,8 +75,9 @@ async def serve(
 
 def run_operator(config: OperatorConfig) -> int:
     configure_logging(level=config.log_level, fmt=config.log_format)
-    if config.kubeconfig:
-        os.environ["KUBECONFIG"] = config.kubeconfig  # kopf logs in through the same client library
+    # The client is loaded from --kubeconfig explicitly (the `kubernetes` package read $KUBECONFIG
+    # at import, so setting the variable now would change nothing); kopf's login handler takes the
+    # credentials from this very client (handlers.connection_info), so both act as one identity.
     metrics = OperatorMetrics()
     kube = KubeClient(
         load_api_client(config.kubeconfig),

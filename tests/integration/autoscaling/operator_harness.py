@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,6 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from kubernetes.config import kube_config
 
 from smartflow_devstack.process import free_port
 from smartflow_devstack.versions import REPO_ROOT
@@ -52,11 +50,9 @@ def install_crd(api: client.ApiClient) -> None:
 
 
 @contextmanager
-def running_operator(kubeconfig: str, namespace: str) -> Iterator[Controller]:
-    # kopf logs in through the client library, whose default kubeconfig path was read from
-    # $KUBECONFIG when it was imported: point both at the test cluster.
-    os.environ["KUBECONFIG"] = kubeconfig
-    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = kubeconfig
+def running_operator(kubeconfig: str, namespace: str, **settings: Any) -> Iterator[Controller]:
+    """The operator in a thread; ``settings`` override ``OperatorConfig`` fields."""
+    # kopf logs in with this client's credentials (the login handler): no $KUBECONFIG needed.
     kube = KubeClient(load_api_client(kubeconfig))
     controller = Controller(kube=kube, metrics=OperatorMetrics())
     config = OperatorConfig(
@@ -64,8 +60,7 @@ def running_operator(kubeconfig: str, namespace: str) -> Iterator[Controller]:
         kubeconfig=kubeconfig,
         health_address="127.0.0.1",
         health_port=free_port(),
-        resync_seconds=30.0,
-        log_format="text",
+        **{"resync_seconds": 30.0, "log_format": "text", **settings},
     )
     stop, ready = threading.Event(), threading.Event()
     failure: list[BaseException] = []
