@@ -50,11 +50,12 @@ fmt: venv
 
 crds: venv
 	$(BIN)/smartflow-operator crds --output crds
+	$(BIN)/smartflow-operator crds --output charts/smartflow-operator/crds
 
 test: deps lint
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS) tests
 
-test-unit: venv
+test-unit: deps
 	$(BIN)/pytest -p no:cacheprovider -m unit $(PYTEST_ARGS) tests
 
 test-integration: deps

@@ -25,7 +25,7 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("get", "list", "watch", "patch"),
         "watch runtimes; kopf records handler progress in annotations",
     ),
-    Permission("smartflow.io", "smartflowruntimes/status", ("get", "patch"), "report conditions and roles"),
+    Permission("smartflow.io", "smartflowruntimes/status", ("patch",), "report conditions and roles"),
     Permission(
         "smartflow.io",
         "smartflowruntimes/finalizers",
@@ -35,20 +35,24 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "apps",
         "deployments",
-        ("get", "list", "watch", "create", "patch", "update", "delete"),
-        "one Deployment per role: server-side apply, prune, watch readiness",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        "one Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness",
     ),
-    Permission("", "services", ("get", "list", "create", "patch", "update", "delete"), "the API Service"),
+    Permission(
+        "",
+        "services",
+        ("list", "create", "patch"),
+        "the API Service: listed by label, server-side applied; wanted in every mode, so never pruned",
+    ),
     Permission(
         "policy",
         "poddisruptionbudgets",
-        ("get", "list", "create", "patch", "update", "delete"),
-        "a disruption budget per role",
+        ("list", "create", "patch", "delete"),
+        "a disruption budget per role: listed by label, server-side applied, pruned",
     ),
     Permission("", "secrets", ("get",), "check and hash the referenced Secrets (DSN, env)"),
     Permission("", "configmaps", ("get",), "check and hash the referenced ConfigMaps (env)"),
-    Permission("", "events", ("create", "patch"), "Events about applied changes and problems"),
-    Permission("events.k8s.io", "events", ("create", "patch"), "the same Events through the newer API"),
+    Permission("", "events", ("create",), "Events about applied changes and problems (always created)"),
 )
 
 

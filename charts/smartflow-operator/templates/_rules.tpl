@@ -12,24 +12,24 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 # Report conditions, per-role replicas, lag readings and scaling decisions.
 - apiGroups: ["smartflow.io"]
   resources: ["smartflowruntimes/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Children carry an owner reference with blockOwnerDeletion, which clusters enforcing
 # OwnerReferencesPermissionEnforcement only allow with update on the owner's finalizers.
 - apiGroups: ["smartflow.io"]
   resources: ["smartflowruntimes/finalizers"]
   verbs: ["update"]
-# One Deployment per role: server-side apply, prune, watch readiness, scale.
+# One Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness, scale.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# The API role's Service.
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The API role's Service: listed by label, server-side applied; wanted in every mode, never pruned.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "create", "patch", "update", "delete"]
-# A disruption budget per role with two or more replicas.
+  verbs: ["list", "create", "patch"]
+# A disruption budget per role with two or more replicas: listed by label, applied, pruned.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "create", "patch", "update", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 # Read (never list) the Secrets a runtime names: validate and hash them, read the DSN for lag probes.
 - apiGroups: [""]
   resources: ["secrets"]
@@ -38,11 +38,8 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get"]
-# Events about applied changes, scaling decisions and problems.
+# Events about applied changes, scaling decisions and problems (always created, never patched).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}

@@ -243,19 +243,9 @@ async def _run_expecting_failure(
 # Grants the operator never uses (the scenario completes without them): reported for removal from
 # smartflow_operator/rbac.py and then from the chart. Strict: if the operator starts needing one,
 # its test passes and the XPASS fails the run, so this list cannot go stale silently.
-KNOWN_EXCESS = {
-    "events.k8s.io/events": "the operator posts core/v1 Events only; kopf's own posting is disabled",
-    "events.k8s.io/events:create": "the operator posts core/v1 Events only",
-    "events.k8s.io/events:patch": "the operator posts core/v1 Events only",
-    "core/events:patch": "every Event is created (generateName), never patched",
-    "smartflow.io/smartflowruntimes/status:get": "status is only written (merge patch), read via the object",
-    "apps/deployments:update": "children are written by server-side apply (patch), never PUT",
-    "core/services:update": "server-side apply (patch), never PUT",
-    "policy/poddisruptionbudgets:update": "server-side apply (patch), never PUT",
-    "core/services:get": "Services are listed by label, never read by name",
-    "policy/poddisruptionbudgets:get": "budgets are listed by label, never read by name",
-    "core/services:delete": "the api Service is wanted in every mode, so it is never pruned",
-}
+# Grants the necessity tests show unused get an entry here (a strict xfail) until they are removed
+# from rbac.py and the chart; empty since the list was trimmed to what the operator uses.
+KNOWN_EXCESS: dict[str, str] = {}
 
 
 def _params(cases: list[tuple[str, Any]]) -> list[Any]:

@@ -30,8 +30,9 @@ class TestPermissions:
         assert {"get", "list", "watch", "patch"} <= granted[("smartflow.io", "smartflowruntimes")]
         assert "patch" in granted[("smartflow.io", "smartflowruntimes/status")]
         assert {"get", "list", "watch", "patch", "delete"} <= granted[("apps", "deployments")]
-        assert {"get", "list", "patch", "delete"} <= granted[("", "services")]
-        assert {"get", "list", "patch", "delete"} <= granted[("policy", "poddisruptionbudgets")]
+        # The api Service is desired in every mode, so it is applied but never pruned.
+        assert granted[("", "services")] == {"list", "create", "patch"}
+        assert {"list", "patch", "delete"} <= granted[("policy", "poddisruptionbudgets")]
         assert granted[("", "secrets")] == {"get"}
         assert "create" in granted[("", "events")]
 
