@@ -59,8 +59,10 @@ def _status_kib(pid: int, key: str) -> float | None:
     return None
 
 
-def postgres_backends(database: str) -> list[int]:
-    """Pids of PostgreSQL backends serving ``database`` (their title names the database)."""
+def postgres_backends(database: str, exclude: Iterable[int] = ()) -> list[int]:
+    """Pids of PostgreSQL backends serving ``database`` (their title names the database), except
+    ``exclude`` (the bench's own connections, whose work is not the product's)."""
+    skip = set(exclude)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -69,7 +71,7 @@ def postgres_backends(database: str) -> list[int]:
             title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if title.startswith("postgres: ") and f" {database} " in title:
+        if title.startswith("postgres: ") and f" {database} " in title and int(entry.name) not in skip:
             found.append(int(entry.name))
     return found
 
@@ -87,11 +89,12 @@ class CpuMeter:
         self._before = {pid: cpu_seconds(pid) for pids in self.groups.values() for pid in pids}
         self._self_before = time.process_time()
 
-    def add(self, group: str, pids: Iterable[int]) -> None:
-        """Late joiners (e.g. new database backends) start from their current CPU time."""
+    def add(self, group: str, pids: Iterable[int], *, started_during_run: bool = False) -> None:
+        """Count more processes. Ones that already ran count from now; ones ``started_during_run``
+        (e.g. database backends a pool opened meanwhile) count all their CPU time."""
         for pid in pids:
             if pid not in self._before:
-                self._before[pid] = cpu_seconds(pid)
+                self._before[pid] = 0.0 if started_during_run else cpu_seconds(pid)
                 self.groups.setdefault(group, []).append(pid)
 
     def stop(self) -> dict[str, float]:

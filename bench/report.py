@@ -305,6 +305,26 @@ def latency_section(r: dict[str, Any], plots: Path) -> Doc:
         ],
         rows,
     )
+    cpu_runs = [run for run in f["runs"] if run.get("cpu_cores_used")]
+    if cpu_runs:
+        groups = list(cpu_runs[0]["cpu_cores_used"])
+        doc += [
+            "CPU while the generator ran, in cores (1.0 = one core busy); the machine has"
+            f" {r['machine']['cores']}:",
+            "",
+        ]
+        doc += table(
+            ["mode", "target ev/s", *groups, "total"],
+            [
+                [
+                    run["mode"],
+                    run["rate"],
+                    *[run["cpu_cores_used"].get(g) for g in groups],
+                    round(sum(run["cpu_cores_used"].values()), 2),
+                ]
+                for run in cpu_runs
+            ],
+        )
     fig, ax = plt.subplots(figsize=(7, 4))
     for mode, color in (("notify", "#4c72b0"), ("polling", "#dd8452")):
         runs = [x for x in f["runs"] if x["mode"] == mode]
@@ -481,15 +501,24 @@ def findings(results: dict[str, dict[str, Any]]) -> Doc:
         runs = results["relay"]["figures"]["relay_runs"]
         rates = ", ".join(f"{r['relays']} -> {fmt(r['events_per_second'])} ev/s" for r in runs)
         first = runs[0]["cpu_ms_per_1k_events"]
-        notes.append(
-            f"Relay: {rates}. Per 1k events one relay process burns {fmt(first.get('relay_processes'))}"
-            " ms CPU,"
-            f" PostgreSQL {fmt(first.get('postgres_backends'))} ms and the broker"
-            f" {fmt(first.get('kafka_broker'))}"
-            " ms; all of them share the same cores, so extra relay processes add CPU demand rather than"
-            " capacity"
-            " on this machine, and the shard split (lease rebalance) happens before the clock starts."
+        cpu = (
+            f"Per 1k events one relay process uses {fmt(first.get('relay_processes'))} ms CPU, its PostgreSQL"
+            f" backends {fmt(first.get('postgres_backends'))} ms and the broker"
+            f" {fmt(first.get('kafka_broker'))} ms."
         )
+        if len(runs) > 1 and runs[-1]["events_per_second"] > 1.5 * runs[0]["events_per_second"]:
+            notes.append(
+                f"Relay: {rates}. Throughput grows with relay processes although they share"
+                f" {results['relay']['machine']['cores']} cores with the servers, so one relay is bound"
+                " by the"
+                " latency of its serial batch cycle (claim query, send, wait for acks, mark, commit),"
+                " not by CPU."
+                f" {cpu} First publish after the commit:"
+                f" {fmt(runs[0]['first_publish_after_commit_seconds'] * 1000)}"
+                " ms with one relay (see the claim query below)."
+            )
+        else:
+            notes.append(f"Relay: {rates}. {cpu} All of them share the same cores.")
     if "consumer" in results:
         c = results["consumer"]["figures"]
         real, raw = c["real_runs"][0], c["raw_runs"][0]
@@ -536,6 +565,34 @@ def findings(results: dict[str, dict[str, Any]]) -> Doc:
                 f" published -> consumer p50 {fmt(n['stages']['published_to_consumer_start_ms']['p50'])} ms"
                 " (Kafka fetch plus queueing behind earlier events of the same partition)."
             )
+        low = next((r for r in results["latency"]["figures"]["runs"] if r.get("cpu_cores_used")), None)
+        if low is not None and low["achieved_rate"]:
+            per_event = {
+                k: round(v * 1000 / low["achieved_rate"], 2)
+                for k, v in low["cpu_cores_used"].items()
+                if k != "bench_generator"
+            }
+            notes.append(
+                f"Latency: at {fmt(low['achieved_rate'])} ev/s ({low['mode']}) the pipeline spent, in CPU"
+                " ms per"
+                f" event: {', '.join(f'{k} {fmt(v, 2)}' for k, v in per_event.items())}; at that cost the"
+                f" {results['latency']['machine']['cores']} cores, shared with the generator and"
+                " everything else,"
+                " run out well below 500 ev/s."
+            )
+    claims = (results.get("profile") or {}).get("figures", {}).get("relay_claim_query") or []
+    if len(claims) >= 2:
+        first, last = claims[0], claims[-1]
+        notes.append(
+            f"Relay claim: with {fmt(first['backlog_rows'])} due rows one claim of {first['claim_limit']}"
+            " takes"
+            f" {fmt(first['execution_ms'])} ms, with {fmt(last['backlog_rows'])} it takes"
+            f" {fmt(last['execution_ms'])} ms: the query sorts every due row of the owned shards"
+            f" ({fmt(last['rows_sorted'])} rows, whole rows with their payload, {last['sort_method']})"
+            " before its"
+            " LIMIT, so each batch costs time proportional to the backlog. Picking ids first (index order per"
+            " shard with the LIMIT inside) and fetching payloads for those ids only would make it flat."
+        )
     if "operator" in results:
         noop = results["operator"]["figures"]["noop_resync"]
         per_minute = noop.get("writes_per_minute_idle_autoscaled_runtime")
@@ -557,6 +614,27 @@ def findings(results: dict[str, dict[str, Any]]) -> Doc:
     if not notes:
         return []
     return ["## Findings: where the gaps come from", "", *[f"- {n}" for n in notes], ""]
+
+
+def claim_table(f: dict[str, Any]) -> Doc:
+    rows = [
+        [
+            c["backlog_rows"],
+            c["claim_limit"],
+            c["execution_ms"],
+            c["rows_sorted"],
+            f"{c['sort_method']} ({c['sort_space_type']}, {fmt(c['sort_space_kb'])} kB)",
+        ]
+        for c in f.get("relay_claim_query", [])
+    ]
+    if not rows:
+        return []
+    return [
+        "Relay claim query (`CLAIM_BATCH`, one relay owning every shard, fresh statistics, EXPLAIN ANALYZE,"
+        " rolled back) as the due backlog grows:",
+        "",
+        *table(["due rows", "LIMIT", "execution ms", "rows sorted", "sort"], rows),
+    ]
 
 
 def write_report(results_dir: Path = RESULTS_DIR, out_dir: Path = BENCH_DIR) -> Path:
@@ -581,7 +659,9 @@ def write_report(results_dir: Path = RESULTS_DIR, out_dir: Path = BENCH_DIR) -> 
         }
         for name, build in builders.items():
             doc += build(results[name], plots) if name in results else [f"## {name}", "", "Not run.", ""]
-        doc += profile_section(results["profile"]) if "profile" in results else []
+        if "profile" in results:
+            doc += profile_section(results["profile"])
+            doc += claim_table(results["profile"]["figures"])
         doc += findings(results)
         for result in results.values():
             doc += [f"- {result['title']}: {note}" for note in result["notes"]]

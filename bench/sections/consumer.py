@@ -84,11 +84,13 @@ async def real_run(
                         "kafka_broker": [ctx.servers.kafka.pid],
                     }
                 )
-                meter.add("postgres_backends", postgres_backends(dsn.rsplit("/", 1)[1]))
+                own = [conn.get_server_pid()]
+                meter.add("postgres_backends", postgres_backends(dsn.rsplit("/", 1)[1], exclude=own))
                 meter.start()
                 produced = await produce(ctx.servers.bootstrap_servers, topic, pairs)
                 await wait_consumed(conn, count, within)
-                meter.add("postgres_backends", postgres_backends(dsn.rsplit("/", 1)[1]))
+                late = postgres_backends(dsn.rsplit("/", 1)[1], exclude=own)
+                meter.add("postgres_backends", late, started_during_run=True)
                 cpu = meter.stop()
         first, last = await conn.fetchrow(
             "SELECT extract(epoch FROM min(consumed_at))::float8, "

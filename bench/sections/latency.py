@@ -30,7 +30,7 @@ import asyncpg
 from smartflow_devstack.versions import REPO_ROOT
 
 from ..context import Context
-from ..procs import LOG_DIR, RuntimeProcess, running
+from ..procs import LOG_DIR, CpuMeter, RuntimeProcess, postgres_backends, running
 from ..results import Result, Target
 from ..stats import summary
 from .relay import relay_defaults
@@ -209,9 +209,31 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
                     if await wait_all_consumed(conn, 60.0):
                         raise RuntimeError(f"{mode}: warm-up events were not consumed within 60s")
                     warm_ids = set(warm["sent"])
+                    database = dsn.rsplit("/", 1)[1]
+                    own = [conn.get_server_pid(), listener.proc.pid]
                     for rate in rates:
                         ctx.say(f"latency: {mode}, {rate} ev/s for {seconds:.0f}s")
+                        meter = CpuMeter(
+                            groups={
+                                "api_process": [procs[2].pid],
+                                "relay_process": [procs[1].pid],
+                                "consumer_process": [procs[0].pid],
+                                "kafka_broker": [ctx.servers.kafka.pid],
+                            }
+                        )
+                        meter.add("postgres_backends", postgres_backends(database, exclude=own))
+                        meter.start()
+                        began = time.monotonic()
                         load = await generate(base, rate, seconds)
+                        wall = time.monotonic() - began
+                        meter.add(
+                            "postgres_backends",
+                            postgres_backends(database, exclude=own),
+                            started_during_run=True,
+                        )
+                        cpu = meter.stop()
+                        cpu["bench_generator"] = cpu.pop("bench_process")
+                        load["cpu_cores_used"] = {k: round(v / wall, 2) for k, v in cpu.items()}
                         left = await wait_all_consumed(conn, 60.0)
                         load["not_consumed_after_60s"] = left
                         load["rate"] = rate

@@ -8,6 +8,7 @@ or Kafka rather than computing.
 
 from __future__ import annotations
 
+import json
 import pstats
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,63 @@ def summarise(path: Path, events: int) -> dict[str, Any]:
     }
 
 
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes += _plan_nodes(child)
+    return nodes
+
+
+async def claim_query_cost(ctx: Context, backlogs: tuple[int, ...]) -> list[dict[str, Any]]:
+    """EXPLAIN ANALYZE of the relay's claim (one relay owning every shard) at growing backlogs.
+
+    Statistics are fresh (ANALYZE after the insert) and the claim is rolled back, so it locks nothing.
+    """
+    from smartflow_runtime.outbox import sql, store
+
+    found = []
+    async with ctx.servers.database("claim") as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            shards = int(await conn.fetchval("SELECT count(*) FROM outbox_shards"))
+            await conn.execute(
+                "UPDATE outbox_shards SET owner = 'bench', lease_until = now() + interval '1 hour'"
+            )
+            have = 0
+            for backlog in backlogs:
+                await events.write_outbox(conn, events.build_events(backlog - have, topic="claim"))
+                have = backlog
+                await conn.execute("ANALYZE outbox_events")
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    explained = await conn.fetchval(
+                        "EXPLAIN (ANALYZE, FORMAT JSON) " + sql.CLAIM_BATCH,
+                        list(range(shards)),
+                        store.utcnow(),
+                        500,
+                        "bench",
+                    )
+                finally:
+                    await tx.rollback()
+                top = json.loads(explained)[0]
+                sorts = [n for n in _plan_nodes(top["Plan"]) if n.get("Node Type") == "Sort"]
+                found.append(
+                    {
+                        "backlog_rows": backlog,
+                        "claim_limit": 500,
+                        "execution_ms": round(top["Execution Time"], 2),
+                        "rows_sorted": sorts[0]["Plans"][0].get("Actual Rows") if sorts else None,
+                        "sort_method": sorts[0].get("Sort Method") if sorts else None,
+                        "sort_space_kb": sorts[0].get("Sort Space Used") if sorts else None,
+                        "sort_space_type": sorts[0].get("Sort Space Type") if sorts else None,
+                    }
+                )
+        finally:
+            await conn.close()
+    return found
+
+
 async def run(ctx: Context) -> Result:
     result = ctx.result("profile", "Profile of the relay and consumer processes (cProfile)")
     count = 1000 if ctx.smoke else 5000
@@ -90,5 +148,6 @@ async def run(ctx: Context) -> Result:
             **summarise(consumer_prof, count),
         },
         "envelope_mean_bytes": events.mean_size(pairs),
+        "relay_claim_query": await claim_query_cost(ctx, (500, 2000) if ctx.smoke else (1000, 5000, 20000)),
     }
     return result

@@ -123,7 +123,8 @@ async def one_relay_run(
             meter = CpuMeter(
                 groups={"relay_processes": [p.pid for p in procs], "kafka_broker": [ctx.servers.kafka.pid]}
             )
-            meter.add("postgres_backends", postgres_backends(dsn.rsplit("/", 1)[1]))
+            own = [conn.get_server_pid()]
+            meter.add("postgres_backends", postgres_backends(dsn.rsplit("/", 1)[1], exclude=own))
             meter.start()
             tx = conn.transaction()
             await tx.start()
@@ -132,6 +133,8 @@ async def one_relay_run(
             committed_at = time.time()
             await tx.commit()
             await wait_published(conn, count, within)
+            late = postgres_backends(dsn.rsplit("/", 1)[1], exclude=own)
+            meter.add("postgres_backends", late, started_during_run=True)
             cpu = meter.stop()
         times = [
             float(r["t"]) - committed_at
