@@ -310,17 +310,22 @@ def latency_section(r: dict[str, Any], plots: Path) -> Doc:
         groups = list(cpu_runs[0]["cpu_cores_used"])
         doc += [
             "CPU while the generator ran, in cores (1.0 = one core busy); the machine has"
-            f" {r['machine']['cores']}:",
+            f" {r['machine']['cores']}. PostgreSQL counts only the backends of the bench database; the"
+            " Kafka broker"
+            " is shared with anything else using the stack. Mean batch sizes come from the runtime's own"
+            " `smartflow_relay_batch_size` / `smartflow_consumer_batch_size` histograms:",
             "",
         ]
         doc += table(
-            ["mode", "target ev/s", *groups, "total"],
+            ["mode", "target ev/s", *groups, "total", "relay batch", "consumer batch"],
             [
                 [
                     run["mode"],
                     run["rate"],
-                    *[run["cpu_cores_used"].get(g) for g in groups],
-                    round(sum(run["cpu_cores_used"].values()), 2),
+                    *[f"{run['cpu_cores_used'].get(g, 0):.2f}" for g in groups],
+                    f"{sum(run['cpu_cores_used'].values()):.2f}",
+                    (run.get("mean_batch") or {}).get("relay"),
+                    (run.get("mean_batch") or {}).get("consumer"),
                 ]
                 for run in cpu_runs
             ],

@@ -155,6 +155,42 @@ async def generate(base_url: str, rate: float, seconds: float) -> dict[str, Any]
     }
 
 
+BATCH_METRICS = {"relay": "smartflow_relay_batch_size", "consumer": "smartflow_consumer_batch_size"}
+
+
+async def batch_counters(procs: list[RuntimeProcess]) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the relay's and the consumer's batch-size histograms, from their /metrics."""
+    found: dict[str, tuple[float, float]] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for proc in procs:
+            name = BATCH_METRICS.get(proc.role)
+            if name is None:
+                continue
+            try:
+                async with session.get(f"http://127.0.0.1:{proc.admin_port}/metrics") as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                continue
+            values = {}
+            for line in text.splitlines():
+                for suffix in ("_sum", "_count"):
+                    if line.startswith(name + suffix + " "):
+                        values[suffix] = float(line.split()[1])
+            found[proc.role] = (values.get("_sum", 0.0), values.get("_count", 0.0))
+    return found
+
+
+def mean_batches(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float | None]:
+    means: dict[str, float | None] = {}
+    for role, (total, count) in after.items():
+        old_total, old_count = before.get(role, (0.0, 0.0))
+        batches = count - old_count
+        means[role] = round((total - old_total) / batches, 1) if batches else None
+    return means
+
+
 async def wait_all_consumed(conn: asyncpg.Connection, within: float) -> int:
     deadline = time.monotonic() + within
     left = 0
@@ -222,6 +258,7 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
                             }
                         )
                         meter.add("postgres_backends", postgres_backends(database, exclude=own))
+                        batches_before = await batch_counters(procs)
                         meter.start()
                         began = time.monotonic()
                         load = await generate(base, rate, seconds)
@@ -233,7 +270,9 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
                         )
                         cpu = meter.stop()
                         cpu["bench_generator"] = cpu.pop("bench_process")
-                        load["cpu_cores_used"] = {k: round(v / wall, 2) for k, v in cpu.items()}
+                        load["cpu_cores_used"] = {k: round(v / wall, 3) for k, v in cpu.items()}
+                        batches_after = await batch_counters(procs)
+                        load["mean_batch"] = mean_batches(batches_before, batches_after)
                         left = await wait_all_consumed(conn, 60.0)
                         load["not_consumed_after_60s"] = left
                         load["rate"] = rate
