@@ -72,9 +72,10 @@ class Kube:
         *,
         params: dict[str, str] | None = None,
         ok404: bool = False,
+        content_type: str = "application/json",
     ) -> dict[str, Any] | None:
         assert self._session is not None
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": content_type}
         data = None if body is None else json.dumps(body)
         async with self._session.request(
             method, self.server + path, data=data, params=params, headers=headers, ssl=self._ssl
@@ -110,8 +111,19 @@ class Kube:
         await self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
 
     async def delete_namespace(self, name: str) -> None:
+        """Delete a bench namespace. Runtimes left there keep kopf's finalizer once their operator is gone,
+        which would hold the namespace in Terminating forever: drop those finalizers too."""
         with contextlib.suppress(KubeError):
             await self.request("DELETE", f"/api/v1/namespaces/{name}", ok404=True)
+        with contextlib.suppress(KubeError):
+            for runtime in await self.list_runtimes(name):
+                if runtime["metadata"].get("finalizers"):
+                    await self.request(
+                        "PATCH",
+                        f"{self.runtimes_path(name)}/{runtime['metadata']['name']}",
+                        {"metadata": {"finalizers": None}},
+                        content_type="application/merge-patch+json",
+                    )
 
     async def create_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
         body = {"metadata": {"name": name}, "stringData": data}
