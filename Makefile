@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv servers up down lint fmt crds test test-unit test-integration test-e2e demo bench clean
+.PHONY: help deps venv servers up down lint fmt crds test test-unit test-integration test-e2e demo bench bench-smoke clean
 
 help:
 	@echo "make demo   - the whole product on this machine: local stack, operator, runner, autoscaling"
@@ -68,8 +68,12 @@ DEMO_ARGS ?=
 demo: deps
 	$(BIN)/smartflow-devstack demo $(DEMO_ARGS)
 
+BENCH_ARGS ?=
 bench: deps
-	@echo "make bench: not yet - benchmarks land with issue 8"
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-smoke: deps
+	$(PY) -m bench.run --smoke --results-dir .local/bench/smoke/results --report-dir .local/bench/smoke
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache

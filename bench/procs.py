@@ -113,7 +113,6 @@ class RuntimeProcess:
     role: str
     env: Mapping[str, str]
     profile: Path | None = None
-    relay_without_notify: bool = False
     admin_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -130,8 +129,6 @@ class RuntimeProcess:
         argv = [sys.executable, "-m", "bench.launch"]
         if self.profile is not None:
             argv += ["--profile", str(self.profile)]
-        if self.relay_without_notify:
-            argv.append("--relay-without-notify")
         argv += ["--", "run", "--role", self.role]
         env = {
             **os.environ,

@@ -8,8 +8,8 @@ commit, and a separate listener process (:mod:`bench.listener`) timestamps its a
 Latency = arrival - the moment the request was sent (both wall clock, same machine).
 
 Two wake-up modes: ``notify`` (the runtime as shipped: LISTEN/NOTIFY plus a fallback poll) and
-``polling`` (the relay's row notifications ignored through :mod:`bench.launch`, because the
-runtime has no setting for it; the relay then waits for its fallback poll).
+``polling`` (``SMARTFLOW_RELAY_LISTEN_NOTIFY=false``: the relay opens no LISTEN session and wakes
+only on its fallback poll).
 """
 
 from __future__ import annotations
@@ -233,7 +233,9 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
             }
             procs = [
                 RuntimeProcess("consumer", env),
-                RuntimeProcess("relay", env, relay_without_notify=(mode == "polling")),
+                RuntimeProcess(
+                    "relay", {**env, "SMARTFLOW_RELAY_LISTEN_NOTIFY": str(mode != "polling").lower()}
+                ),
                 RuntimeProcess("api", env),
             ]
             listener = Listener(dsn)
@@ -303,7 +305,7 @@ async def run(ctx: Context) -> Result:
             "request": "POST /v1/tasks/{id}/urgency, one ~1 KB event per request, 500 keys",
             "clock": "request sent (generator) -> NOTIFY from an AFTER UPDATE trigger, delivered at commit",
             "relay_defaults": relay_defaults(),
-            "polling_mode": "relay row NOTIFYs ignored via bench.launch (no runtime setting exists)",
+            "polling_mode": "SMARTFLOW_RELAY_LISTEN_NOTIFY=false (no LISTEN; fallback poll only)",
             "max_in_flight": MAX_IN_FLIGHT,
             "pid": os.getpid(),
         }
