@@ -185,6 +185,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE status = 'consumed';
         """,
     ),
+    Migration(
+        5,
+        "outbox pending rows by shard in id order",
+        # The relay's claim walks each leased shard's pending rows in id order and stops after a
+        # batch, so a claim costs the batch, not the backlog (the (shard, status, available_at,
+        # id) index orders by time first and made every claim sort all due rows of its shards).
+        # available_at is included so the due check needs no heap visit on all-visible pages.
+        """
+        CREATE INDEX outbox_events_pending_by_shard ON outbox_events (shard, id) INCLUDE (available_at)
+            WHERE status = 'pending';
+        """,
+    ),
 )
 
 

@@ -231,7 +231,7 @@ class Relay:
                     async with self._pool.acquire() as conn:
                         self._metrics.observe_stats(await store.stats(conn, self._clock()))
                 if self._owned:
-                    more = await self._publish_batch() >= self._batch_size
+                    more = await self._publish_batch()
                 self._last_cycle_ok = time.monotonic()
             except Exception as error:  # keep the loop alive; health turns false if this persists
                 log.exception("relay cycle failed: %s", error)
@@ -268,8 +268,8 @@ class Relay:
         self._owned = owned
         self._metrics.relay_shards_owned.set(len(owned))
 
-    async def _publish_batch(self) -> int:
-        """Claim, send and mark one batch in one transaction; returns the number of rows claimed."""
+    async def _publish_batch(self) -> bool:
+        """Claim, send and mark one batch in one transaction; True when due rows may remain."""
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await store.claim_batch(
                 conn,
@@ -280,7 +280,8 @@ class Relay:
                 lock_timeout=self._lease / 2,
             )
             if not rows:
-                return 0
+                return False
+            more = store.claim_may_have_left_rows(rows, limit=self._batch_size, shards=len(self._owned))
             self._metrics.relay_batch_size.observe(len(rows))
             errors = await self._send(rows)
             now = self._clock()
@@ -294,7 +295,7 @@ class Relay:
             counter = self._metrics.events_dead if row.id in outcome.dead else self._metrics.events_failed
             counter.labels("relay", row.event_type).inc()
             log.warning("relay send failed for outbox row %s: %s", row.id, error)
-        return len(rows)
+        return more
 
     async def _send(self, rows: Sequence[OutboxRow]) -> list[SmartflowError | None]:
         """Send every row (enqueued in id order, so per-partition order holds); one result per row."""

@@ -98,21 +98,41 @@ RETURNING shard
 # failed (pending, never published, waiting out its backoff) blocks later rows of its shard,
 # so a Kafka hiccup never lets a later event of the same key overtake an earlier one. Rows
 # re-sent after a handler failure (published_at set) do not block: a poison event must not
-# stall its shard. Plain FOR UPDATE (not SKIP LOCKED): if a stale owner still holds a batch,
-# the new owner waits for it instead of skipping ahead and breaking per-key order.
+# stall its shard.
+#
+# Cost follows the batch, not the backlog: `picked` takes ids only, per shard in id order from
+# the partial index outbox_events_pending_by_shard (shard, id) WHERE pending, stopping after the
+# per-shard cap (store.per_shard_claim_cap: least($3, greatest(50, ceil(2 * $3 / shards)))), then
+# the $3 lowest ids of those. Each shard's pick is therefore a prefix of
+# its due rows. Only the picked rows are read whole (payloads) and locked. Plain FOR UPDATE (not
+# SKIP LOCKED): if a stale owner still holds a batch, the new owner waits for it instead of
+# skipping ahead and breaking per-key order; after the wait, rows the stale owner published no
+# longer match `status = 'pending'` and drop out, and a row it sent back to backoff comes back
+# with its new `available_at`, which the store treats as a blocker (see store.claim_batch).
 CLAIM_BATCH = f"""
-SELECT {_ROW_COLUMNS}
-FROM outbox_events e
-WHERE e.shard = ANY($1::int[])
-  AND e.status = 'pending'
-  AND e.available_at <= $2
-  AND e.shard IN (SELECT shard FROM outbox_shards WHERE owner = $4 AND lease_until > $2)
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox_events b
-      WHERE b.shard = e.shard AND b.status = 'pending' AND b.published_at IS NULL
-        AND b.available_at > $2 AND b.id < e.id)
+WITH owned AS (
+    SELECT s.shard FROM outbox_shards s
+    WHERE s.shard = ANY($1::int[]) AND s.owner = $4 AND s.lease_until > $2
+), picked AS MATERIALIZED (
+    SELECT p.id
+    FROM owned o
+    CROSS JOIN LATERAL (
+        SELECT b.id FROM outbox_events b
+        WHERE b.shard = o.shard AND b.status = 'pending' AND b.available_at <= $2
+          AND NOT EXISTS (
+              SELECT 1 FROM outbox_events x
+              WHERE x.shard = o.shard AND x.status = 'pending' AND x.published_at IS NULL
+                AND x.available_at > $2 AND x.id < b.id)
+        ORDER BY b.id
+        LIMIT least($3, greatest(50, (2 * $3 + cardinality($1::int[]) - 1)
+                                     / greatest(cardinality($1::int[]), 1)))) p
+    ORDER BY p.id
+    LIMIT $3
+)
+SELECT {_ROW_COLUMNS}, e.published_at
+FROM outbox_events e JOIN picked ON e.id = picked.id
+WHERE e.status = 'pending'
 ORDER BY e.id
-LIMIT $3
 FOR UPDATE OF e
 """
 

@@ -158,6 +158,30 @@ async def release_shards(conn: Any, relay_id: str, shards: Iterable[int] | None 
 # --- relay claims -----------------------------------------------------------------------------
 
 
+def per_shard_claim_cap(limit: int, shards: int) -> int:
+    """The most rows one claim takes from a single shard (``CLAIM_BATCH`` computes the same in SQL).
+
+    Twice a fair share of ``limit``, at least 50, never above ``limit``: with keys spread over the
+    shards a claim still fills up, while the rows it reads stay bounded by about ``2 * limit``
+    however large the backlog. A claim that hit this cap for some shard may have left due rows
+    behind: the relay claims again at once (see :func:`claim_may_have_left_rows`).
+    """
+    if shards <= 0:
+        return limit
+    return min(limit, max(-(-2 * limit // shards), 50))
+
+
+def claim_may_have_left_rows(rows: Sequence[OutboxRow], *, limit: int, shards: int) -> bool:
+    """True when a claim of ``limit`` over ``shards`` shards hit a limit, so due rows may remain."""
+    if len(rows) >= limit:
+        return True
+    cap = per_shard_claim_cap(limit, shards)
+    per_shard: dict[int, int] = {}
+    for row in rows:
+        per_shard[row.shard] = per_shard.get(row.shard, 0) + 1
+    return any(n >= cap for n in per_shard.values())
+
+
 async def claim_batch(
     conn: Any,
     relay_id: str,
@@ -173,13 +197,30 @@ async def claim_batch(
     :func:`mark_failed`: the row locks are what stop a second relay publishing the same rows.
     ``lock_timeout`` bounds the wait for a previous owner's in-flight batch (then
     :class:`DatabaseError`, retriable), so a stuck peer cannot stall this relay's lease renewals.
+
+    Per shard the rows are a prefix of its due rows in id order. A row that a previous owner sent
+    back to backoff while we waited for its lock (pending, never published, no longer due) ends
+    its shard's prefix: it and the later rows of that shard are left out, as the blocker rule of
+    ``CLAIM_BATCH`` would have done had it seen the row's new state.
     """
+    wanted = sorted(shards)
     async with driver_errors("claim outbox batch"):
         if lock_timeout is not None:
             millis = max(1, int(lock_timeout.total_seconds() * 1000))
             await conn.execute(f"SET LOCAL lock_timeout = {millis}")
-        records = await conn.fetch(sql.CLAIM_BATCH, sorted(shards), now, limit, relay_id)
-    return [OutboxRow.from_record(r) for r in records]
+        records = await conn.fetch(sql.CLAIM_BATCH, wanted, now, limit, relay_id)
+    rows: list[OutboxRow] = []
+    blocked: set[int] = set()
+    for record in records:
+        shard = record["shard"]
+        if shard in blocked:
+            continue
+        if record["available_at"] > now:
+            if record["published_at"] is None:
+                blocked.add(shard)
+            continue
+        rows.append(OutboxRow.from_record(record))
+    return rows
 
 
 async def mark_published(conn: Any, rows: Sequence[OutboxRow], *, now: datetime) -> set[int]:
