@@ -1,9 +1,10 @@
 """Event handlers: the registry and the one wiring function every consuming role shares."""
 
 from .core import HandlerDependencies, build_registry, register_core_handlers
-from .registry import EventHandler, HandlerRegistry
+from .registry import BulkEventHandler, EventHandler, HandlerRegistry
 
 __all__ = [
+    "BulkEventHandler",
     "EventHandler",
     "HandlerDependencies",
     "HandlerRegistry",

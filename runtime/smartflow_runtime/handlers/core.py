@@ -4,12 +4,16 @@ Every consuming role (``consumer``, ``worker``, ``all``) builds its registry wit
 :func:`build_registry`; nothing else registers core handlers. Handlers only validate the payload
 and delegate to one SQL statement in :mod:`smartflow_runtime.domain.sql`; each runs inside the
 consumer's transaction that locked the outbox row, so the write and "consumed" commit together.
+
+The four single-statement handlers also have a bulk form for the consumer's batches: the same
+statement run once per event in order through ``executemany`` (one pipelined round trip), so
+the effect is exactly that of the per-event handlers, including repeated keys in one batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,6 +61,18 @@ class CoreHandlers:
                 self._deps.clock(),
             )
 
+    async def chat_history_bulk(self, conn: Any, rows: Sequence[OutboxRow]) -> None:
+        now = self._deps.clock()
+        payloads = [ev.parse_payload(ev.ChatHistoryPersist, row.payload) for row in rows]
+        async with driver_errors("persist chat history"):
+            await conn.executemany(
+                sql.INSERT_CHAT_MESSAGE,
+                [
+                    (p.message_id, p.conversation_id, p.user_id, p.role, p.content, p.sent_at, now)
+                    for p in payloads
+                ],
+            )
+
     async def task_urgency(self, conn: Any, row: OutboxRow) -> None:
         p = ev.parse_payload(ev.TaskUrgencyPromote, row.payload)
         async with driver_errors("promote task urgency"):
@@ -64,10 +80,26 @@ class CoreHandlers:
                 sql.PROMOTE_TASK, p.task_id, p.user_id, p.urgency, p.reason, self._deps.clock()
             )
 
+    async def task_urgency_bulk(self, conn: Any, rows: Sequence[OutboxRow]) -> None:
+        now = self._deps.clock()
+        payloads = [ev.parse_payload(ev.TaskUrgencyPromote, row.payload) for row in rows]
+        async with driver_errors("promote task urgency"):
+            await conn.executemany(
+                sql.PROMOTE_TASK, [(p.task_id, p.user_id, p.urgency, p.reason, now) for p in payloads]
+            )
+
     async def token_usage(self, conn: Any, row: OutboxRow) -> None:
         p = ev.parse_payload(ev.TokenUsageAdjust, row.payload)
         async with driver_errors("adjust token usage"):
             await conn.execute(sql.ADJUST_TOKENS, p.user_id, p.conversation_id, p.delta, self._deps.clock())
+
+    async def token_usage_bulk(self, conn: Any, rows: Sequence[OutboxRow]) -> None:
+        now = self._deps.clock()
+        payloads = [ev.parse_payload(ev.TokenUsageAdjust, row.payload) for row in rows]
+        async with driver_errors("adjust token usage"):
+            await conn.executemany(
+                sql.ADJUST_TOKENS, [(p.user_id, p.conversation_id, p.delta, now) for p in payloads]
+            )
 
     async def state_snapshot(self, conn: Any, row: OutboxRow) -> None:
         p = ev.parse_payload(ev.AgentStateSnapshot, row.payload)
@@ -79,6 +111,18 @@ class CoreHandlers:
                 p.version,
                 json.dumps(p.state, sort_keys=True),
                 self._deps.clock(),
+            )
+
+    async def state_snapshot_bulk(self, conn: Any, rows: Sequence[OutboxRow]) -> None:
+        now = self._deps.clock()
+        payloads = [ev.parse_payload(ev.AgentStateSnapshot, row.payload) for row in rows]
+        async with driver_errors("persist agent state"):
+            await conn.executemany(
+                sql.UPSERT_SNAPSHOT,
+                [
+                    (p.conversation_id, p.agent_id, p.version, json.dumps(p.state, sort_keys=True), now)
+                    for p in payloads
+                ],
             )
 
     async def timeline(self, conn: Any, row: OutboxRow) -> None:
@@ -135,10 +179,10 @@ def register_core_handlers(registry: HandlerRegistry, deps: HandlerDependencies)
     if problems:
         raise MissingDependencyError("core handlers cannot be wired: " + "; ".join(problems))
     handlers = CoreHandlers(deps)
-    registry.register(ev.CHAT_HISTORY_PERSIST, handlers.chat_history)
-    registry.register(ev.TASK_URGENCY_PROMOTE, handlers.task_urgency)
-    registry.register(ev.CHAT_TOKEN_USAGE_ADJUST, handlers.token_usage)
-    registry.register(ev.AGENT_STATE_SNAPSHOT, handlers.state_snapshot)
+    registry.register(ev.CHAT_HISTORY_PERSIST, handlers.chat_history, bulk=handlers.chat_history_bulk)
+    registry.register(ev.TASK_URGENCY_PROMOTE, handlers.task_urgency, bulk=handlers.task_urgency_bulk)
+    registry.register(ev.CHAT_TOKEN_USAGE_ADJUST, handlers.token_usage, bulk=handlers.token_usage_bulk)
+    registry.register(ev.AGENT_STATE_SNAPSHOT, handlers.state_snapshot, bulk=handlers.state_snapshot_bulk)
     registry.register(ev.AGENT_TIMELINE_PERSIST, handlers.timeline)
     registry.register(ev.MEMORY_EXTRACT, handlers.memory_extract)
     return registry

@@ -42,10 +42,14 @@ from ..errors import EnvelopeError, UnknownEventTypeError
 from ..handlers.registry import EventHandler, HandlerRegistry
 from ..metrics import RuntimeMetrics
 from . import store
+from .consume_store import BatchMessage, consume_batch
 from .kafka import default_client_id, wrap_kafka_error
 from .model import BackoffPolicy, OutboxRow, outbox_id_of, parse_envelope
 
 log = logging.getLogger(__name__)
+
+_UNKNOWN_TYPE = "unknown"
+"""The ``event_type`` label of a message too broken to tell its type."""
 
 
 def _assignors() -> tuple[type, ...]:
@@ -217,14 +221,26 @@ class Consumer:
                 await self._commit(offsets)
 
     async def _process_partition(self, records: Sequence[Any]) -> int | None:
-        """Handle records in offset order; returns the offset to commit (next to read), if any."""
-        next_offset: int | None = None
-        for record in records:
-            if self._stopping.is_set() or not await self._handle_durably(record):
+        """Apply one partition's records (offset order) in one transaction; returns the offset to
+        commit (next to read), or None when stopping before the batch's outcome was durable."""
+        if not records or self._stopping.is_set():
+            return None
+        messages, undecodable = self._decode(records)
+        while True:
+            try:
+                await self._consume(messages)
                 break
-            next_offset = record.offset + 1
-            self._last_progress = time.monotonic()
-        return next_offset
+            except Exception as error:
+                # Nothing of the batch was recorded (database unreachable, a bug before the
+                # handlers): retry the same records instead of skipping them.
+                log.warning("could not record the outcome of a batch; retrying it: %s", error)
+                if self._stopping.is_set():
+                    return None
+                await asyncio.sleep(self._db_retry_seconds)
+        if undecodable:
+            self._metrics.events_skipped.labels("bad_envelope").inc(undecodable)
+        self._last_progress = time.monotonic()
+        return int(records[-1].offset) + 1
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:
@@ -233,56 +249,57 @@ class Consumer:
             # Effects are durable and idempotent: a lost commit only means a harmless redelivery.
             log.warning("offset commit failed (messages will be redelivered): %s", wrap_kafka_error(error))
 
-    async def _handle_durably(self, record: Any) -> bool:
-        """Handle one record until its outcome is durable; False when stopping before that.
-
-        Handler failures are already data (pending/dead) inside :func:`~.store.consume_and_mark`;
-        anything raised here means nothing was recorded (database unreachable, a bug before the
-        handler), so the same record is retried instead of skipped.
-        """
-        while True:
+    def _decode(self, records: Sequence[Any]) -> tuple[list[BatchMessage], int]:
+        """Batch messages for ``records``, and how many carried no outbox id at all (skipped)."""
+        messages: list[BatchMessage] = []
+        undecodable = 0
+        for record in records:
             try:
-                await self.handle_message(record.value)
-                return True
-            except Exception as error:
-                log.warning("could not record the outcome of a message; retrying it: %s", error)
-                if self._stopping.is_set():
-                    return False
-                await asyncio.sleep(self._db_retry_seconds)
+                envelope = parse_envelope(record.value)
+            except EnvelopeError as error:
+                outbox_id = outbox_id_of(record.value)
+                if outbox_id is None:
+                    undecodable += 1
+                    log.warning("skipped a message that is not an outbox envelope: %s", error)
+                else:
+                    messages.append(BatchMessage(outbox_id, _UNKNOWN_TYPE, envelope_error=str(error)))
+                continue
+            event_type = envelope.event_type
+            messages.append(
+                BatchMessage(
+                    envelope.outbox_id,
+                    event_type,
+                    handler=self._handler_for(event_type),
+                    bulk=self._registry.bulk_handler_for(event_type),
+                    event_id=envelope.event_id,
+                )
+            )
+        return messages, undecodable
 
-    async def handle_message(self, value: bytes | None) -> store.ConsumeResult | None:
-        """Handle one Kafka message value; returns what happened to its outbox row.
+    async def _consume(self, messages: Sequence[BatchMessage]) -> None:
+        """One transaction for ``messages`` on one connection, then their metrics.
 
         Raises :class:`~smartflow_runtime.errors.DatabaseError` when nothing could be recorded.
         """
-        try:
-            envelope = parse_envelope(value)
-        except EnvelopeError as error:
-            outbox_id = outbox_id_of(value)
-            async with store.driver_errors("mark bad envelope dead"), self._pool.acquire() as conn:
-                killed = outbox_id is not None and await store.mark_dead(
-                    conn, outbox_id, str(error), now=self._clock()
-                )
-            if killed:
-                self._metrics.events_dead.labels("consumer", "unknown").inc()
-                return store.ConsumeResult.DEAD
-            self._metrics.events_skipped.labels("bad_envelope").inc()
-            log.warning("skipped a message that is not an outbox envelope: %s", error)
-            return None
-        handler = self._handler_for(envelope.event_type)
+        if not messages:
+            return
         started = time.perf_counter()
-        async with store.driver_errors("consume"), self._pool.acquire() as conn:
-            outcome = await store.consume_and_mark(
-                conn,
-                envelope.outbox_id,
-                handler,
-                now=self._clock(),
-                backoff=self._backoff,
-                event_id=envelope.event_id,
-            )
-        self._metrics.handler_latency.labels(envelope.event_type).observe(time.perf_counter() - started)
-        self._record(outcome, envelope.event_type, envelope.event_id)
-        return outcome.result
+        async with store.driver_errors("consume batch"), self._pool.acquire() as conn:
+            outcomes = await consume_batch(conn, messages, now=self._clock(), backoff=self._backoff)
+        share = (time.perf_counter() - started) / len(messages)
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if message.envelope_error is not None:
+                self._record_bad_envelope(outcome)
+                continue
+            if outcome.result is not store.ConsumeResult.SKIPPED:
+                self._metrics.handler_latency.labels(message.event_type).observe(share)
+            self._record(outcome, message.event_type, message.event_id)
+
+    def _record_bad_envelope(self, outcome: store.ConsumeOutcome) -> None:
+        if outcome.result is store.ConsumeResult.DEAD:
+            self._metrics.events_dead.labels("consumer", _UNKNOWN_TYPE).inc()
+        else:
+            self._metrics.events_skipped.labels("bad_envelope").inc()
 
     def _handler_for(self, event_type: str) -> EventHandler:
         """The registered handler, or one that fails permanently so the row goes dead with the reason."""
@@ -296,7 +313,7 @@ class Consumer:
 
         return unknown_type
 
-    def _record(self, outcome: store.ConsumeOutcome, event_type: str, event_id: uuid.UUID) -> None:
+    def _record(self, outcome: store.ConsumeOutcome, event_type: str, event_id: uuid.UUID | None) -> None:
         result = outcome.result
         if result is store.ConsumeResult.CONSUMED:
             self._metrics.events_consumed.labels(event_type).inc()
