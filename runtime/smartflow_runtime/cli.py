@@ -55,6 +55,7 @@ configuration (environment; every variable, its default and meaning: docs/runtim
   SMARTFLOW_RELAY_LEASE_SECONDS         relay shard lease, renewed every third (default 15)
   SMARTFLOW_RELAY_POLL_INTERVAL_SECONDS relay fallback poll (default 2)
   SMARTFLOW_RELAY_LISTEN_NOTIFY         true: wake on LISTEN/NOTIFY; false: poll only (default true)
+  SMARTFLOW_RELAY_NOTIFY_LINGER_SECONDS wait after a NOTIFY so batches grow (default 0.005)
   SMARTFLOW_OUTBOX_MAX_ATTEMPTS         attempts an event gets before it goes dead (default 20)
   SMARTFLOW_OUTBOX_BACKOFF_BASE_SECONDS retry backoff, doubling from this (default 1)
   SMARTFLOW_OUTBOX_BACKOFF_CAP_SECONDS  retry backoff cap (default 32)

@@ -58,6 +58,7 @@ _EXPECTATIONS: dict[str, str] = {
     "relay_lease_seconds": "a number of seconds 1..3600",
     "relay_poll_interval_seconds": "a number of seconds > 0 and <= 300",
     "relay_listen_notify": "true or false",
+    "relay_notify_linger_seconds": "a number of seconds >= 0 and <= 1",
     "outbox_max_attempts": "an integer 1..1000",
     "outbox_backoff_base_seconds": "a number of seconds >= 0 and <= 3600",
     "outbox_backoff_cap_seconds": "a number of seconds >= 0 and <= 86400",
@@ -107,6 +108,8 @@ class Settings(BaseModel):
     # False: the relay opens no LISTEN connection and wakes only on its poll (e.g. behind a
     # transaction-pooling PgBouncer, where LISTEN does not work).
     relay_listen_notify: bool = True
+    # After a NOTIFY the relay waits this long (or for a batch's worth of NOTIFYs) before claiming.
+    relay_notify_linger_seconds: float = Field(default=0.005, ge=0, le=1)
     outbox_max_attempts: int = Field(default=20, ge=1, le=1000)
     outbox_backoff_base_seconds: float = Field(default=1.0, ge=0, le=3600)
     outbox_backoff_cap_seconds: float = Field(default=32.0, ge=0, le=86400)

@@ -364,6 +364,7 @@ def build_component(component: Component, deps: Dependencies) -> Service:
             lease_seconds=settings.relay_lease_seconds,
             poll_interval_seconds=settings.relay_poll_interval_seconds,
             listen_notify=settings.relay_listen_notify,
+            notify_linger_seconds=settings.relay_notify_linger_seconds,
             backoff=BackoffPolicy(*settings.backoff_seconds),
         )
     if component is Component.CONSUMER:

@@ -13,7 +13,10 @@ when replicas come and go:
   locks until Kafka acked and the rows are marked published. A new owner's claim waits on those
   locks (plain ``FOR UPDATE``), so it cannot overtake a stale owner's in-flight batch.
 - **Wake-ups.** ``LISTEN`` on the outbox channel (writers NOTIFY on commit) plus a fallback poll
-  for rows whose backoff expires. With ``listen_notify=False`` the relay opens no LISTEN
+  for rows whose backoff expires. After a NOTIFY the relay lingers a few milliseconds (or until a
+  batch's worth of NOTIFYs arrived) before claiming, so under load one batch carries many rows
+  instead of one per commit, while at low rates an event waits at most the linger.
+  With ``listen_notify=False`` the relay opens no LISTEN
   connection and wakes only on the poll (and rebalances only on its lease tick): for poolers that
   cannot LISTEN (PgBouncer in transaction mode) and for comparing the two in benchmarks.
 - **Failures.** Kafka errors send rows back to ``pending`` with backoff (or ``dead`` at
@@ -53,6 +56,9 @@ class Relay:
         poll_interval_seconds: fallback poll when no NOTIFY arrives (default 2); with
             ``listen_notify=False`` the only wake-up, so it bounds the added publish latency.
         listen_notify: LISTEN for new-row and shard-release notifications (default True).
+        notify_linger_seconds: after a new-row NOTIFY, wait up to this long (or until
+            ``batch_size`` NOTIFYs arrived) before claiming, so batches grow under load (default
+            0.005; 0 claims at once).
         backoff: :class:`BackoffPolicy` for Kafka failures (default 1 s doubling, cap 32 s).
         clock: ``() -> aware datetime``; every lease and due-time decision uses it.
         producer_options: extra aiokafka producer options (``linger_ms``, ``max_request_size``...);
@@ -72,6 +78,7 @@ class Relay:
         lease_seconds: float = 15.0,
         poll_interval_seconds: float = 2.0,
         listen_notify: bool = True,
+        notify_linger_seconds: float = 0.005,
         backoff: BackoffPolicy | None = None,
         clock: Callable[[], datetime] = store.utcnow,
         producer_options: Mapping[str, Any] | None = None,
@@ -81,6 +88,8 @@ class Relay:
             raise ValueError("batch_size must be >= 1")
         if lease_seconds <= 0 or poll_interval_seconds <= 0:
             raise ValueError("lease_seconds and poll_interval_seconds must be > 0")
+        if notify_linger_seconds < 0:
+            raise ValueError("notify_linger_seconds must be >= 0")
         self.relay_id = relay_id or default_client_id("relay")
         self._pool = pool
         self._bootstrap_servers = bootstrap_servers
@@ -90,6 +99,7 @@ class Relay:
         self._tick_seconds = lease_seconds / 3
         self._poll_seconds = poll_interval_seconds
         self._listen_notify = listen_notify
+        self._linger_seconds = notify_linger_seconds
         self._backoff = backoff or BackoffPolicy()
         self._clock = clock
         self._producer_options = dict(producer_options or {})
@@ -99,6 +109,8 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._notified = 0  # new-row NOTIFYs since the last claim
+        self._batch_full = asyncio.Event()  # set once a batch's worth of them arrived
         self._rebalance_now = False
         self._owned: set[int] = set()
         self._shard_count: int | None = None
@@ -176,6 +188,9 @@ class Relay:
     # --- LISTEN/NOTIFY --------------------------------------------------------------------------
 
     def _on_rows(self, *_: object) -> None:
+        self._notified += 1
+        if self._notified >= self._batch_size:
+            self._batch_full.set()
         self._wake.set()
 
     def _on_shards(self, *_: object) -> None:
@@ -219,6 +234,8 @@ class Relay:
         next_stats = 0.0
         while not self._stopping.is_set():
             self._wake.clear()
+            self._notified = 0
+            self._batch_full.clear()
             more = False
             try:
                 await self._ensure_listening()
@@ -244,6 +261,21 @@ class Relay:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        await self._linger()
+
+    async def _linger(self) -> None:
+        """After a new-row NOTIFY, let concurrent writers commit too, so one claim takes them all.
+
+        Each committed write sends its own NOTIFY; claiming on the first would publish batches of
+        one or two rows under load, and per-batch costs (transaction, claim, Kafka ack, mark) would
+        dominate. Skipped when stopping or a rebalance is due.
+        """
+        if self._linger_seconds <= 0 or self._notified == 0 or self._batch_full.is_set():
+            return
+        if self._stopping.is_set() or self._rebalance_now:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._batch_full.wait(), timeout=self._linger_seconds)
 
     async def _rebalance(self) -> None:
         async with self._pool.acquire() as conn:

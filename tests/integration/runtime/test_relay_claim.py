@@ -116,3 +116,38 @@ async def test_row_sent_to_backoff_by_the_previous_owner_blocks_its_shard_for_th
         async with new.transaction():
             rows = await store.claim_batch(new, "new", {shard}, now=due, limit=10)
         assert [r.id for r in rows] == ids
+
+
+async def test_notify_linger_gathers_concurrent_commits_into_one_batch(
+    pool: Any, bootstrap_servers: str, topic: str
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from smartflow_runtime.metrics import RuntimeMetrics
+    from smartflow_runtime.outbox.relay import Relay
+
+    metrics = RuntimeMetrics(CollectorRegistry())
+    relay = Relay(
+        pool=pool, bootstrap_servers=bootstrap_servers, metrics=metrics, notify_linger_seconds=0.2,
+        stats_interval_seconds=None,
+    )  # fmt: skip
+    async with relay:
+        for _ in range(50):
+            if relay.owned_shards:
+                break
+            await asyncio.sleep(0.1)
+
+        async def one_commit(i: int) -> None:
+            async with pool.acquire() as conn:
+                await store.publish(conn, NewEvent("t.e", f"k{i}", f"k{i}", topic, {"i": i}))
+
+        for i in range(20):  # separate commits, each with its own NOTIFY, inside the linger
+            await one_commit(i)
+            await asyncio.sleep(0.005)
+        for _ in range(100):
+            if metrics.registry.get_sample_value("smartflow_relay_batch_size_sum") == 20:
+                break
+            await asyncio.sleep(0.05)
+    assert metrics.registry.get_sample_value("smartflow_relay_batch_size_sum") == 20
+    batches = metrics.registry.get_sample_value("smartflow_relay_batch_size_count")
+    assert batches is not None and batches <= 3, f"20 commits took {batches} batches"
