@@ -94,7 +94,7 @@ async def post_chat_message(
     async with conn.transaction():
         async with driver_errors("touch conversation"):
             await conn.execute(sql.TOUCH_CONVERSATION, conversation_id, user_id, at)
-        ids = [await outbox.publish(conn, event, now=at) for event in new_events]
+        ids = await outbox.publish_many(conn, new_events, now=at)
     return PostedMessage(
         message_id=mid, conversation_id=conversation_id, tokens=tokens, outbox_ids=tuple(ids)
     )
@@ -139,8 +139,7 @@ async def record_agent_step(
         **common,
     )
     async with conn.transaction():
-        first = await outbox.publish(conn, timeline, now=at)
-        second = await outbox.publish(conn, snapshot, now=at)
+        first, second = await outbox.publish_many(conn, [timeline, snapshot], now=at)
     return first, second
 
 
@@ -157,7 +156,9 @@ async def promote_task_urgency(
 ) -> int:
     """Ask for a task's urgency to be raised to ``urgency`` (0..100; never lowered); keyed by user.
 
-    Returns the outbox id of the ``task.urgency.promote.requested`` event.
+    Returns the outbox id of the ``task.urgency.promote.requested`` event. The write is one
+    statement (insert + NOTIFY), atomic on its own: outside a caller's transaction it runs in
+    autocommit, one round trip instead of BEGIN / INSERT / COMMIT.
     """
     event = ev.build_event(
         ev.TASK_URGENCY_PROMOTE,
@@ -167,5 +168,7 @@ async def promote_task_urgency(
         topic=topic,
         max_attempts=max_attempts,
     )
-    async with conn.transaction():
-        return await outbox.publish(conn, event, now=now or utcnow())
+    if conn.is_in_transaction():
+        async with conn.transaction():  # a savepoint: the caller's transaction decides
+            return await outbox.publish(conn, event, now=now or utcnow())
+    return await outbox.publish(conn, event, now=now or utcnow())
