@@ -1,12 +1,14 @@
 """The consumer service: runs registered handlers for outbox events arriving from Kafka.
 
 Built by the process layer for the ``consumer``, ``worker`` and ``all`` roles (never ``api``).
-Per message: parse the envelope, then :func:`~.store.consume_and_mark` locks the outbox row,
-skips it if already ``consumed``/``dead`` (a redelivery has no second effect), runs the handler
-and marks it consumed, all in one transaction. A failing handler sends the row back to
-``pending`` with backoff (the relay re-publishes it) or to ``dead``; either way the offset moves
-on, so a poison message never blocks its partition. Offsets are committed only after the
-effects of every message before them are durable.
+Per poll and partition: parse the envelopes, then :func:`~.consume_store.consume_batch` applies
+the partition's records in one transaction on one connection: it locks their outbox rows at
+once, skips rows already ``consumed``/``dead`` (a redelivery has no second effect), runs the
+handlers in offset order and marks the rows consumed. A failing handler sends its row back to
+``pending`` with backoff (the relay re-publishes it) or to ``dead`` without undoing the other
+records' effects; either way the offset moves on, so a poison message never blocks its
+partition. Offsets are committed only after the batches' transactions committed; when the
+database fails, nothing of the batch is durable and the same records are retried.
 
 Partitions of one poll are processed concurrently, each in offset order.
 
@@ -18,7 +20,7 @@ incremental rebalancing (KIP-429) and no KIP-848 consumer protocol. What we do w
   moves only the partitions that must move and warm members keep working on theirs.
 - a rebalance listener whose ``on_partitions_revoked`` waits for the in-flight batch to finish
   and commit, so the pause is bounded by one batch and nothing is handled twice needlessly;
-- ``stop()`` finishes the current message per partition, commits, and leaves the group
+- ``stop()`` finishes the current batch per partition, commits, and leaves the group
   explicitly (LeaveGroup), so the rebalance starts at once instead of after the session timeout.
 """
 
@@ -84,7 +86,7 @@ class Consumer:
     """Outbox consumer; ``await start()``, ``await stop()`` (drains, idempotent), ``is_healthy()``.
 
     Keyword arguments:
-        pool: asyncpg pool; one connection per message in flight (at most one per partition).
+        pool: asyncpg pool; one connection per partition batch in flight.
         bootstrap_servers: Kafka ``host:port[,host:port]``.
         topic: the outbox topic to subscribe to.
         group_id: the consumer group.
@@ -163,7 +165,7 @@ class Consumer:
         log.info("consumer started", extra={"group": self._group_id, "topic": self._topic})
 
     async def stop(self) -> None:
-        """Finish the message in flight per partition, commit, leave the group. Idempotent."""
+        """Finish the batch in flight per partition, commit, leave the group. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
