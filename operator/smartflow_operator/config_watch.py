@@ -3,8 +3,8 @@
 A role's pods carry a hash of the configuration values they read (``config_refs``), so a changed
 Secret must lead to a reconcile. Watching Secrets through kopf would need ``list``/``watch`` on
 every Secret in the watched namespaces (the API cannot narrow those verbs to some names), i.e.
-read access to all of them. Instead, a small loop per runtime (a kopf daemon registered by
-``handlers``) gets just the objects the spec references every ``interval`` seconds and compares
+read access to all of them. Instead, a small loop per runtime (one of the per-runtime loops of
+``runtime_loops``) gets just the objects the spec references every ``interval`` seconds and compares
 their ``resourceVersion`` with the previous look; any change (also creation or deletion) asks the
 controller for a pass (``Controller.resync``: serialized and coalesced, a no-op pass writes
 nothing). Cost: one GET per referenced object per runtime per interval (default 5 s), and a
@@ -33,7 +33,7 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 class Stopped(Protocol):
-    """kopf's daemon ``stopped`` flag (or anything alike in tests)."""
+    """The loop's stop flag (``runtime_loops.StopFlag``, or anything alike in tests)."""
 
     def is_set(self) -> bool: ...
 
@@ -79,8 +79,9 @@ class ConfigWatcher:
         stopped: Stopped,
         logger: Logger,
     ) -> None:
-        """Check every ``interval_seconds`` until ``stopped``; ``body`` is kopf's live view of the
-        runtime (so a spec change is seen without a read). Never raises."""
+        """Check every ``interval_seconds`` until ``stopped``; ``body`` is the live view of the
+        runtime, updated in place on each watch event (so a spec change is seen without a read).
+        Never raises."""
         seen: Versions | None = None
         while not stopped.is_set():
             try:

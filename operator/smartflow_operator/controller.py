@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -27,6 +27,15 @@ from .metrics import OperatorMetrics
 from .reconcile import ReconcileResult, reconcile
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+class Stopped(Protocol):
+    """The stop flag of a per-runtime loop (``runtime_loops.StopFlag``)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> Awaitable[bool]: ...
+
 
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 300.0
@@ -75,6 +84,14 @@ class Controller:
             logger.debug("resync: still %s", error.reason)
         except KubeError as error:
             logger.warning("resync failed, will retry: %s", error)
+
+    async def run_resync(
+        self, namespace: str, name: str, *, interval: float, stopped: Stopped, logger: Logger
+    ) -> None:
+        """The periodic resync of one runtime, every ``interval`` seconds until ``stopped`` (a
+        ``runtime_loops`` loop; the first pass is the create/resume handler's)."""
+        while not await stopped.wait(interval):
+            await self.resync(namespace, name, logger=logger)
 
     async def _serialized(
         self, key: tuple[str, str], run: Callable[[], Awaitable[ReconcileResult]], *, coalesce: bool = False

@@ -1,7 +1,9 @@
 """kopf handlers: each registers for an occasion and delegates to the one reconcile.
 
-Registered into a given registry (not kopf's global one) so the resync interval is a setting and
-tests can run an operator in-process without import side effects.
+Registered into a given registry (not kopf's global one) so tests can run an operator in-process
+without import side effects. No timers, daemons or non-optional deletion handlers: kopf would put
+a finalizer on every runtime for those (see ``runtime_loops``); the per-runtime loops are started
+from an event handler instead.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from typing import Any
 
 import kopf
 
-from .autoscaling import loop as autoscaling_loop
-from .config_watch import ConfigWatcher, Stopped
 from .controller import Controller, Logger
 from .names import (
     APP_NAME,
@@ -24,6 +24,7 @@ from .names import (
     PLURAL,
     VERSION,
 )
+from .runtime_loops import RuntimeLoops
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -52,9 +53,7 @@ def connection_info(configuration: Any) -> kopf.ConnectionInfo:
     )
 
 
-def register(
-    registry: kopf.OperatorRegistry, *, resync_seconds: float, config_check_seconds: float = 5.0
-) -> None:
+def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
@@ -74,12 +73,14 @@ def register(
         controller: Controller = memo.controller
         await controller.reconcile(str(namespace), name, logger=logger, retry=retry)
 
-    @kopf.timer(
-        GROUP, VERSION, PLURAL, interval=resync_seconds, initial_delay=resync_seconds, registry=registry
-    )
-    async def resync(*, namespace: str | None, name: str, memo: Any, logger: Logger, **_: Any) -> None:
-        controller: Controller = memo.controller
-        await controller.resync(str(namespace), name, logger=logger)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def runtime_seen(
+        *, type: str | None, body: Mapping[str, Any], memo: Any, logger: Logger, **_: Any
+    ) -> None:
+        # Starts/stops the runtime's periodic resync, config check and autoscaler (runtime_loops):
+        # unlike kopf timers and daemons, an event handler puts no finalizer on the runtime.
+        loops: RuntimeLoops = memo.runtime_loops
+        await loops.observe(type, body, logger=logger)
 
     @kopf.on.event(
         "apps",
@@ -95,22 +96,3 @@ def register(
         if LABEL_INSTANCE in labels:
             controller: Controller = memo.controller
             await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger)
-
-    if config_check_seconds > 0:
-
-        @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
-        async def config_check(
-            *,
-            namespace: str | None,
-            name: str,
-            body: Mapping[str, Any],
-            memo: Any,
-            stopped: Stopped,
-            logger: Logger,
-            **_: Any,
-        ) -> None:
-            # A changed Secret/ConfigMap the runtime reads: reconcile now, not at the next resync.
-            watcher: ConfigWatcher = memo.config_watcher
-            await watcher.run(str(namespace), name, body=body, stopped=stopped, logger=logger)
-
-    autoscaling_loop.register(registry)

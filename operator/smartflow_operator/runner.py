@@ -18,6 +18,7 @@ from .handlers import register
 from .kube import KubeClient, load_api_client
 from .logs import configure_logging
 from .metrics import OperatorMetrics
+from .runtime_loops import Loop, RuntimeLoops
 
 _autoscaling_log = logging.getLogger("smartflow_operator.autoscaling")
 _config_log = logging.getLogger("smartflow_operator.config_watch")
@@ -46,7 +47,7 @@ async def serve(
 ) -> None:
     """Run the operator until ``stop_flag`` is set (or forever). Also used in-process by tests."""
     registry = kopf.OperatorRegistry()
-    register(registry, resync_seconds=config.resync_seconds, config_check_seconds=config.config_check_seconds)
+    register(registry)
     config_watcher = ConfigWatcher(
         kube=controller.kube,
         on_change=lambda namespace, name: controller.resync(namespace, name, logger=_config_log),
@@ -58,10 +59,23 @@ async def serve(
         apply_replicas=lambda namespace, name: controller.resync(namespace, name, logger=_autoscaling_log),
         metrics=AutoscalingMetrics(controller.metrics.registry),
     )
+    loops: dict[str, Loop] = {
+        "resync": lambda namespace, name, _body, stopped, logger: controller.run_resync(
+            namespace, name, interval=config.resync_seconds, stopped=stopped, logger=logger
+        ),
+        "autoscaler": lambda namespace, name, _body, stopped, logger: autoscaler.run(
+            namespace, name, stopped=stopped, logger=logger
+        ),
+    }
+    if config.config_check_seconds > 0:
+        loops["config-check"] = lambda namespace, name, body, stopped, logger: config_watcher.run(
+            namespace, name, body=body, stopped=stopped, logger=logger
+        )
+    runtime_loops = RuntimeLoops(loops)
     try:
         await kopf.operator(
             registry=registry,
-            memo=kopf.Memo(controller=controller, autoscaler=autoscaler, config_watcher=config_watcher),
+            memo=kopf.Memo(controller=controller, runtime_loops=runtime_loops),
             standalone=True,  # one replica (Recreate): no peering objects to keep
             clusterwide=config.all_namespaces,
             namespaces=config.namespaces,
@@ -70,6 +84,7 @@ async def serve(
             ready_flag=ready_flag,
         )
     finally:
+        await runtime_loops.close()
         await autoscaler.close()  # the lag probes' pools and Kafka clients
 
 

@@ -1,8 +1,8 @@
 """The autoscaling loop: per runtime, relay and consumer each polled on their own interval.
 
-A kopf daemon per SmartflowRuntime (registered by :func:`register`) runs :meth:`Autoscaler.run`,
-which drives one independent loop per scalable role. Each poll: read the runtime and the role's
-Deployment, measure the lag at the source (:mod:`.probes`), decide (:func:`.decision.decide`,
+One of the per-runtime loops (``runtime_loops``) runs :meth:`Autoscaler.run`, which drives one
+independent loop per scalable role. Each poll: read the runtime and the role's Deployment,
+measure the lag at the source (:mod:`.probes`), decide (:func:`.decision.decide`,
 pure, clock passed in), record the result in ``status.roles.<role>`` with a condition, and when
 the count changes, let the operator's normal reconcile apply it (``replicas_for`` reads the
 decision from the status) and post an Event. Paused or External: measured and reported, no
@@ -12,9 +12,11 @@ Status is written through :mod:`..status_writer` (a merge patch under the read's
 resourceVersion, rebuilt from the fresh object on conflict): the reconciler and the two role loops
 write the same object, and each replaces only its own condition type.
 
-The decision history is kept in memory between polls and written to the status with every
-status change, and at least every ``HISTORY_REFRESH_SECONDS``, so an operator restart resumes
-with (at most that much older) windows and rate-limit periods instead of empty ones.
+A poll that changes nothing writes nothing: the status is patched only when a reported field,
+the lag or the condition changed, or the decision history changed in a way a restart would
+miss (a new standing recommendation or scale event, see :mod:`.history`). The history is kept in
+memory between polls; on the first poll after a (re)start it is read back from the status and
+resumed, so stabilization windows and rate-limit periods survive a restart.
 """
 
 from __future__ import annotations
@@ -27,17 +29,16 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import kopf
 from pydantic import ValidationError
 
 from .. import conditions as c
 from ..builders.labels import child_name
 from ..errors import KubeError
 from ..kube import DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient
-from ..names import API_VERSION, GROUP, KIND, OPERATOR_NAME, PLURAL, VERSION, Role
+from ..names import API_VERSION, KIND, OPERATOR_NAME, Role
 from ..resource import SmartflowRuntime
 from ..spec import Mode, ScalableWorkloadSpec
 from ..status import Condition, ConditionStatus
@@ -51,18 +52,17 @@ from .probes import Probes
 from .report import (
     DISABLED,
     ConditionValue,
+    autoscaling_changed,
     autoscaling_status,
     condition,
     condition_type,
     history_of,
     timestamp,
-    without_volatile,
 )
 from .spec import AutoscalingSpec
 
 SCALED_ROLES = (Role.RELAY, Role.CONSUMER)
 IDLE_INTERVAL_SECONDS = 5.0
-HISTORY_REFRESH_SECONDS = 30.0
 
 Clock = Callable[[], datetime]
 ApplyReplicas = Callable[[str, str], Awaitable[object]]
@@ -70,7 +70,7 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 class Stopped(Protocol):
-    """kopf's daemon ``stopped`` flag (or anything alike in tests)."""
+    """The loop's stop flag (``runtime_loops.StopFlag``, or anything alike in tests)."""
 
     def is_set(self) -> bool: ...
 
@@ -84,7 +84,6 @@ def utc_now() -> datetime:
 @dataclass
 class _RoleState:
     history: ScalingHistory | None = None
-    history_written_at: datetime | None = None
     error_reason: str | None = None
 
 
@@ -162,7 +161,7 @@ class Autoscaler:
             spec=scaling,
             reading=reading,
             current=current,
-            history=state.history or history_of(previous),
+            history=state.history if state.history is not None else history_of(previous).resumed(now),
             now=now,
         )
         state.history = decision.history
@@ -170,7 +169,7 @@ class Autoscaler:
         fragment = autoscaling_status(
             role, decision, reading=reading, error=error, previous=previous, now=now
         )
-        await self._write_status(body, role, fragment, decision, error, reading, state, now)
+        await self._write_status(body, role, fragment, decision, error, reading, now)
         if decision.changed and decision.writes_replicas:
             await self._apply_replicas(namespace, name)
             direction = "up" if decision.desired > current else "down"
@@ -245,17 +244,13 @@ class Autoscaler:
         decision: ScalingDecision,
         error: ProbeError | None,
         reading: Reading | None,
-        state: _RoleState,
         now: datetime,
     ) -> None:
-        """Patch what changed; the history alone is refreshed at most every HISTORY_REFRESH_SECONDS.
+        """Patch what changed, and nothing when nothing did (:func:`.report.autoscaling_changed`).
 
         Written under the read's resourceVersion (:mod:`..status_writer`): when the reconciler or
         the other role's loop wrote status meanwhile, the patch is rebuilt from the fresh object.
         """
-        stale_history = state.history_written_at is None or now - state.history_written_at >= timedelta(
-            seconds=HISTORY_REFRESH_SECONDS
-        )
         wanted = condition(role, decision, error=error)
 
         def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,9 +259,7 @@ class Autoscaler:
             live = role_status.get("autoscaling")
             patch: dict[str, Any] = {}
             role_patch: dict[str, Any] = {}
-            if without_volatile(live) != without_volatile(fragment) or (
-                stale_history and (live or {}).get("history") != fragment["history"]
-            ):
+            if autoscaling_changed(live if isinstance(live, dict) else None, fragment):
                 # A merge patch merges objects: clear keys of the previous value that are gone now.
                 cleared = dict.fromkeys((live or {}).keys() - fragment.keys())
                 role_patch["autoscaling"] = {**cleared, **fragment}
@@ -279,9 +272,7 @@ class Autoscaler:
                 patch["conditions"] = conditions
             return patch
 
-        written = await write_status(self.kube, RUNTIMES, body=body, patch_for=patch_for)
-        if written is not None and "autoscaling" in (written.get("roles") or {}).get(role.spec_key, {}):
-            state.history_written_at = now
+        await write_status(self.kube, RUNTIMES, body=body, patch_for=patch_for)
 
     async def _report_disabled(self, body: Mapping[str, Any], role: Role) -> None:
         disabled = ConditionValue(
@@ -379,14 +370,3 @@ def _with_condition(
     return c.merge_by_type(
         status.get("conditions"), [cond.dump() for cond in updated], owned_types=(wanted.type,)
     )
-
-
-def register(registry: kopf.OperatorRegistry) -> None:
-    """One daemon per SmartflowRuntime; the Autoscaler comes from ``memo.autoscaler``."""
-
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=10.0)
-    async def autoscale(
-        *, namespace: str | None, name: str, memo: Any, stopped: Stopped, logger: Logger, **_: Any
-    ) -> None:
-        autoscaler: Autoscaler = memo.autoscaler
-        await autoscaler.run(str(namespace), name, stopped=stopped, logger=logger)

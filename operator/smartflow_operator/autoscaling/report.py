@@ -51,7 +51,13 @@ def autoscaling_status(
     previous: dict[str, Any] | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """``status.roles.<role>.autoscaling`` after this poll (camelCase, JSON-ready)."""
+    """``status.roles.<role>.autoscaling`` after this poll (camelCase, JSON-ready).
+
+    Fields without a value are left out rather than set to null: a merge patch deletes a null
+    field, so the stored status would never equal a value holding nulls (see
+    :func:`autoscaling_changed`). Nothing here changes from poll to poll while the lag and the
+    decision do not (the oldest due row's age, which grows every second, is only a metric).
+    """
     previous = previous or {}
     inputs = decision.inputs
     scaled = decision.changed and decision.writes_replicas
@@ -70,13 +76,10 @@ def autoscaling_status(
         "lastScaleTime": timestamp(now) if scaled else previous.get("lastScaleTime"),
         "lastScaleReason": decision.reason.value if scaled else previous.get("lastScaleReason"),
         "probeError": None if error is None else {"reason": error.reason, "message": str(error)},
+        "excludedPartitions": list(inputs.excluded_partitions) or None,
         "history": decision.history.to_status(),
     }
-    if inputs.excluded_partitions:
-        status["excludedPartitions"] = list(inputs.excluded_partitions)
-    if reading is not None and reading.oldest_age_seconds is not None:
-        status["oldestDueAgeSeconds"] = round(reading.oldest_age_seconds, 3)
-    return status
+    return without_nulls(status)
 
 
 def decision_message(role: Role, decision: ScalingDecision, *, error: ProbeError | None) -> str:
@@ -110,6 +113,28 @@ def history_of(autoscaling: dict[str, Any] | None) -> ScalingHistory:
     return ScalingHistory.from_status((autoscaling or {}).get("history"))
 
 
-def without_volatile(status: dict[str, Any] | None) -> dict[str, Any]:
-    """The part of the status worth a write when it changes (the history is refreshed separately)."""
-    return {key: value for key, value in (status or {}).items() if key != "history"}
+def without_nulls(value: dict[str, Any] | None) -> dict[str, Any]:
+    """``value`` without null fields, at every depth: what a JSON merge patch of it stores."""
+    return {
+        key: without_nulls(item) if isinstance(item, dict) else item
+        for key, item in (value or {}).items()
+        if item is not None
+    }
+
+
+def autoscaling_changed(live: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    """Whether ``status.roles.<role>.autoscaling`` must be written to become ``wanted``.
+
+    A null and an omitted field are the same (a merge patch stores neither). The history is
+    compared by what a restart would decide from (:meth:`.ScalingHistory.worth_persisting_over`),
+    not field by field: the standing recommendation's time moves every poll.
+    """
+    if live is None:
+        return True
+    if without_nulls(_without_history(live)) != without_nulls(_without_history(wanted)):
+        return True
+    return history_of(wanted).worth_persisting_over(history_of(live))
+
+
+def _without_history(status: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if key != "history"}
