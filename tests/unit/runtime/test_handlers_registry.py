@@ -81,3 +81,29 @@ def test_unknown_exceptions_are_retried_and_kafka_flags_are_respected() -> None:
 
     assert is_retriable(RuntimeError("x"))
     assert not is_retriable(Flagged())
+
+
+async def bulk_noop(conn: Any, rows: Any) -> None:
+    return None
+
+
+def test_a_bulk_handler_is_optional_and_registered_with_its_type() -> None:
+    registry = HandlerRegistry()
+    registry.register("a.b", noop, bulk=bulk_noop)
+    registry.register("c.d", noop)
+    assert registry.bulk_handler_for("a.b") is bulk_noop
+    assert registry.bulk_handler_for("c.d") is None
+    assert registry.bulk_handler_for("not.registered") is None
+    with pytest.raises(DuplicateHandlerError):
+        registry.register("a.b", noop, bulk=bulk_noop)
+
+
+def test_core_single_statement_handlers_have_bulk_forms_and_the_others_do_not() -> None:
+    registry = build_registry(HandlerDependencies(clock=utcnow))
+    with_bulk = {t for t in registry.event_types if registry.bulk_handler_for(t) is not None}
+    assert with_bulk == {
+        ev.CHAT_HISTORY_PERSIST,
+        ev.TASK_URGENCY_PROMOTE,
+        ev.CHAT_TOKEN_USAGE_ADJUST,
+        ev.AGENT_STATE_SNAPSHOT,
+    }
