@@ -110,12 +110,15 @@ async def _lock(conn: Any, messages: Sequence[BatchMessage]) -> dict[int, Outbox
     return {r["id"]: OutboxRow.from_record(r) for r in await conn.fetch(LOCK_ROWS, ids)}
 
 
-def _precheck(message: BatchMessage, rows: dict[int, OutboxRow]) -> ConsumeOutcome | None:
-    """The outcome of a message that runs no handler (no such row, or already done), else None."""
+def _precheck(
+    message: BatchMessage, rows: dict[int, OutboxRow], handled: set[int] | None = None
+) -> ConsumeOutcome | None:
+    """The outcome of a message that runs no handler (no such row, or already done: before the
+    batch, or earlier in it, ``handled``), else None."""
     row = rows.get(message.outbox_id)
     if row is None or (message.event_id is not None and row.event_id != message.event_id):
         return ConsumeOutcome(ConsumeResult.MISSING)
-    if row.status in _DONE:
+    if row.status in _DONE or (handled is not None and row.id in handled):
         return ConsumeOutcome(ConsumeResult.SKIPPED, row)
     return None
 
@@ -137,13 +140,14 @@ async def _optimistic(conn: Any, messages: Sequence[BatchMessage], *, now: datet
         rows = await _lock(conn, messages)
         outcomes: list[ConsumeOutcome] = []
         consumed: list[int] = []
+        handled: set[int] = set()
         run: list[tuple[BatchMessage, OutboxRow]] = []  # consecutive events for one bulk call
         for message in messages:
             if message.envelope_error is not None:
                 await _run_handlers(conn, run)
                 outcomes.append(await _kill(conn, message, rows, now))
                 continue
-            outcome = _precheck(message, rows)
+            outcome = _precheck(message, rows, handled)
             if outcome is not None:
                 outcomes.append(outcome)
                 continue
@@ -151,7 +155,7 @@ async def _optimistic(conn: Any, messages: Sequence[BatchMessage], *, now: datet
             if run and (message.bulk is None or run[-1][0].bulk != message.bulk):
                 await _run_handlers(conn, run)
             run.append((message, row))
-            rows[row.id] = replace(row, status=Status.CONSUMED)  # a later duplicate is a redelivery
+            handled.add(row.id)  # a later duplicate in this batch is a redelivery
             consumed.append(row.id)
             outcomes.append(ConsumeOutcome(ConsumeResult.CONSUMED, row))
         await _run_handlers(conn, run)

@@ -31,6 +31,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -289,13 +290,24 @@ class Consumer:
         async with store.driver_errors("consume batch"), self._pool.acquire() as conn:
             outcomes = await consume_batch(conn, messages, now=self._clock(), backoff=self._backoff)
         share = (time.perf_counter() - started) / len(messages)
+        handled: Counter[str] = Counter()
+        consumed: Counter[str] = Counter()
         for message, outcome in zip(messages, outcomes, strict=True):
             if message.envelope_error is not None:
                 self._record_bad_envelope(outcome)
                 continue
             if outcome.result is not store.ConsumeResult.SKIPPED:
-                self._metrics.handler_latency.labels(message.event_type).observe(share)
-            self._record(outcome, message.event_type, message.event_id)
+                handled[message.event_type] += 1
+            if outcome.result is store.ConsumeResult.CONSUMED:
+                consumed[message.event_type] += 1  # the common case, counted per type below
+            else:
+                self._record(outcome, message.event_type, message.event_id)
+        for event_type, n in consumed.items():
+            self._metrics.events_consumed.labels(event_type).inc(n)
+        for event_type, n in handled.items():
+            latency = self._metrics.handler_latency.labels(event_type)
+            for _ in range(n):
+                latency.observe(share)
 
     def _record_bad_envelope(self, outcome: store.ConsumeOutcome) -> None:
         if outcome.result is store.ConsumeResult.DEAD:
