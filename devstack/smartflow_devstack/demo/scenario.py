@@ -105,8 +105,18 @@ def _kubectl(kubeconfig: str, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def _is_ready(status: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+def _kubectl_wait(kubeconfig: str, *args: str, timeout: float) -> None:
+    """``kubectl wait ARGS``, retried until ``timeout``: right after an object is created its
+    ``status.conditions`` may still be absent, and kubectl then fails at once instead of waiting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _kubectl(kubeconfig, "wait", *args, "--timeout=10s")
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 class _Demo:
@@ -146,7 +156,9 @@ class _Demo:
         _kubectl(
             self.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds")
         )
-        _kubectl(self.kubeconfig, "wait", "--for=condition=Established", "crd/smartflowruntimes.smartflow.io")
+        _kubectl_wait(
+            self.kubeconfig, "--for=condition=Established", "crd/smartflowruntimes.smartflow.io", timeout=60
+        )
         self._fresh_namespace()
         state = self.s.state / self.run_id
         logs = state / "logs"
@@ -209,14 +221,13 @@ class _Demo:
 
     def wait_ready(self) -> None:
         started = time.monotonic()
-        _kubectl(
+        _kubectl_wait(
             self.kubeconfig,
-            "wait",
             "-n",
             self.s.namespace,
             "--for=condition=Ready",
             f"sfr/{self.s.name}",
-            "--timeout=180s",
+            timeout=180,
         )
         self.out(
             f"6/7 kubectl wait --for=condition=Ready sfr/{self.s.name}: {time.monotonic() - started:.1f}s"
