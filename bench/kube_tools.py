@@ -101,7 +101,8 @@ class Kube:
         name = crd["metadata"]["name"]
         for _ in range(150):
             live = await self.request("GET", f"{path}/{name}")
-            conditions = (live or {}).get("status", {}).get("conditions", [])
+            # A CRD just created may have "conditions": null until the apiserver has looked at it.
+            conditions = ((live or {}).get("status") or {}).get("conditions") or []
             if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                 return
             await asyncio.sleep(0.2)
