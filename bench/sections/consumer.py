@@ -180,7 +180,7 @@ async def run(ctx: Context) -> Result:
             "consumer_process_counts": list(consumer_counts),
             "kafka_partitions": PARTITIONS,
             "event_type": events.EVENT_TYPE,
-            "real_path": "lock row FOR UPDATE, savepoint, handler upsert, mark consumed, commit; per event",
+            "real_path": "per partition batch: lock rows, handler writes, mark consumed, one commit",
             "raw_path": "aiokafka consumer, partitions concurrent, one autocommit UPDATE per event",
             "clock": "real: first -> last consumed_at; raw: first record received -> last UPDATE done",
         }
