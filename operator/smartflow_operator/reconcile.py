@@ -20,7 +20,6 @@ Autoscaling hooks in through ``replicas_for`` (the only source of Deployment rep
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,8 +35,9 @@ from .builders.labels import instance_labels
 from .config_refs import FetchedConfig, Kind, all_referenced_objects, config_hash, referenced_config
 from .drift import contains
 from .errors import ConfigurationError, Invalid
+from .events import build_event
 from .kube import CHILD_KINDS, CONFIG_MAPS, DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient, kind_of
-from .names import ANNOTATION_APPLIED_HASH, API_VERSION, KIND, OPERATOR_NAME
+from .names import ANNOTATION_APPLIED_HASH, KIND
 from .resource import SmartflowRuntime
 from .runtime_status import Problem, compute_status, status_patch
 from .status import SmartflowRuntimeStatus
@@ -277,32 +277,7 @@ async def _emit_events(
     elif before is not None and before.status == "True" and after is not None and after["status"] == "False":
         events.append(("Normal", "Recovered", f"the spec is applied again (was {before.reason})"))
     for type_, reason, message in events:
-        await kube.create_event(body["metadata"]["namespace"], _event(body, type_, reason, message, now))
-
-
-def _event(body: Mapping[str, Any], type_: str, reason: str, message: str, now: str) -> dict[str, Any]:
-    metadata = body["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": metadata["name"],
-            "namespace": metadata["namespace"],
-            "uid": metadata.get("uid", ""),
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message[:1024],
-        "source": {"component": OPERATOR_NAME},
-        "reportingComponent": OPERATOR_NAME,
-        "reportingInstance": socket.gethostname()[:128],
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
+        await kube.create_event(body["metadata"]["namespace"], build_event(body, type_, reason, message, now))
 
 
 def _timestamp(moment: datetime) -> str:

@@ -25,7 +25,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,8 +36,9 @@ from pydantic import ValidationError
 from .. import conditions as c
 from ..builders.labels import child_name
 from ..errors import KubeError
+from ..events import build_event
 from ..kube import DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient
-from ..names import API_VERSION, KIND, OPERATOR_NAME, Role
+from ..names import Role
 from ..resource import SmartflowRuntime
 from ..spec import Mode, ScalableWorkloadSpec
 from ..status import Condition, ConditionStatus
@@ -300,31 +300,8 @@ class Autoscaler:
     async def _event(
         self, body: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
     ) -> None:
-        metadata = body["metadata"]
-        moment = timestamp(now)
         await self.kube.create_event(
-            metadata["namespace"],
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-                "involvedObject": {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "name": metadata["name"],
-                    "namespace": metadata["namespace"],
-                    "uid": metadata.get("uid", ""),
-                },
-                "type": type_,
-                "reason": reason,
-                "message": message[:1024],
-                "source": {"component": OPERATOR_NAME},
-                "reportingComponent": OPERATOR_NAME,
-                "reportingInstance": socket.gethostname()[:128],
-                "firstTimestamp": moment,
-                "lastTimestamp": moment,
-                "count": 1,
-            },
+            body["metadata"]["namespace"], build_event(body, type_, reason, message, timestamp(now))
         )
 
 
