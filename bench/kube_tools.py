@@ -28,12 +28,12 @@ import yaml
 from aiohttp import web
 
 from smartflow_devstack import kube as kube_stack
+from smartflow_devstack.manifests import GROUP, PLURAL, VERSION
 from smartflow_devstack.process import free_port
 from smartflow_devstack.versions import REPO_ROOT
 
 from .procs import LOG_DIR, peak_rss_mib, rss_mib
 
-GROUP, VERSION, PLURAL = "smartflow.io", "v1alpha1", "smartflowruntimes"
 CRD_FILE = REPO_ROOT / "crds" / "smartflow.io_smartflowruntimes.yaml"
 MANAGED = "app.kubernetes.io/managed-by=smartflow-operator"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -154,34 +154,6 @@ class Kube:
             "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}", ok404=True
         )
         return None if found is None else int(found["spec"].get("replicas", 1))
-
-
-def runtime_body(
-    name: str,
-    *,
-    bootstrap_servers: str,
-    topic: str,
-    group: str,
-    relay: dict[str, Any] | None = None,
-    consumer: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A split-mode runtime (api, relay, consumer, memory-worker) with the DSN from Secret ``db``."""
-
-    def scalable(autoscaling: dict[str, Any] | None) -> dict[str, Any]:
-        return {"replicas": 1, "autoscaling": autoscaling or {"enabled": False}}
-
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "SmartflowRuntime",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "ghcr.io/smartflow/runtime:0.1.0",
-            "mode": "split",
-            "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
-            "kafka": {"bootstrapServers": bootstrap_servers, "topic": topic, "consumerGroup": group},
-            "roles": {"relay": scalable(relay), "consumer": scalable(consumer)},
-        },
-    }
 
 
 def write_kubeconfig(path: Path, *, server: str, ca_file: str | None) -> Path:

@@ -22,6 +22,8 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from smartflow_devstack.manifests import split_runtime as runtime_body
+
 from ..context import Context
 from ..kube_tools import (
     WRITE_METHODS,
@@ -30,7 +32,6 @@ from ..kube_tools import (
     OperatorProcess,
     Recorded,
     kube_requests,
-    runtime_body,
     write_kubeconfig,
 )
 from ..results import Result, Target

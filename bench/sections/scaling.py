@@ -23,12 +23,13 @@ from typing import Any
 
 import asyncpg
 
+from smartflow_devstack.manifests import split_runtime as runtime_body
 from smartflow_operator.autoscaling.spec import AutoscalingSpec
 
 from .. import events
 from ..context import Context
 from ..kafka_tools import commit_to_end, produce
-from ..kube_tools import Kube, OperatorProcess, runtime_body, write_kubeconfig
+from ..kube_tools import Kube, OperatorProcess, write_kubeconfig
 from ..results import Result, Target
 from ..stats import summary
 

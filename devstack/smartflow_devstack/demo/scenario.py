@@ -24,6 +24,7 @@ import asyncpg
 import yaml
 
 from .. import postgres, stack
+from ..manifests import GROUP, PLURAL, VERSION
 from ..process import alive, free_port, spawn, stop
 from ..runner import RunnerProcess, start_runner
 from ..runner.endpoints import ready_urls
@@ -31,7 +32,6 @@ from ..runner.kubeapi import KubeApi
 from ..versions import REPO_ROOT, kube_bin
 from .view import DemoSummary, Observation, Timeline, format_line, role_replicas
 
-GROUP, VERSION, PLURAL = "smartflow.io", "v1alpha1", "smartflowruntimes"
 BIN = Path(sys.executable).parent
 
 

@@ -16,6 +16,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from smartflow_devstack.manifests import split_runtime
 from smartflow_devstack.process import free_port
 from smartflow_devstack.versions import REPO_ROOT
 from smartflow_operator.controller import Controller
@@ -160,30 +161,7 @@ class Cluster:
         return next((c for c in conditions if c["type"] == type_), None)
 
 
-def runtime_body(
-    name: str,
-    *,
-    bootstrap_servers: str,
-    topic: str,
-    group: str,
-    relay: dict[str, Any] | None = None,
-    consumer: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    def scalable(autoscaling: dict[str, Any] | None) -> dict[str, Any]:
-        return {"replicas": 1, "autoscaling": autoscaling or {"enabled": False}}
-
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "SmartflowRuntime",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "ghcr.io/smartflow/runtime:0.1.0",
-            "mode": "split",
-            "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
-            "kafka": {"bootstrapServers": bootstrap_servers, "topic": topic, "consumerGroup": group},
-            "roles": {"relay": scalable(relay), "consumer": scalable(consumer)},
-        },
-    }
+runtime_body = split_runtime  # the runtime the autoscaling tests start from
 
 
 def fast_autoscaling(**overrides: Any) -> dict[str, Any]:

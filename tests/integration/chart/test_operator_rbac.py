@@ -240,28 +240,7 @@ async def _run_expecting_failure(
     )
 
 
-# Grants the operator never uses (the scenario completes without them): reported for removal from
-# smartflow_operator/rbac.py and then from the chart. Strict: if the operator starts needing one,
-# its test passes and the XPASS fails the run, so this list cannot go stale silently.
-# Grants the necessity tests show unused get an entry here (a strict xfail) until they are removed
-# from rbac.py and the chart; empty since the list was trimmed to what the operator uses.
-KNOWN_EXCESS: dict[str, str] = {}
-
-
-def _params(cases: list[tuple[str, Any]]) -> list[Any]:
-    return [
-        pytest.param(
-            *case,
-            id=case_id,
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_EXCESS[case_id])]
-            if case_id in KNOWN_EXCESS
-            else [],
-        )
-        for case_id, case in cases
-    ]
-
-
-@pytest.mark.parametrize("rule", _params([(_rule_id(rule), (rule,)) for rule in CHART_RULES]))
+@pytest.mark.parametrize("rule", CHART_RULES, ids=[_rule_id(rule) for rule in CHART_RULES])
 async def test_every_chart_rule_is_needed(operator_env: OperatorEnv, rule: dict[str, Any]) -> None:
     rules = role_rules(operator_env.api, operator_env.watched, operator_env.role)
     assert rule in rules
@@ -273,7 +252,7 @@ CHART_VERBS = [(rule, verb) for rule in CHART_RULES if len(rule["verbs"]) > 1 fo
 
 
 @pytest.mark.parametrize(
-    ("rule", "verb"), _params([(f"{_rule_id(rule)}:{verb}", (rule, verb)) for rule, verb in CHART_VERBS])
+    ("rule", "verb"), CHART_VERBS, ids=[f"{_rule_id(rule)}:{verb}" for rule, verb in CHART_VERBS]
 )
 async def test_every_verb_of_a_chart_rule_is_needed(
     operator_env: OperatorEnv, rule: dict[str, Any], verb: str

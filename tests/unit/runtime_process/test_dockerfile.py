@@ -5,35 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.dockerfile import Stage, one, stages
+
 DOCKERFILE = Path(__file__).resolve().parents[3] / "runtime" / "Dockerfile"
 
 
-def _final_stage() -> list[tuple[str, str]]:
-    """(instruction, argument) pairs of the last stage, with continuation lines joined."""
-    logical: list[str] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        logical.append(pending + line)
-        pending = ""
-    stages: list[list[tuple[str, str]]] = []
-    for line in logical:
-        instruction, _, argument = line.partition(" ")
-        if instruction.upper() == "FROM":
-            stages.append([])
-        stages[-1].append((instruction.upper(), argument.strip()))
-    return stages[-1] if stages else []
-
-
-def _one(stage: list[tuple[str, str]], instruction: str) -> str:
-    values = [arg for inst, arg in stage if inst == instruction]
-    assert len(values) == 1, f"expected exactly one {instruction}, got {values}"
-    return values[0]
+def _final_stage() -> Stage:
+    found = stages(DOCKERFILE)
+    return found[-1] if found else []
 
 
 def test_base_image_is_python_311_slim() -> None:
@@ -42,20 +21,20 @@ def test_base_image_is_python_311_slim() -> None:
 
 
 def test_runs_as_non_root_uid_10001() -> None:
-    user = _one(_final_stage(), "USER")
+    user = one(_final_stage(), "USER")
     uid = user.split(":")[0]
     assert uid == "10001", "numeric uid so Kubernetes runAsNonRoot can verify it"
 
 
 def test_entrypoint_is_the_cli_and_roles_come_from_args() -> None:
     stage = _final_stage()
-    assert json.loads(_one(stage, "ENTRYPOINT")) == ["smartflow-runtime"]
-    cmd = json.loads(_one(stage, "CMD"))
+    assert json.loads(one(stage, "ENTRYPOINT")) == ["smartflow-runtime"]
+    cmd = json.loads(one(stage, "CMD"))
     assert cmd[:2] == ["run", "--role"]
 
 
 def test_exposes_http_and_admin_ports() -> None:
-    assert set(_one(_final_stage(), "EXPOSE").split()) == {"8080", "9090"}
+    assert set(one(_final_stage(), "EXPOSE").split()) == {"8080", "9090"}
 
 
 def test_read_only_root_friendly() -> None:
