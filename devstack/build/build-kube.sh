@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and kubectl from the Go module proxy.
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy and kubectl
+# from the Go module proxy (the control plane and the one real node of the local stack).
 #
 # k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces the staging modules), so we
 # write a small wrapper module that requires it, replaces every staging module with its
@@ -11,11 +12,15 @@ version=${2:-1.34.4}
 minor=$(echo "$version" | cut -d. -f2)
 patch=$(echo "$version" | cut -d. -f3)
 out="$cache_root/kube-$version"
-if [[ -x "$out/bin/kube-apiserver" && -x "$out/bin/kube-controller-manager" && -x "$out/bin/kubectl" ]]; then
+binaries="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
+missing=""
+for b in $binaries; do [[ -x "$out/bin/$b" ]] || missing="$missing $b"; done
+if [[ -z "$missing" ]]; then
   echo "kube $version: cached in $out"; exit 0
 fi
 src="$out/src"
-mkdir -p "$src/cmd/kube-apiserver" "$src/cmd/kube-controller-manager" "$src/cmd/kubectl" "$out/bin"
+for b in $binaries; do mkdir -p "$src/cmd/$b"; done
+mkdir -p "$out/bin"
 staging="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
 cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
 cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms
@@ -56,6 +61,46 @@ import (
 
 func main() { os.Exit(cli.Run(app.NewControllerManagerCommand())) }
 GO
+cat > "$src/cmd/kube-scheduler/main.go" <<'GO'
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+func main() { os.Exit(cli.Run(app.NewSchedulerCommand())) }
+GO
+cat > "$src/cmd/kubelet/main.go" <<'GO'
+package main
+
+import (
+	"context"
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	"k8s.io/kubernetes/cmd/kubelet/app"
+)
+
+func main() { os.Exit(cli.Run(app.NewKubeletCommand(context.Background()))) }
+GO
+cat > "$src/cmd/kube-proxy/main.go" <<'GO'
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	"k8s.io/kubernetes/cmd/kube-proxy/app"
+)
+
+func main() { os.Exit(cli.Run(app.NewProxyCommand())) }
+GO
 cat > "$src/cmd/kubectl/main.go" <<'GO'
 package main
 
@@ -79,7 +124,7 @@ cd "$src"
 export GOFLAGS=-mod=mod
 go mod tidy
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=v$version"
-for b in kube-apiserver kube-controller-manager kubectl; do
+for b in $missing; do
   echo "building $b $version"
   go build -trimpath -ldflags "$ldflags" -o "$out/bin/$b.tmp" "./cmd/$b"
   mv "$out/bin/$b.tmp" "$out/bin/$b"
