@@ -10,6 +10,8 @@ ETCD_VERSION = "3.6.16"
 HELM_VERSION = "3.22.0"
 KAFKA_VERSION = "4.1.1"
 POSTGRES_MAJOR = "15"
+# Cache key of the locally made base and pause images (devstack/build/build-base-images.sh).
+BASE_IMAGES_VERSION = "1"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPTS = REPO_ROOT / "devstack" / "build"

@@ -11,7 +11,8 @@ ROLES = ("api", "relay", "consumer", "memory-worker")
 
 @dataclass(frozen=True)
 class Observation:
-    """What the demo saw at one instant (seconds since the burst started)."""
+    """What the demo saw at one instant (seconds since the burst started): desired replicas from the
+    role Deployments, ready from the role *pods* (what ``kubectl get pods`` shows)."""
 
     at: float
     desired: Mapping[str, int]
@@ -78,6 +79,7 @@ class DemoSummary:
     events_dead: int
     chat_messages_stored: int
     memory_jobs: int
+    token_adjustments: int
     relay_start: int
     relay_peak: int
     relay_end: int
@@ -87,7 +89,7 @@ class DemoSummary:
     burst_seconds: float
     drain_seconds: float | None
     scale_down_seconds: float | None
-    processes_left: list[int]
+    pods_left: list[str]
 
     @property
     def exactly_once(self) -> bool:
@@ -96,6 +98,8 @@ class DemoSummary:
             and self.events_dead == 0
             and self.chat_messages_stored == self.messages_sent
             and self.memory_jobs == self.messages_sent
+            # Token adjustments add up per event: a second effect of any event would show here.
+            and self.token_adjustments == self.messages_sent
         )
 
     def render(self) -> str:
@@ -113,6 +117,7 @@ class DemoSummary:
                 f"  events consumed / dead         {self.events_consumed} / {self.events_dead}",
                 f"  chat messages stored           {self.chat_messages_stored}",
                 f"  memory jobs enqueued           {self.memory_jobs}",
+                f"  token usage adjustments        {self.token_adjustments}",
                 f"  relay replicas                 {self.relay_start} -> peak {self.relay_peak}"
                 f" -> {self.relay_end}",
                 f"  consumer replicas              {self.consumer_start} -> peak {self.consumer_peak}"
@@ -120,6 +125,6 @@ class DemoSummary:
                 f"  time to drain (from burst)     {drain}",
                 f"  time to scale down (from burst) {down}",
                 f"  every event exactly one effect {'yes' if self.exactly_once else 'NO'}",
-                f"  runtime processes left behind  {len(self.processes_left)}",
+                f"  pods left after deleting it    {len(self.pods_left)}",
             ]
         )
