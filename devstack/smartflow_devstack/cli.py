@@ -9,7 +9,6 @@ from pathlib import Path
 from . import stack
 from .demo import cli as demo_cli
 from .errors import StackError
-from .runner import cli as runner_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("images", help="build the runtime and operator images from their Dockerfiles (buildah)")
     status = sub.add_parser("status", help="print the running stack's connection settings")
     status.add_argument("--state", type=Path, default=stack.DEFAULT_STATE)
-    runner_cli.add_parser(sub)
     demo_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
@@ -51,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"logs: {Path(running.state) / 'logs'}\nsettings: {stack.ENV_FILE} (source it)")
         elif args.command == "demo":
             return demo_cli.run(args)
-        elif args.command == "runner":
-            return runner_cli.run(args)
         elif args.command == "down":
             stack.down(args.state)
             print("stack stopped")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 ROLES = ("api", "relay", "consumer", "memory-worker")
 
@@ -38,22 +37,6 @@ class Timeline:
 
     def last(self, role: str) -> int:
         return self.observations[-1].desired.get(role, 0) if self.observations else 0
-
-
-def role_replicas(
-    deployments: Sequence[Mapping[str, Any]], instance: str
-) -> tuple[dict[str, int], dict[str, int]]:
-    """(desired, ready) replicas per role from the runtime's Deployments."""
-    desired: dict[str, int] = {}
-    ready: dict[str, int] = {}
-    for deployment in deployments:
-        labels = deployment.get("metadata", {}).get("labels", {})
-        if labels.get("app.kubernetes.io/instance") != instance:
-            continue
-        role = labels.get("app.kubernetes.io/component", "?")
-        desired[role] = int(deployment.get("spec", {}).get("replicas") or 0)
-        ready[role] = int((deployment.get("status") or {}).get("readyReplicas") or 0)
-    return desired, ready
 
 
 def format_line(observation: Observation) -> str:
