@@ -343,16 +343,22 @@ class _Demo:
                 role = pod.metadata.labels.get("app.kubernetes.io/component", "?")
                 ready[role] = ready.get(role, 0) + 1
         roles = (runtime.get("status") or {}).get("roles") or {}
-        unfinished = await pool.fetchval(
-            "SELECT count(*) FROM outbox_events WHERE status IN ('pending', 'published')"
+        counts = await pool.fetchrow(
+            """
+            SELECT count(*) FILTER (WHERE status IN ('pending', 'published')) AS unfinished,
+                   count(*) FILTER (WHERE status = 'pending' AND available_at <= now()) AS due
+            FROM outbox_events
+            """
         )
         return Observation(
             at=at,
             desired=desired,
             ready=ready,
             relay_backlog=(roles.get("relay") or {}).get("lag"),
+            relay_backlog_cap=self.s.relay_target * self.s.relay_max,
+            due_rows=int(counts["due"]),
             consumer_lag=(roles.get("consumer") or {}).get("lag"),
-            unfinished_events=int(unfinished),
+            unfinished_events=int(counts["unfinished"]),
             sent=sent,
         )
 

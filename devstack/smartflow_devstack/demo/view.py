@@ -20,6 +20,10 @@ class Observation:
     consumer_lag: int | None
     unfinished_events: int
     sent: int
+    # The relay probe stops counting at targetPerReplica x maxReplicas (more cannot change the
+    # decision); a reading at that cap is shown as "800+", next to the true count of due rows.
+    relay_backlog_cap: int | None = None
+    due_rows: int | None = None
 
 
 @dataclass
@@ -45,6 +49,11 @@ def format_line(observation: Observation) -> str:
         short = "memory" if role == "memory-worker" else role
         cells.append(f"{short} {observation.ready.get(role, 0)}/{observation.desired.get(role, 0)}")
     backlog = "?" if observation.relay_backlog is None else str(observation.relay_backlog)
+    cap = observation.relay_backlog_cap
+    if observation.relay_backlog is not None and cap is not None and observation.relay_backlog >= cap:
+        backlog = f"{cap}+"
+    if observation.due_rows is not None:
+        backlog += f" (due {observation.due_rows})"
     lag = "?" if observation.consumer_lag is None else str(observation.consumer_lag)
     return (
         f"t={observation.at:6.1f}s  "

@@ -61,7 +61,7 @@ class NodeDirs:
 
     @property
     def var(self) -> Path:
-        """Its log/ and lib/ are mounted over /var/log and /var/lib inside the node's mount namespace."""
+        """Its log/ and cni/ are mounted over /var/log and /var/lib/cni inside the node's mount namespace."""
         return self.home / "var"
 
     @property

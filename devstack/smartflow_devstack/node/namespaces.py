@@ -23,8 +23,11 @@ from . import network
 from .config import KERNEL_TUNABLES, NodeDirs
 
 # Host directories the node sees replaced by folders of the state dir: kubelet and containerd write
-# there whatever they are configured to do (/var/log/containers, /var/lib/cni, shim sockets in /run).
-HIDDEN = (Path("/run"), Path("/var/log"), Path("/var/lib"))
+# there whatever no setting moves (/var/log/containers, the CNI cache in /var/lib/cni, shim sockets
+# and runc state in /run).
+HIDDEN = (Path("/run"), Path("/var/log"), Path("/var/lib/cni"))
+# A mount point the host may lack; created empty when missing and removed again when empty.
+CNI_CACHE = Path("/var/lib/cni")
 
 
 def enter(anchor_pid: int) -> list[str]:
@@ -48,8 +51,9 @@ def create(dirs: NodeDirs, *, log: Path) -> int:
             raise StackError(
                 f"the stack's state dir {home} is under {hidden}, which the node replaces; use another"
             )
-    for path in (dirs.var / "lib", dirs.var / "log", dirs.run, dirs.shadow, dirs.tmp):
+    for path in (dirs.var / "cni", dirs.var / "log", dirs.run, dirs.shadow, dirs.tmp):
         path.mkdir(parents=True, exist_ok=True)
+    CNI_CACHE.mkdir(exist_ok=True)
     for knob, value in KERNEL_TUNABLES.items():
         shadow = dirs.shadow / knob.replace("/", ".")
         shadow.write_text(value + "\n")
@@ -108,7 +112,7 @@ def _inside_script(dirs: NodeDirs) -> str:
     lines += [
         f"mount --bind {dirs.run} /run",
         f"mount --bind {dirs.var / 'log'} /var/log",
-        f"mount --bind {dirs.var / 'lib'} /var/lib",
+        f"mount --bind {dirs.var / 'cni'} {CNI_CACHE}",
         "ip link set lo up",
         f"ip addr add {network.NODE_IP}/{network.LINK_PREFIX} dev eth0",
         "ip link set eth0 up",
@@ -157,3 +161,5 @@ def destroy(anchor_pid: int) -> None:
         time.sleep(0.1)
     if Path(f"/sys/class/net/{network.HOST_LINK}").exists():
         subprocess.run(["ip", "link", "del", network.HOST_LINK], check=False, capture_output=True)
+    with contextlib.suppress(OSError):
+        CNI_CACHE.rmdir()  # only when empty: nothing of ours was ever written to the host's copy
