@@ -1,0 +1,167 @@
+"""INTERIM stand-in for the Job controller and the kubelet, for the migration Job tests.
+
+The local stack has no node yet (no kubelet, and kube-controller-manager runs only the garbage
+collector and namespace controllers), so nothing runs a Job. Until the real node lands as a
+fixture, :func:`complete_job_as_job_controller` does what they would: it creates the Job's pod
+from its template (as the Job controller does; the apiserver's `restricted` admission checks it),
+optionally runs ``smartflow-runtime migrate`` against the DSN (what that pod would do), and writes
+the Job's status through the status subresource exactly as the Job controller writes it
+(``SuccessCriteriaMet``+``Complete`` with ``succeeded``, or ``FailureTarget``+``Failed`` with
+``failed``). A failed pod has no log here (no kubelet), so the operator's log quote is absent.
+
+When the real node is there, replace the body with waiting for the real Job to finish: this
+function is the only place the tests play the Job controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _migrate(dsn: str) -> None:
+    cli = Path(sys.executable).with_name("smartflow-runtime")
+    result = subprocess.run(
+        [str(cli), "migrate", "--skip-topic"],
+        env={**os.environ, "SMARTFLOW_DATABASE_DSN": dsn, "SMARTFLOW_LOG_FORMAT": "text"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"smartflow-runtime migrate failed: {result.stdout}{result.stderr}"
+
+
+def _create_pod(core: client.CoreV1Api, namespace: str, job: Any) -> None:
+    template = client.ApiClient().sanitize_for_serialization(job.spec.template)  # type: ignore[no-untyped-call]
+    uid = job.metadata.uid
+    labels = {
+        **(template["metadata"].get("labels") or {}),
+        JOB_UID_LABEL: uid,
+        JOB_NAME_LABEL: job.metadata.name,
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"{job.metadata.name}-",
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": job.metadata.name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": template["spec"],
+    }
+    core.create_namespaced_pod(namespace, pod)
+
+
+def _complete_sync(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    succeeded: bool,
+    reason: str,
+    message: str,
+    dsn: str | None,
+) -> None:
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    job = batch.read_namespaced_job(name, namespace)
+    try:  # no service-account controller in the stack either; pods need their ServiceAccount
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": "default"}})
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+    _create_pod(core, namespace, job)
+    if dsn is not None:
+        _migrate(dsn)
+    now = _now()
+    if succeeded:
+        status: dict[str, Any] = {
+            "startTime": now,
+            "completionTime": now,
+            "active": 0,
+            "ready": 0,
+            "succeeded": 1,
+            "terminating": 0,
+            "uncountedTerminatedPods": {},
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+                 "message": "Reached expected number of succeeded pods", "lastProbeTime": now,
+                 "lastTransitionTime": now},
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                 "message": "Reached expected number of succeeded pods", "lastProbeTime": now,
+                 "lastTransitionTime": now},
+            ],
+        }  # fmt: skip
+    else:
+        status = {
+            "startTime": now,
+            "active": 0,
+            "ready": 0,
+            "failed": int(job.spec.backoff_limit or 0) + 1,
+            "terminating": 0,
+            "uncountedTerminatedPods": {},
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": reason, "message": message,
+                 "lastProbeTime": now, "lastTransitionTime": now},
+                {"type": "Failed", "status": "True", "reason": reason, "message": message,
+                 "lastProbeTime": now, "lastTransitionTime": now},
+            ],
+        }  # fmt: skip
+    batch.patch_namespaced_job_status(name, namespace, {"status": status})
+
+
+async def complete_job_as_job_controller(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    succeeded: bool = True,
+    migrate_dsn: str | None = None,
+    reason: str = "BackoffLimitExceeded",
+    message: str = "Job has reached the specified backoff limit",
+) -> None:
+    """INTERIM (no node yet): finish migration Job ``name`` as the Job controller would, after
+    running ``migrate`` against ``migrate_dsn`` as its pod would (skipped when None)."""
+    await asyncio.to_thread(_complete_sync, api, namespace, name, succeeded, reason, message, migrate_dsn)
+
+
+def complete_next_job_as_job_controller(
+    api: client.ApiClient, namespace: str, *, migrate_dsn: str | None = None, timeout: float = 30
+) -> str:
+    """INTERIM: wait for the operator to create a migration Job that has not finished, then finish
+    it with :func:`complete_job_as_job_controller`; returns its name. For tests running the
+    operator in the background."""
+    batch = client.BatchV1Api(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        for job in batch.list_namespaced_job(namespace).items:
+            if not (job.status and job.status.conditions):
+                asyncio.run(
+                    complete_job_as_job_controller(api, namespace, job.metadata.name, migrate_dsn=migrate_dsn)
+                )
+                return str(job.metadata.name)
+        assert time.monotonic() < deadline, f"no unfinished migration Job in {namespace} within {timeout} s"
+        time.sleep(0.3)
