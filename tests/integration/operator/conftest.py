@@ -63,7 +63,12 @@ def kubectl(kubeconfig: str) -> Kubectl:
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> str:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    kubectl("wait", "--for=condition=Established", "crd/smartflowruntimes.smartflow.io", "--timeout=60s")
+    # `kubectl wait` fails at once while the new CRD has no conditions yet: poll the condition instead.
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 60
+    while kubectl("get", "crd/smartflowruntimes.smartflow.io", "-o", f"jsonpath={established}").stdout != "True":
+        assert time.monotonic() < deadline, "the SmartflowRuntime CRD never became Established"
+        time.sleep(0.2)
     # Established does not mean discovery has caught up; wait until kubectl can resolve the kind.
     deadline = time.monotonic() + 30
     while kubectl("get", "sfr", "-A", check=False).returncode != 0:
