@@ -66,7 +66,8 @@ def crd(kubectl: Kubectl) -> str:
     # `kubectl wait` fails at once while the new CRD has no conditions yet: poll the condition instead.
     established = '{.status.conditions[?(@.type=="Established")].status}'
     deadline = time.monotonic() + 60
-    while kubectl("get", "crd/smartflowruntimes.smartflow.io", "-o", f"jsonpath={established}").stdout != "True":
+    crd_name = "crd/smartflowruntimes.smartflow.io"
+    while kubectl("get", crd_name, "-o", f"jsonpath={established}").stdout != "True":
         assert time.monotonic() < deadline, "the SmartflowRuntime CRD never became Established"
         time.sleep(0.2)
     # Established does not mean discovery has caught up; wait until kubectl can resolve the kind.
