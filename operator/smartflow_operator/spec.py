@@ -274,6 +274,14 @@ class MigrationsSpec(CamelModel):
         "succeeded. false: never create the Job (migrate in your own pipeline); the operator then only "
         "reports the schema version it reads from the database.",
     )
+    outbox_shards: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Outbox shard count `migrate` creates a new database with (`--shards`); it caps useful "
+        "relay replicas. Fixed by the first migration: on an existing database it must equal the count "
+        "there, else the migration fails (re-sharding would break per-key order).",
+    )
     backoff_limit: int = Field(
         default=2,
         ge=0,

@@ -66,7 +66,7 @@ def _container(runtime: SmartflowRuntime) -> dict[str, Any]:
         "name": MIGRATION_CONTAINER_NAME,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy.value,
-        "args": ["migrate"],
+        "args": ["migrate", "--shards", str(spec.migrations.outbox_shards)],
         "env": build_env(runtime, None),
         "resources": spec.roles.for_role(spec.serving_role()).resources.dump(),
         "securityContext": CONTAINER_SECURITY_CONTEXT,

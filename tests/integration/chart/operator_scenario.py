@@ -196,6 +196,7 @@ class Scenario:
                 "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
                 "kafka": self.kafka,
                 "envFrom": [{"configMapRef": {"name": "settings"}}],
+                "migrations": {"outboxShards": 4},  # as the fixture migrated the database
                 "roles": {
                     "api": {"replicas": 2},
                     "relay": {"replicas": 1, "autoscaling": scaling},

@@ -34,10 +34,11 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _migrate(dsn: str) -> None:
+def _migrate(dsn: str, args: list[str]) -> None:
+    """What the Job's pod runs (its args), from the host; the Kafka topic step is left out here."""
     cli = Path(sys.executable).with_name("smartflow-runtime")
     result = subprocess.run(
-        [str(cli), "migrate", "--skip-topic"],
+        [str(cli), *args, "--skip-topic"],
         env={**os.environ, "SMARTFLOW_DATABASE_DSN": dsn, "SMARTFLOW_LOG_FORMAT": "text"},
         capture_output=True,
         text=True,
@@ -95,7 +96,7 @@ def _complete_sync(
             raise
     _create_pod(core, namespace, job)
     if dsn is not None:
-        _migrate(dsn)
+        _migrate(dsn, list(job.spec.template.spec.containers[0].args))
     now = _now()
     if succeeded:
         status: dict[str, Any] = {

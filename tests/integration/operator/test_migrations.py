@@ -107,7 +107,7 @@ async def test_a_fresh_runtime_runs_the_job_first_and_the_roles_after_it_succeed
     name = job["metadata"]["name"]
     assert first.applied == [f"Job/{name} (created)"]
     assert name.startswith("shop-migrate-")
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate", "--shards", "32"]
     assert job["metadata"]["ownerReferences"][0]["uid"] == _runtime(kubectl, namespace)["metadata"]["uid"]
     assert _deployments(kubectl, namespace) == {}
     runtime = _runtime(kubectl, namespace)

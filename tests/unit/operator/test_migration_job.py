@@ -41,7 +41,15 @@ class TestBuildMigrationJob:
         assert manifest["metadata"]["annotations"]["smartflow.io/migration-hash"] == job.inputs_hash
         (container,) = _pod(manifest)["containers"]
         assert container["image"] == "registry.example.com/smartflow/runtime:1.4.2"
-        assert container["args"] == ["migrate"]
+        assert container["args"] == ["migrate", "--shards", "32"]
+        sharded = build_migration_job(
+            make_runtime(with_spec(migrations={"outboxShards": 4})), config_hash="c1"
+        )
+        assert sharded.manifest["spec"]["template"]["spec"]["containers"][0]["args"] == [
+            "migrate",
+            "--shards",
+            "4",
+        ]
         assert container["name"] == "migrate"
         assert _pod(manifest)["restartPolicy"] == "Never"
 
