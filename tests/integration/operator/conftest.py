@@ -67,7 +67,7 @@ def crd(kubectl: Kubectl) -> str:
     established = '{.status.conditions[?(@.type=="Established")].status}'
     deadline = time.monotonic() + 60
     crd_name = "crd/smartflowruntimes.smartflow.io"
-    while kubectl("get", crd_name, "-o", f"jsonpath={established}").stdout != "True":
+    while kubectl("get", crd_name, "-o", f"jsonpath={established}", check=False).stdout != "True":
         assert time.monotonic() < deadline, "the SmartflowRuntime CRD never became Established"
         time.sleep(0.2)
     # Established does not mean discovery has caught up; wait until kubectl can resolve the kind.
