@@ -72,7 +72,11 @@ def crd(kubectl: Kubectl) -> str:
         time.sleep(0.2)
     # Established does not mean discovery has caught up; wait until kubectl can resolve the kind.
     deadline = time.monotonic() + 30
-    while kubectl("get", "sfr", "-A", check=False).returncode != 0:
+    # (and the OpenAPI schema `kubectl explain` reads is published a little later still).
+    while (
+        kubectl("get", "sfr", "-A", check=False).returncode != 0
+        or kubectl("explain", "smartflowruntime.spec.migrations", check=False).returncode != 0
+    ):
         assert time.monotonic() < deadline, "the SmartflowRuntime kind never became discoverable"
         time.sleep(0.5)
     return "smartflowruntimes.smartflow.io"
