@@ -7,7 +7,9 @@ from its template (as the Job controller does; the apiserver's `restricted` admi
 optionally runs ``smartflow-runtime migrate`` against the DSN (what that pod would do), and writes
 the Job's status through the status subresource exactly as the Job controller writes it
 (``SuccessCriteriaMet``+``Complete`` with ``succeeded``, or ``FailureTarget``+``Failed`` with
-``failed``). A failed pod has no log here (no kubelet), so the operator's log quote is absent.
+``failed``). There is no pod log without a kubelet: for a failure run against a database, the
+output of ``migrate`` goes where the kubelet would put it (the container's termination message,
+``FallbackToLogsOnError``), which the operator quotes when the log cannot be read.
 
 When the real node is there, replace the body with waiting for the real Job to finish: this
 function is the only place the tests play the Job controller.
@@ -34,10 +36,10 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _migrate(dsn: str, args: list[str]) -> None:
+def _migrate(dsn: str, args: list[str]) -> subprocess.CompletedProcess[str]:
     """What the Job's pod runs (its args), from the host; the Kafka topic step is left out here."""
     cli = Path(sys.executable).with_name("smartflow-runtime")
-    result = subprocess.run(
+    return subprocess.run(
         [str(cli), *args, "--skip-topic"],
         env={**os.environ, "SMARTFLOW_DATABASE_DSN": dsn, "SMARTFLOW_LOG_FORMAT": "text"},
         capture_output=True,
@@ -45,10 +47,41 @@ def _migrate(dsn: str, args: list[str]) -> None:
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, f"smartflow-runtime migrate failed: {result.stdout}{result.stderr}"
 
 
-def _create_pod(core: client.CoreV1Api, namespace: str, job: Any) -> None:
+def _terminate_pod(core: client.CoreV1Api, namespace: str, pod: Any, log: str) -> None:
+    """The kubelet's report of the failed container: with ``FallbackToLogsOnError`` the last log
+    lines become its termination message (at most 80 lines / 2048 bytes)."""
+    now = _now()
+    container = pod.spec.containers[0]
+    message = "\n".join(log.splitlines()[-80:])[-2048:]
+    status = {
+        "phase": "Failed",
+        "startTime": now,
+        "containerStatuses": [
+            {
+                "name": container.name,
+                "image": container.image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "started": False,
+                "state": {
+                    "terminated": {
+                        "exitCode": 1,
+                        "reason": "Error",
+                        "message": message,
+                        "startedAt": now,
+                        "finishedAt": now,
+                    }
+                },
+            }
+        ],
+    }
+    core.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": status})
+
+
+def _create_pod(core: client.CoreV1Api, namespace: str, job: Any) -> Any:
     template = client.ApiClient().sanitize_for_serialization(job.spec.template)  # type: ignore[no-untyped-call]
     uid = job.metadata.uid
     labels = {
@@ -75,7 +108,7 @@ def _create_pod(core: client.CoreV1Api, namespace: str, job: Any) -> None:
         },
         "spec": template["spec"],
     }
-    core.create_namespaced_pod(namespace, pod)
+    return core.create_namespaced_pod(namespace, pod)
 
 
 def _complete_sync(
@@ -94,9 +127,15 @@ def _complete_sync(
     except client.ApiException as error:
         if error.status != 409:
             raise
-    _create_pod(core, namespace, job)
+    pod = _create_pod(core, namespace, job)
     if dsn is not None:
-        _migrate(dsn, list(job.spec.template.spec.containers[0].args))
+        result = _migrate(dsn, list(job.spec.template.spec.containers[0].args))
+        output = result.stdout + result.stderr
+        if succeeded:
+            assert result.returncode == 0, f"smartflow-runtime migrate failed: {output}"
+        else:
+            assert result.returncode != 0, f"smartflow-runtime migrate was to fail: {output}"
+            _terminate_pod(core, namespace, pod, output)
     now = _now()
     if succeeded:
         status: dict[str, Any] = {
@@ -145,7 +184,9 @@ async def complete_job_as_job_controller(
     message: str = "Job has reached the specified backoff limit",
 ) -> None:
     """INTERIM (no node yet): finish migration Job ``name`` as the Job controller would, after
-    running ``migrate`` against ``migrate_dsn`` as its pod would (skipped when None)."""
+    running the Job's ``migrate`` against ``migrate_dsn`` as its pod would (skipped when None). A
+    failure with a DSN expects ``migrate`` to fail and reports its output as the kubelet would
+    (the container's termination message; there is no log to read without a kubelet)."""
     await asyncio.to_thread(_complete_sync, api, namespace, name, succeeded, reason, message, migrate_dsn)
 
 

@@ -7,8 +7,10 @@ would. The operator reads the schema version from that database through the lag 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import yaml
@@ -319,3 +321,65 @@ async def test_with_migrations_disabled_no_job_is_created_and_the_version_is_rep
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
     assert _images(kubectl, namespace) == {"ghcr.io/smartflow/runtime:0.2.0"}
     assert _jobs(kubectl, namespace) == []
+
+
+@pytest.fixture
+async def no_ddl_dsn(database_dsn: str) -> AsyncIterator[str]:
+    """The test database through a role that may connect but not create tables (PostgreSQL 15
+    grants no CREATE on schema public to PUBLIC)."""
+    import asyncpg
+
+    role = f"no_ddl_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database_dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'secret'")
+    finally:
+        await admin.close()
+    parts = urlsplit(database_dsn)
+    yield urlunsplit(parts._replace(netloc=f"{role}:secret@{parts.hostname}:{parts.port}"))
+    admin = await asyncpg.connect(database_dsn)
+    try:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+    finally:
+        await admin.close()
+
+
+async def test_a_user_without_ddl_rights_fails_with_the_database_error_and_a_fixed_secret_recovers(
+    kubectl: Kubectl,
+    namespace: str,
+    kube: KubeClient,
+    admin_api: client.ApiClient,
+    probes: Probes,
+    database_dsn: str,
+    no_ddl_dsn: str,
+) -> None:
+    kubectl.apply(namespace, _manifest(no_ddl_dsn))
+    await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
+    failing = _runtime(kubectl, namespace)["status"]["schema"]["jobName"]
+    await complete_job_as_job_controller(
+        admin_api, namespace, failing, succeeded=False, migrate_dsn=no_ddl_dsn
+    )
+
+    with pytest.raises(ConfigurationError):
+        await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
+    degraded = condition(_runtime(kubectl, namespace), c.DEGRADED)
+    assert degraded is not None and degraded["reason"] == c.MIGRATION_FAILED
+    # PostgreSQL's own words, quoted from what the failed pod printed.
+    assert "last log lines: " in degraded["message"]
+    assert "permission denied for schema public" in degraded["message"]
+    (warning,) = _events(kubectl, namespace, c.MIGRATION_FAILED)
+    assert "permission denied for schema public" in warning["message"]
+    assert _deployments(kubectl, namespace) == {}
+
+    # The fix is in the Secret (a user with DDL rights): its value is a migration input, so a new Job.
+    fixed = kubectl(
+        "-n", namespace, "create", "secret", "generic", "db", f"--from-literal=dsn={database_dsn}",
+        "--dry-run=client", "-o", "yaml",
+    ).stdout  # fmt: skip
+    kubectl("-n", namespace, "apply", "-f", "-", stdin=fixed)
+    await _migrated(kubectl, namespace, kube, admin_api, probes, database_dsn)
+    assert len(_jobs(kubectl, namespace)) == 2
+    assert len(_deployments(kubectl, namespace)) == 4
+    runtime = _runtime(kubectl, namespace)
+    assert condition(runtime, c.DEGRADED)["status"] == "False"  # type: ignore[index]
+    assert runtime["status"]["schema"]["version"] == LATEST
