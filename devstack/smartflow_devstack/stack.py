@@ -17,7 +17,9 @@ from .node import start as node
 from .process import alive, stop
 from .versions import REPO_ROOT, helm_bin, kube_bin
 
-DEFAULT_STATE = REPO_ROOT / ".local" / "stack"
+# SMARTFLOW_STACK_STATE points several checkouts (or worktrees) at one running stack: there is one
+# node per machine, so they share it.
+DEFAULT_STATE = Path(os.environ.get("SMARTFLOW_STACK_STATE") or REPO_ROOT / ".local" / "stack")
 ENV_FILE = REPO_ROOT / ".local" / "env"
 
 

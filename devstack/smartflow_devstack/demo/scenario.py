@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -32,8 +30,6 @@ from ..manifests import GROUP, PLURAL, VERSION
 from ..node import start as node
 from ..versions import REPO_ROOT, helm_bin, kube_bin
 from .view import DemoSummary, Observation, Timeline, format_line
-
-BIN = Path(sys.executable).parent
 
 
 @dataclass(frozen=True)
@@ -152,13 +148,7 @@ class _Demo:
         database = f"demo_{self.run_id}"
         asyncio.run(_create_database(self.stack.postgres.dsn, database))
         self.dsn = postgres.dsn_for(self.stack.postgres.port, database)
-        self.out(f"2/8 database {database}: smartflow-runtime migrate")
-        subprocess.run(
-            [str(BIN / "smartflow-runtime"), "migrate"],
-            env={**os.environ, "SMARTFLOW_DATABASE_DSN": self.dsn, "SMARTFLOW_LOG_FORMAT": "text"},
-            check=True,
-            capture_output=True,
-        )
+        self.out(f"2/8 database {database}: empty (the operator's migration Job creates the schema)")
         self.out("3/8 CRD: kubectl apply --server-side -f crds/")
         _kubectl(
             self.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "crds")
@@ -237,6 +227,24 @@ class _Demo:
 
     def wait_ready(self) -> None:
         started = time.monotonic()
+        _kubectl_wait(
+            self.kubeconfig,
+            "-n",
+            self.s.namespace,
+            "--for=condition=SchemaReady",
+            f"sfr/{self.s.name}",
+            timeout=300,
+        )
+        job = _kubectl(
+            self.kubeconfig,
+            "-n",
+            self.s.namespace,
+            "get",
+            f"sfr/{self.s.name}",
+            "-o",
+            "jsonpath={.status.schema.jobName} reached schema version {.status.schema.version}",
+        )
+        self.out(f"   migration Job {job} ({time.monotonic() - started:.1f}s)")
         _kubectl_wait(
             self.kubeconfig,
             "-n",
