@@ -130,7 +130,9 @@ class KubeClient:
         content_type: str | None = None,
         text: bool = False,
     ) -> Any:
-        headers = {"Accept": "text/plain" if text else "application/json"}
+        # pods/log answers text/plain, but its errors are Status objects: without JSON in the Accept
+        # list the apiserver replaces any such error by a 406 that hides the real one.
+        headers = {"Accept": "text/plain, application/json" if text else "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         self.calls[method] += 1

@@ -4,6 +4,7 @@ the pods reach through the node, and the operator (in-process, the real ``serve`
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,6 @@ from kubernetes import client
 from smartflow_devstack import kafka, kube, postgres
 from smartflow_devstack.node.start import NodeInfo
 from smartflow_operator.kube import load_api_client
-from tests.integration.autoscaling.conftest import migrate
 from tests.integration.autoscaling.operator_harness import Cluster, install_crd
 
 RESTRICTED = {
@@ -28,7 +28,8 @@ def node_cluster(
     """A fresh namespace enforcing the ``restricted`` Pod Security level, deleted afterwards."""
     api = load_api_client(kube_server.kubeconfig)
     install_crd(api)
-    name = f"node-{request.module.__name__.rsplit('.', 1)[-1].replace('_', '-')[5:][:30]}".rstrip("-")
+    module = request.module.__name__.rsplit(".", 1)[-1].replace("_", "-")[5:][:30].rstrip("-")
+    name = f"node-{module}-{uuid.uuid4().hex[:6]}"
     cluster = Cluster(api, name)
     cluster.core.create_namespace({"metadata": {"name": name, "labels": RESTRICTED}})
     yield cluster
@@ -38,7 +39,8 @@ def node_cluster(
 
 @pytest.fixture(scope="module")
 def pod_database(postgres_server: postgres.PostgresInfo, request: pytest.FixtureRequest) -> tuple[str, str]:
-    """A migrated database of this module: (DSN from the host, DSN from a pod)."""
+    """An empty database of this module: (DSN from the host, DSN from a pod). The operator's
+    migration Job (a pod on the node) creates the schema before any role runs."""
     import asyncpg
 
     name = f"node_{request.module.__name__.rsplit('.', 1)[-1][:40]}"
@@ -52,9 +54,7 @@ def pod_database(postgres_server: postgres.PostgresInfo, request: pytest.Fixture
             await conn.close()
 
     asyncio.run(create())
-    host_dsn = postgres.dsn_for(postgres_server.port, name)
-    migrate(host_dsn)
-    return host_dsn, postgres_server.pod_dsn(name)
+    return postgres.dsn_for(postgres_server.port, name), postgres_server.pod_dsn(name)
 
 
 @pytest.fixture(scope="module")
