@@ -25,7 +25,7 @@ from .names import (
     VERSION,
 )
 from .runtime_loops import RuntimeLoops
-from .runtime_metrics import RuntimeMetrics
+from .runtime_metrics import RuntimeStatusMetrics
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -81,7 +81,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         # Starts/stops the runtime's periodic resync, config check and autoscaler (runtime_loops):
         # unlike kopf timers and daemons, an event handler puts no finalizer on the runtime.
         # The same events keep its per-runtime metrics current, and drop them when it goes.
-        runtime_metrics: RuntimeMetrics = memo.runtime_metrics
+        runtime_metrics: RuntimeStatusMetrics = memo.runtime_metrics
         runtime_metrics.observe(type, body)
         loops: RuntimeLoops = memo.runtime_loops
         await loops.observe(type, body, logger=logger)

@@ -1,6 +1,6 @@
 """Per-runtime series of what the operator knows about each runtime, read from its status.
 
-``handlers`` feeds every watch event of a ``SmartflowRuntime`` to :meth:`RuntimeMetrics.observe`:
+``handlers`` feeds every watch event of a ``SmartflowRuntime`` to :meth:`RuntimeStatusMetrics.observe`:
 the reconciler and the autoscaler both write the status, so the series show what
 ``kubectl get sfr`` shows: per role the Deployment's desired and ready replicas, the last
 scaling decision's reason, and every condition with its status and reason (the alerts in the
@@ -69,7 +69,7 @@ def samples_of(status: Mapping[str, Any] | None) -> RuntimeSamples:
     return samples
 
 
-class RuntimeMetrics(Collector):
+class RuntimeStatusMetrics(Collector):
     """The per-runtime series, registered in the operator's registry (passed in, no globals)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

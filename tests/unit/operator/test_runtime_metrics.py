@@ -7,7 +7,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from smartflow_operator.autoscaling.metrics import AutoscalingMetrics
-from smartflow_operator.runtime_metrics import RuntimeMetrics, samples_of
+from smartflow_operator.runtime_metrics import RuntimeStatusMetrics, samples_of
 
 
 def runtime(name: str = "demo", namespace: str = "shop", **metadata: Any) -> dict[str, Any]:
@@ -60,7 +60,7 @@ class TestSamplesOf:
 class TestRuntimeMetrics:
     def test_exports_the_status_with_namespace_name_and_role(self) -> None:
         registry = CollectorRegistry()
-        RuntimeMetrics(registry).observe("ADDED", runtime())
+        RuntimeStatusMetrics(registry).observe("ADDED", runtime())
         get = registry.get_sample_value
         labels = {"namespace": "shop", "name": "demo"}
         assert get("smartflow_operator_runtime_desired_replicas", {**labels, "role": "consumer"}) == 4
@@ -77,7 +77,7 @@ class TestRuntimeMetrics:
 
     def test_a_new_status_replaces_the_old_series(self) -> None:
         registry = CollectorRegistry()
-        metrics = RuntimeMetrics(registry)
+        metrics = RuntimeStatusMetrics(registry)
         metrics.observe("ADDED", runtime())
         body = runtime()
         body["status"]["conditions"][0] = {"type": "Ready", "status": "True", "reason": "AllRolesReady"}
@@ -88,7 +88,7 @@ class TestRuntimeMetrics:
 
     def test_a_deleted_runtime_leaves_no_series_and_others_stay(self) -> None:
         registry = CollectorRegistry()
-        metrics = RuntimeMetrics(registry)
+        metrics = RuntimeStatusMetrics(registry)
         metrics.observe("ADDED", runtime("a"))
         metrics.observe("ADDED", runtime("b"))
         metrics.observe("DELETED", runtime("a"))
