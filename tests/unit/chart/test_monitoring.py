@@ -50,7 +50,9 @@ class TestRendering:
         alerts = mon.alerts(manifests)
         assert set(alerts) == EXPECTED_ALERTS
         headings = {
-            line.lstrip("#").strip().lower() for line in OPERATIONS_DOC.read_text().splitlines() if line.startswith("### ")
+            line.lstrip("#").strip().lower()
+            for line in OPERATIONS_DOC.read_text().splitlines()
+            if line.startswith("### ")
         }
         for name, rule in alerts.items():
             annotations = rule["annotations"]
