@@ -134,13 +134,19 @@ async def test_prometheus_sees_lag_replicas_and_the_dead_events_alert_and_forget
             desired = f'smartflow_operator_runtime_desired_replicas{{{selector}, role="relay"}}'
             assert wait_for(lambda: prometheus.value(desired) == 5, what="relay desired replicas 5")
             reason = f'smartflow_operator_runtime_scaling_reason{{{selector}, role="relay"}}'
-            assert wait_for(
-                lambda: {r["metric"]["reason"] for r in prometheus.query(reason)} & {"ScaledUp", "Activated"},
-                what="the relay's scale-up reason",
-            )
-            ready = f'smartflow_operator_runtime_condition{{{selector}, type="Ready"}}'
-            assert wait_for(lambda: prometheus.query(ready), what="the Ready condition series")
+
+            def reason_as_in_status() -> bool:
+                status = cluster.runtime(NAME)["status"]["roles"]["relay"]["autoscaling"]["reason"]
+                return {r["metric"]["reason"] for r in prometheus.query(reason)} == {status}
+
+            assert wait_for(reason_as_in_status, what="the relay's last decision reason, as in the status")
             # No kubelet runs these Deployments: their pods never become ready, and it shows.
+            ready = f'smartflow_operator_runtime_condition{{{selector}, type="Ready"}}'
+            (condition,) = wait_for(lambda: prometheus.query(ready), what="the Ready condition series")
+            assert (condition["metric"]["status"], condition["metric"]["reason"]) == (
+                "False",
+                "RolesNotReady",
+            )
             ready_replicas = f'smartflow_operator_runtime_ready_replicas{{{selector}, role="relay"}}'
             assert prometheus.value(ready_replicas) == 0
 
