@@ -17,7 +17,7 @@ from smartflow_operator.names import ADMIN_PORT_NAME, SPLIT_ROLES, Role
 from tests.unit.operator.conftest import make_runtime
 
 from . import monitoring as mon
-from .helm import OPERATOR_CHART, of_kind, one, render
+from .helm import OPERATOR_CHART, helm, of_kind, one, render
 
 ALERTS_TEST = Path(__file__).with_name("alerts_test.yaml")
 OPERATIONS_DOC = REPO_ROOT / "docs" / "operations.md"
@@ -45,6 +45,11 @@ class TestRendering:
         assert not of_kind(manifests, "PrometheusRule")
         assert not of_kind(manifests, "PodMonitor")
         assert not of_kind(manifests, "ConfigMap")
+
+    def test_helm_lint_is_clean_with_every_monitoring_object_on(self) -> None:
+        flags = [f"--set=metrics.{key}.enabled=true" for key in mon.ALL_ON["metrics"]]
+        result = helm("lint", "--strict", str(OPERATOR_CHART), *flags)
+        assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
 
     def test_every_alert_says_what_where_and_links_its_runbook(self, manifests: list[dict[str, Any]]) -> None:
         alerts = mon.alerts(manifests)
