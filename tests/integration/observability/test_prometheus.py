@@ -206,6 +206,31 @@ async def test_prometheus_sees_lag_replicas_and_the_dead_events_alert_and_forget
             assert f"{namespace}/{NAME}" in alert["annotations"]["description"]
             print(f"SmartflowEventsDead: {alert['annotations']['description']}")
 
+            # The dashboard's queries, as Grafana sends them for this runtime, run on the real data:
+            # all are accepted, and the panels fed by what ran here show it.
+            board = mon.dashboard(mon.rendered())
+            variables = {"$__rate_interval": "30s", "$namespace": namespace, "$name": NAME}
+            results = {
+                key: prometheus.query(query) for key, query in mon.panel_queries(board, variables).items()
+            }
+            with_data = {key for key, result in results.items() if result}
+            assert {
+                "Desired vs ready replicas per role/A",
+                "Desired vs ready replicas per role/B",
+                "Autoscaler decision (replicas)/A",
+                "Last scaling decision per role/A",
+                "Conditions/A",
+                "Relay backlog (due outbox rows)/A",
+                "Relay backlog (due outbox rows)/B",
+                "Oldest due row age/A",
+                "Relay shards leased/A",
+                "Relay shards leased/B",
+                "Consumer lag per partition/A",
+                "Consumer-group lag/A",
+            } <= with_data, sorted(set(results) - with_data)
+            partitions = {r["metric"]["partition"] for r in results["Consumer lag per partition/A"]}
+            assert partitions == {"0", "1"}
+
             # The runtime goes: the operator drops its series, and Prometheus sees them go stale.
             cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, NAME)
             eventually(

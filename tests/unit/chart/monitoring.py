@@ -72,18 +72,34 @@ def dashboard(manifests: Iterable[Manifest]) -> dict[str, Any]:
     return dict(json.loads(maps[0]["data"]["smartflow.json"]))
 
 
+def panel_queries(
+    board: Mapping[str, Any], variables: Mapping[str, str] = GRAFANA_VARIABLES
+) -> dict[str, str]:
+    """Each panel target's query by ``<panel title>/<refId>``, with Grafana's variables replaced
+    as Grafana does before sending them."""
+    queries = {
+        f"{panel['title']}/{target['refId']}": target["expr"]
+        for panel in board["panels"]
+        for target in panel.get("targets", [])
+    }
+    return {key: _substituted(query, variables) for key, query in queries.items()}
+
+
 def dashboard_queries(board: Mapping[str, Any]) -> list[str]:
-    """Every PromQL query of the dashboard (panel targets, and the variables' selectors), with
-    Grafana's variables replaced as Grafana does before sending them."""
-    queries = [target["expr"] for panel in board["panels"] for target in panel.get("targets", [])]
+    """Every PromQL query of the dashboard: the panels', and the variables' selectors."""
+    queries = list(panel_queries(board).values())
     for variable in board["templating"]["list"]:
         if variable["type"] == "query":
             match = _LABEL_VALUES.match(variable["query"]["query"])
             assert match, f"unexpected variable query {variable['query']!r}"
-            queries.append(match["selector"])
-    for placeholder, value in GRAFANA_VARIABLES.items():
-        queries = [query.replace(placeholder, value) for query in queries]
+            queries.append(_substituted(match["selector"], GRAFANA_VARIABLES))
     return queries
+
+
+def _substituted(query: str, variables: Mapping[str, str]) -> str:
+    for placeholder, value in variables.items():
+        query = query.replace(placeholder, value)
+    return query
 
 
 def promql_names(expressions: list[str]) -> list[dict[str, Any]]:
