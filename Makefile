@@ -9,12 +9,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv servers up down lint fmt crds test test-unit test-integration test-e2e demo bench bench-smoke clean
+.PHONY: help deps venv servers images up down lint fmt crds test test-unit test-integration test-e2e demo bench bench-smoke clean
 
 help:
-	@echo "make demo   - the whole product on this machine: local stack, operator, runner, autoscaling"
+	@echo "make demo   - the whole product on this machine: real node, operator pod, role pods, autoscaling"
 	@echo "make test   - install what is missing, lint, then every test tier (unit, integration, e2e)"
-	@echo "make up     - start PostgreSQL, Kafka, etcd, kube-apiserver, controller-manager; write .local/env"
+	@echo "make up     - start PostgreSQL, Kafka, the control plane and a real node (kubelet); write .local/env"
+	@echo "make images - build the runtime and operator images from their Dockerfiles (buildah, no registry)"
 	@echo "make down   - stop what make up started"
 	@echo "make lint   - ruff, mypy (strict), import-layer contracts, CRD freshness"
 	@echo "make crds   - regenerate crds/ from the spec models"
@@ -29,6 +30,9 @@ $(STAMP): pyproject.toml
 
 servers: venv
 	$(BIN)/smartflow-devstack build
+
+images: servers
+	$(BIN)/smartflow-devstack images
 
 deps: venv servers
 

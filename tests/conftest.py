@@ -1,4 +1,5 @@
-"""Session fixtures handing tests real servers: PostgreSQL, Kafka and a Kubernetes control plane.
+"""Session fixtures handing tests real servers: PostgreSQL, Kafka, a Kubernetes control plane and
+the real node (kubelet + containerd) with the project's images.
 
 Each server is started on first use (or taken from a running ``make up`` stack) and stopped at
 the end of the session. A server that cannot be had is a test *failure*, never a skip: the
@@ -19,6 +20,7 @@ import pytest
 
 from smartflow_devstack import kafka, kube, postgres, stack
 from smartflow_devstack.errors import StackError
+from smartflow_devstack.node import start as node
 from smartflow_devstack.process import stop
 from smartflow_devstack.versions import REPO_ROOT
 
@@ -91,8 +93,41 @@ def kube_server(running_stack: stack.Stack | None, test_state: Path) -> Iterator
         _server_failure("kube-apiserver", error)
         raise
     yield info
-    for pid in (info.controller_manager_pid, info.apiserver_pid, info.etcd_pid):
+    for pid in info.pids():
         stop(pid)
+
+
+@pytest.fixture(scope="session")
+def node_server(
+    running_stack: stack.Stack | None,
+    test_state: Path,
+    kube_server: kube.KubeInfo,
+    postgres_server: postgres.PostgresInfo,
+    kafka_server: kafka.KafkaInfo,
+) -> Iterator[node.NodeInfo]:
+    """The real node: pods scheduled in this session run here (kubelet, containerd, runc)."""
+    if running_stack is not None and running_stack.node is not None:
+        yield running_stack.node
+        return
+    try:
+        info = node.start(
+            test_state, control_plane=kube_server, forward_ports=[postgres_server.port, kafka_server.pod_port]
+        )
+    except StackError as error:
+        _server_failure("the local node", error)
+        raise
+    yield info
+    node.stop_node(info)
+
+
+@pytest.fixture(scope="session")
+def node_images(node_server: node.NodeInfo) -> dict[str, str]:
+    """``{"runtime": ref, "operator": ref}``: built from the Dockerfiles and imported into the node."""
+    try:
+        return node.ensure_images(node_server)
+    except StackError as error:
+        _server_failure("the project's images", error)
+        raise
 
 
 @pytest.fixture(scope="session")

@@ -9,23 +9,27 @@ from pathlib import Path
 from . import stack
 from .demo import cli as demo_cli
 from .errors import StackError
-from .runner import cli as runner_cli
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="smartflow-devstack",
-        description="Local PostgreSQL, Kafka and Kubernetes control plane on 127.0.0.1 (development only).",
+        description=(
+            "Local PostgreSQL, Kafka, a Kubernetes control plane and one real node (development only)."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start every server (or reuse a running stack) and write .local/env")
     up.add_argument("--state", type=Path, default=stack.DEFAULT_STATE, help="state and log folder")
     down = sub.add_parser("down", help="stop the servers started by `up`")
     down.add_argument("--state", type=Path, default=stack.DEFAULT_STATE)
-    sub.add_parser("build", help="build/fetch the servers into the cache (kube, etcd, helm, kafka, postgres)")
+    sub.add_parser(
+        "build",
+        help="build/fetch the servers into the cache (kube, etcd, helm, kafka, postgres, node packages)",
+    )
+    sub.add_parser("images", help="build the runtime and operator images from their Dockerfiles (buildah)")
     status = sub.add_parser("status", help="print the running stack's connection settings")
     status.add_argument("--state", type=Path, default=stack.DEFAULT_STATE)
-    runner_cli.add_parser(sub)
     demo_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
@@ -33,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
             from .build import build_all
 
             build_all()
+        elif args.command == "images":
+            from . import images
+
+            for image in images.build_all():
+                print(f"{image.name}: {image.reference}  ({image.archive})")
         elif args.command == "up":
             running = stack.up(args.state)
             for key, value in running.env().items():
@@ -40,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"logs: {Path(running.state) / 'logs'}\nsettings: {stack.ENV_FILE} (source it)")
         elif args.command == "demo":
             return demo_cli.run(args)
-        elif args.command == "runner":
-            return runner_cli.run(args)
         elif args.command == "down":
             stack.down(args.state)
             print("stack stopped")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StackError
+from .node import network
 from .process import free_port, run, spawn, tcp_open, wait_until
 from .versions import kafka_libs
 
@@ -22,6 +23,12 @@ class KafkaInfo:
     controller_port: int
     bootstrap_servers: str
     config: str
+    # A second listener whose advertised address is the node's forwarder, for clients in pods.
+    pod_port: int = 0
+
+    @property
+    def pod_bootstrap_servers(self) -> str:
+        return f"{network.NODE_IP}:{self.pod_port}"
 
 
 def java() -> str:
@@ -58,7 +65,7 @@ def start(state: Path, *, partitions: int = 6) -> KafkaInfo:
         shutil.rmtree(home)
     (home / "data").mkdir(parents=True)
     log = state / "logs" / "kafka.log"
-    port, controller_port = free_port(), free_port()
+    port, controller_port, pod_port = free_port(), free_port(), free_port()
     config = home / "server.properties"
     config.write_text(
         "\n".join(
@@ -66,11 +73,12 @@ def start(state: Path, *, partitions: int = 6) -> KafkaInfo:
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},POD://127.0.0.1:{pod_port},"
+                f"CONTROLLER://127.0.0.1:{controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},POD://{network.NODE_IP}:{pod_port}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,POD:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 f"log.dirs={home / 'data'}",
                 f"num.partitions={partitions}",
                 "offsets.topic.replication.factor=1",
@@ -115,6 +123,7 @@ def start(state: Path, *, partitions: int = 6) -> KafkaInfo:
         controller_port=controller_port,
         bootstrap_servers=f"127.0.0.1:{port}",
         config=str(config),
+        pod_port=pod_port,
     )
 
 

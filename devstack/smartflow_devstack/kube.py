@@ -1,10 +1,11 @@
-"""A Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC on) and a
-kube-controller-manager that runs only the garbage-collector and namespace controllers.
+"""A Kubernetes control plane on loopback: etcd, kube-apiserver (Node + RBAC authorization),
+kube-controller-manager with all its default controllers, and kube-scheduler.
 
-There is no kubelet, scheduler or deployment controller: Deployments are stored and
-validated but get no pods (the dev-only local runner plays that part). Identities:
-an admin token in ``system:masters``, a static non-admin user, and ServiceAccount tokens
-minted through the TokenRequest API for least-privilege tests.
+Pods run on the stack's one real node (``node/``), which reaches the apiserver at
+``network.NODE_IP`` (the apiserver's advertise address, so the in-cluster ``kubernetes``
+Service points there too). Identities: an admin token in ``system:masters``, a static non-admin
+user, the node's and kube-proxy's tokens, and ServiceAccount tokens minted through the
+TokenRequest API for least-privilege tests.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StackError
+from .node import network
 from .process import free_port, run, spawn, tcp_open, wait_until
 from .versions import etcd_bin, kube_bin
 
 ADMIN_TOKEN = "smartflow-admin-token"
 DEVELOPER_TOKEN = "smartflow-developer-token"
 DEVELOPER_USER = "developer"
+NODE_TOKEN = "smartflow-node-token"
+PROXY_TOKEN = "smartflow-kube-proxy-token"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,15 @@ class KubeInfo:
     kubeconfig: str
     ca_file: str
     etcd_port: int
+    scheduler_pid: int = 0
+
+    def pids(self) -> list[int]:
+        """Control-plane processes, in the order they should be stopped."""
+        return [
+            p
+            for p in (self.scheduler_pid, self.controller_manager_pid, self.apiserver_pid, self.etcd_pid)
+            if p
+        ]
 
 
 def _openssl(*args: str) -> None:
@@ -59,6 +72,7 @@ def _make_certs(pki: Path) -> None:
     )
     (pki / "san.cnf").write_text(
         "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
+        f"IP:{network.NODE_IP},IP:{network.KUBERNETES_SERVICE_IP},"
         "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
     )
@@ -93,6 +107,42 @@ def _make_certs(pki: Path) -> None:
         "-out",
         str(pki / "apiserver.crt"),
     )
+    # kube-apiserver's client certificate towards the kubelet (logs, exec); system:masters so the
+    # kubelet's webhook authorization allows it.
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "-keyout",
+        str(pki / "kubelet-client.key"),
+        "-out",
+        str(pki / "kubelet-client.csr"),
+    )
+    (pki / "client.cnf").write_text(
+        "[ext]\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(pki / "kubelet-client.csr"),
+        "-CA",
+        str(pki / "ca.crt"),
+        "-CAkey",
+        str(pki / "ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        str(pki / "client.cnf"),
+        "-extensions",
+        "ext",
+        "-out",
+        str(pki / "kubelet-client.crt"),
+    )
     _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
 
@@ -112,7 +162,12 @@ def write_kubeconfig(path: Path, *, server: str, ca_file: str, token: str, user:
 
 
 def start(state: Path) -> KubeInfo:
-    for binary in (etcd_bin(), kube_bin("kube-apiserver"), kube_bin("kube-controller-manager")):
+    for binary in (
+        etcd_bin(),
+        kube_bin("kube-apiserver"),
+        kube_bin("kube-controller-manager"),
+        kube_bin("kube-scheduler"),
+    ):
         if not binary.exists():
             raise StackError(f"{binary} is missing; run `make deps` to build the control plane")
     home = state / "kube"
@@ -144,6 +199,8 @@ def start(state: Path) -> KubeInfo:
     tokens = home / "tokens.csv"
     tokens.write_text(
         f'{ADMIN_TOKEN},admin,admin-uid,"system:masters"\n{DEVELOPER_TOKEN},{DEVELOPER_USER},developer-uid\n'
+        f'{NODE_TOKEN},system:node:{network.NODE_NAME},node-uid,"system:nodes"\n'
+        f"{PROXY_TOKEN},system:kube-proxy,kube-proxy-uid\n"
     )
     port = free_port()
     server = f"https://127.0.0.1:{port}"
@@ -153,18 +210,23 @@ def start(state: Path) -> KubeInfo:
             str(kube_bin("kube-apiserver")),
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            # The address pods (and the node) reach this apiserver at, through the node's forwarder.
+            f"--advertise-address={network.NODE_IP}",
             f"--secure-port={port}",
             f"--cert-dir={home / 'certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
-            "--service-cluster-ip-range=10.96.0.0/16",
+            f"--service-cluster-ip-range={network.SERVICE_CIDR}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
             f"--token-auth-file={tokens}",
-            "--endpoint-reconciler-type=none",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=false",
             "--v=1",
         ],
@@ -184,7 +246,13 @@ def start(state: Path) -> KubeInfo:
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
-            "--controllers=garbagecollector,namespace",
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={pki / 'ca.crt'}",
+            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--flex-volume-plugin-dir={home / 'flex-volume'}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
@@ -203,7 +271,22 @@ def start(state: Path) -> KubeInfo:
         pid=kcm_pid,
         log=kcm_log,
     )
+    scheduler_log = logs / "kube-scheduler.log"
+    scheduler_pid = spawn(
+        [
+            str(kube_bin("kube-scheduler")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            "--v=1",
+        ],
+        log=scheduler_log,
+    )
     return KubeInfo(
+        scheduler_pid=scheduler_pid,
         etcd_pid=etcd_pid,
         apiserver_pid=apiserver_pid,
         controller_manager_pid=kcm_pid,

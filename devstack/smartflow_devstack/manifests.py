@@ -19,6 +19,7 @@ def split_runtime(
     group: str,
     relay: dict[str, Any] | None = None,
     consumer: dict[str, Any] | None = None,
+    image: str = "ghcr.io/smartflow/runtime:0.1.0",
 ) -> dict[str, Any]:
     """A split-mode runtime (api, relay, consumer, memory-worker) with the DSN from Secret ``db``;
     ``relay``/``consumer`` are their ``autoscaling`` blocks (default: disabled)."""
@@ -31,7 +32,7 @@ def split_runtime(
         "kind": "SmartflowRuntime",
         "metadata": {"name": name},
         "spec": {
-            "image": "ghcr.io/smartflow/runtime:0.1.0",
+            "image": image,
             "mode": "split",
             "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
             "kafka": {"bootstrapServers": bootstrap_servers, "topic": topic, "consumerGroup": group},

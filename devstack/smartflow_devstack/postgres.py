@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StackError
+from .node import network
 from .process import free_port, run, spawn, tcp_open, wait_until
 from .versions import POSTGRES_MAJOR, postgres_bindir
 
@@ -26,6 +27,10 @@ class PostgresInfo:
     pid: int
     port: int
     dsn: str
+
+    def pod_dsn(self, database: str = DATABASE) -> str:
+        """The DSN for clients in pods: the node's forwarder to this server's loopback port."""
+        return dsn_for(self.port, database, host=network.NODE_IP)
 
 
 def ensure_installed() -> None:
@@ -110,8 +115,8 @@ def start(state: Path) -> PostgresInfo:
     return PostgresInfo(pid=pid, port=port, dsn=dsn_for(port))
 
 
-def dsn_for(port: int, database: str = DATABASE) -> str:
-    return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/{database}"
+def dsn_for(port: int, database: str = DATABASE, *, host: str = "127.0.0.1") -> str:
+    return f"postgresql://{USER}:{PASSWORD}@{host}:{port}/{database}"
 
 
 def _ready(bindir: Path, port: int) -> bool:

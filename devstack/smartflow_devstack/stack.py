@@ -1,7 +1,8 @@
 """The whole local stack as one unit: start, reuse, describe (``.local/env``) and stop.
 
-``make up`` starts every server detached and records them in ``<state>/stack.json``; the
-pytest fixtures reuse such a stack when it is alive, or start their own servers one by one.
+``make up`` starts every server detached (PostgreSQL, Kafka, the control plane and the real
+node with the project's images imported) and records them in ``<state>/stack.json``; the pytest
+fixtures reuse such a stack when it is alive, or start their own servers one by one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import kafka, kube, postgres
+from .node import start as node
 from .process import alive, stop
 from .versions import REPO_ROOT, helm_bin, kube_bin
 
@@ -25,11 +27,15 @@ class Stack:
     postgres: postgres.PostgresInfo | None = None
     kafka: kafka.KafkaInfo | None = None
     kube: kube.KubeInfo | None = None
+    node: node.NodeInfo | None = None
 
     def pids(self) -> list[int]:
+        """Every server process, in the order they are stopped."""
         pids: list[int] = []
+        if self.node is not None:
+            pids += self.node.daemon_pids()
         if self.kube is not None:
-            pids += [self.kube.controller_manager_pid, self.kube.apiserver_pid, self.kube.etcd_pid]
+            pids += self.kube.pids()
         if self.kafka is not None:
             pids.append(self.kafka.pid)
         if self.postgres is not None:
@@ -44,6 +50,10 @@ class Stack:
             values["SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS"] = self.kafka.bootstrap_servers
         if self.kube is not None:
             values["KUBECONFIG"] = self.kube.kubeconfig
+        if self.node is not None and self.postgres is not None and self.kafka is not None:
+            # What a SmartflowRuntime's pods use to reach the same servers (through the node).
+            values["SMARTFLOW_POD_DATABASE_DSN"] = self.postgres.pod_dsn()
+            values["SMARTFLOW_POD_KAFKA_BOOTSTRAP_SERVERS"] = self.kafka.pod_bootstrap_servers
         return values
 
 
@@ -63,19 +73,24 @@ def save(stack: Stack, env_file: Path = ENV_FILE) -> None:
     env_file.write_text("# written by `make up`; source it: . .local/env\n" + "\n".join(lines) + "\n")
 
 
-def load(state: Path = DEFAULT_STATE) -> Stack | None:
-    """The recorded stack if every one of its servers is still running, else None."""
+def _read(state: Path) -> Stack | None:
     path = state / "stack.json"
     if not path.exists():
         return None
     raw = json.loads(path.read_text())
-    stack = Stack(
+    return Stack(
         state=raw["state"],
         postgres=postgres.PostgresInfo(**raw["postgres"]) if raw.get("postgres") else None,
         kafka=kafka.KafkaInfo(**raw["kafka"]) if raw.get("kafka") else None,
         kube=kube.KubeInfo(**raw["kube"]) if raw.get("kube") else None,
+        node=node.NodeInfo(**raw["node"]) if raw.get("node") else None,
     )
-    if not stack.pids() or not all(alive(pid) for pid in stack.pids()):
+
+
+def load(state: Path = DEFAULT_STATE) -> Stack | None:
+    """The recorded stack if every one of its servers is still running, else None."""
+    stack = _read(state)
+    if stack is None or not stack.pids() or not all(alive(pid) for pid in stack.pids()):
         return None
     return stack
 
@@ -93,28 +108,39 @@ def up(state: Path = DEFAULT_STATE) -> Stack:
         started = Stack(
             state=str(state), postgres=started.postgres, kafka=started.kafka, kube=kube.start(state)
         )
+        assert started.postgres is not None and started.kafka is not None and started.kube is not None
+        started = Stack(
+            state=str(state),
+            postgres=started.postgres,
+            kafka=started.kafka,
+            kube=started.kube,
+            node=node.start(
+                state,
+                control_plane=started.kube,
+                forward_ports=[started.postgres.port, started.kafka.pod_port],
+            ),
+        )
+        assert started.node is not None
+        node.ensure_images(started.node)
     except BaseException:
-        for pid in started.pids():
-            stop(pid)
+        _stop(started)
         raise
     save(started)
     return started
 
 
-def down(state: Path = DEFAULT_STATE) -> None:
-    path = state / "stack.json"
-    if not path.exists():
-        return
-    raw = json.loads(path.read_text())
-    pids = []
-    if raw.get("kube"):
-        pids += [raw["kube"]["controller_manager_pid"], raw["kube"]["apiserver_pid"], raw["kube"]["etcd_pid"]]
-    if raw.get("kafka"):
-        pids.append(raw["kafka"]["pid"])
-    if raw.get("postgres"):
-        pids.append(raw["postgres"]["pid"])
-    for pid in pids:
+def _stop(stack: Stack) -> None:
+    if stack.node is not None:
+        node.stop_node(stack.node)
+    for pid in stack.pids()[len(stack.node.daemon_pids()) if stack.node else 0 :]:
         stop(pid)
-    path.unlink()
+
+
+def down(state: Path = DEFAULT_STATE) -> None:
+    recorded = _read(state)
+    if recorded is None:
+        return
+    _stop(recorded)
+    (state / "stack.json").unlink()
     if ENV_FILE.exists():
         ENV_FILE.unlink()

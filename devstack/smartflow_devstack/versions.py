@@ -10,6 +10,8 @@ ETCD_VERSION = "3.6.16"
 HELM_VERSION = "3.22.0"
 KAFKA_VERSION = "4.1.1"
 POSTGRES_MAJOR = "15"
+# Cache key of the locally made base and pause images (devstack/build/build-base-images.sh).
+BASE_IMAGES_VERSION = "1"
 # Prometheus server + promtool (module version of github.com/prometheus/prometheus) and the
 # prometheus-operator release whose published CRDs check the chart's monitoring objects.
 PROMETHEUS_VERSION = "0.316.0"

@@ -12,11 +12,13 @@ from .scenario import DemoSettings, run_demo
 def add_parser(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
-        help="the whole product on this machine: operator, runner, burst, scale up, drain, scale down",
+        help="the whole product on this machine: real node, operator pod, burst, scale up/down",
         description=(
-            "Starts (or reuses) the local stack, installs the CRD, runs the operator and the local runner, "
-            "applies examples/runtime-split.yaml, sends a burst of chat messages to the api role and shows "
-            "the relay and consumer scaling from outbox lag until the lag is drained and they scale down."
+            "Starts (or reuses) the local stack and its real node, builds and imports the images, "
+            "installs the CRD and the operator (Helm chart, from its image), applies "
+            "examples/runtime-split.yaml in a namespace enforcing restricted, sends a burst of chat "
+            "messages through the api Service and shows the relay and consumer pods scaling from outbox "
+            "lag until the lag is drained and they scale down."
         ),
     )
     defaults = DemoSettings()
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         and summary.relay_peak > summary.relay_start
         and summary.consumer_peak > summary.consumer_start
         and summary.scale_down_seconds is not None
-        and not summary.processes_left
+        and not summary.pods_left
     )
     if not ok:
         print("demo: the loop did not complete as expected (see the summary above)", file=sys.stderr)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 ROLES = ("api", "relay", "consumer", "memory-worker")
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What the demo saw at one instant (seconds since the burst started)."""
+    """What the demo saw at one instant (seconds since the burst started): desired replicas from the
+    role Deployments, ready from the role *pods* (what ``kubectl get pods`` shows)."""
 
     at: float
     desired: Mapping[str, int]
@@ -20,6 +20,10 @@ class Observation:
     consumer_lag: int | None
     unfinished_events: int
     sent: int
+    # The relay probe stops counting at targetPerReplica x maxReplicas (more cannot change the
+    # decision); a reading at that cap is shown as "800+", next to the true count of due rows.
+    relay_backlog_cap: int | None = None
+    due_rows: int | None = None
 
 
 @dataclass
@@ -39,28 +43,17 @@ class Timeline:
         return self.observations[-1].desired.get(role, 0) if self.observations else 0
 
 
-def role_replicas(
-    deployments: Sequence[Mapping[str, Any]], instance: str
-) -> tuple[dict[str, int], dict[str, int]]:
-    """(desired, ready) replicas per role from the runtime's Deployments."""
-    desired: dict[str, int] = {}
-    ready: dict[str, int] = {}
-    for deployment in deployments:
-        labels = deployment.get("metadata", {}).get("labels", {})
-        if labels.get("app.kubernetes.io/instance") != instance:
-            continue
-        role = labels.get("app.kubernetes.io/component", "?")
-        desired[role] = int(deployment.get("spec", {}).get("replicas") or 0)
-        ready[role] = int((deployment.get("status") or {}).get("readyReplicas") or 0)
-    return desired, ready
-
-
 def format_line(observation: Observation) -> str:
     cells = []
     for role in ROLES:
         short = "memory" if role == "memory-worker" else role
         cells.append(f"{short} {observation.ready.get(role, 0)}/{observation.desired.get(role, 0)}")
     backlog = "?" if observation.relay_backlog is None else str(observation.relay_backlog)
+    cap = observation.relay_backlog_cap
+    if observation.relay_backlog is not None and cap is not None and observation.relay_backlog >= cap:
+        backlog = f"{cap}+"
+    if observation.due_rows is not None:
+        backlog += f" (due {observation.due_rows})"
     lag = "?" if observation.consumer_lag is None else str(observation.consumer_lag)
     return (
         f"t={observation.at:6.1f}s  "
@@ -78,6 +71,7 @@ class DemoSummary:
     events_dead: int
     chat_messages_stored: int
     memory_jobs: int
+    token_adjustments: int
     relay_start: int
     relay_peak: int
     relay_end: int
@@ -87,7 +81,7 @@ class DemoSummary:
     burst_seconds: float
     drain_seconds: float | None
     scale_down_seconds: float | None
-    processes_left: list[int]
+    pods_left: list[str]
 
     @property
     def exactly_once(self) -> bool:
@@ -96,6 +90,8 @@ class DemoSummary:
             and self.events_dead == 0
             and self.chat_messages_stored == self.messages_sent
             and self.memory_jobs == self.messages_sent
+            # Token adjustments add up per event: a second effect of any event would show here.
+            and self.token_adjustments == self.messages_sent
         )
 
     def render(self) -> str:
@@ -113,6 +109,7 @@ class DemoSummary:
                 f"  events consumed / dead         {self.events_consumed} / {self.events_dead}",
                 f"  chat messages stored           {self.chat_messages_stored}",
                 f"  memory jobs enqueued           {self.memory_jobs}",
+                f"  token usage adjustments        {self.token_adjustments}",
                 f"  relay replicas                 {self.relay_start} -> peak {self.relay_peak}"
                 f" -> {self.relay_end}",
                 f"  consumer replicas              {self.consumer_start} -> peak {self.consumer_peak}"
@@ -120,6 +117,6 @@ class DemoSummary:
                 f"  time to drain (from burst)     {drain}",
                 f"  time to scale down (from burst) {down}",
                 f"  every event exactly one effect {'yes' if self.exactly_once else 'NO'}",
-                f"  runtime processes left behind  {len(self.processes_left)}",
+                f"  pods left after deleting it    {len(self.pods_left)}",
             ]
         )
