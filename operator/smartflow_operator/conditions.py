@@ -3,12 +3,13 @@
 ``lastTransitionTime`` changes only when a condition's status does; a new reason or message
 with the same status keeps the old time (the Kubernetes API conventions). Pure.
 
-Two writers share ``status.conditions``: the reconciler owns ``Ready``, ``Progressing`` and
-``Degraded``; the autoscaler owns ``RelayAutoscaling`` and ``ConsumerAutoscaling``. A JSON merge
-patch replaces the whole list, so each writer builds it with :func:`merge_by_type` from the list
-it read (its own types replaced, every other type kept as read) and sends it with that read's
-``resourceVersion`` as a precondition (:mod:`.status_writer`): a concurrent write of the other
-writer makes the patch fail with 409, and it is rebuilt from the fresh list.
+Two writers share ``status.conditions``: the reconciler owns ``Ready``, ``Progressing``,
+``Degraded`` and ``SchemaReady``; the autoscaler owns ``RelayAutoscaling`` and
+``ConsumerAutoscaling``. A JSON merge patch replaces the whole list, so each writer builds it
+with :func:`merge_by_type` from the list it read (its own types replaced, every other type kept
+as read) and sends it with that read's ``resourceVersion`` as a precondition
+(:mod:`.status_writer`): a concurrent write of the other writer makes the patch fail with 409,
+and it is rebuilt from the fresh list.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from .status import Condition, ConditionStatus
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
+SCHEMA_READY = "SchemaReady"
+CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, SCHEMA_READY)
 
 # Ready
 ALL_ROLES_READY = "AllRolesReady"
 ROLES_NOT_READY = "RolesNotReady"
+SCHEMA_NOT_READY = "SchemaNotReady"  # Ready requires SchemaReady
 # Progressing
 ROLLING_OUT = "RollingOut"
 ROLLOUT_COMPLETE = "RolloutComplete"
@@ -35,6 +38,11 @@ RECONCILE_BLOCKED = "ReconcileBlocked"
 AS_EXPECTED = "AsExpected"
 INVALID_SPEC = "InvalidSpec"
 CHILD_REJECTED = "ChildRejected"
+MIGRATION_FAILED = "MigrationFailed"  # also SchemaReady's reason
+# SchemaReady (True: the roles may run spec.image; False: the migration Job has not succeeded yet)
+MIGRATED = "Migrated"
+MIGRATIONS_DISABLED = "MigrationsDisabled"
+MIGRATING = "Migrating"  # also Progressing's reason while the roles wait for the migration
 # (SecretNotFound, SecretKeyNotFound, ConfigMapNotFound, ConfigMapKeyNotFound: see config_refs.py)
 
 

@@ -55,8 +55,9 @@ def _env_refs(env: list[EnvVar] | None, field: str) -> list[ConfigRef]:
     return refs
 
 
-def referenced_config(spec: SmartflowRuntimeSpec, role: Role) -> list[ConfigRef]:
-    """Every Secret/ConfigMap (key) the pods of ``role`` read, in spec order."""
+def referenced_config(spec: SmartflowRuntimeSpec, role: Role | None) -> list[ConfigRef]:
+    """Every Secret/ConfigMap (key) the pods of ``role`` read, in spec order (``role`` None: what
+    every role reads, i.e. what the migration Job reads)."""
     dsn = spec.database.dsn_secret_ref
     refs = [ConfigRef("Secret", dsn.name, dsn.key, False, "spec.database.dsnSecretRef")]
     refs += _env_refs(spec.env, "spec.env")
@@ -68,7 +69,8 @@ def referenced_config(spec: SmartflowRuntimeSpec, role: Role) -> list[ConfigRef]
         if source.config_map_ref is not None:
             ref = source.config_map_ref
             refs.append(ConfigRef("ConfigMap", ref.name, None, ref.optional, f"{where}.configMapRef"))
-    refs += _env_refs(spec.roles.for_role(role).env, f"spec.roles.{role.spec_key}.env")
+    if role is not None:
+        refs += _env_refs(spec.roles.for_role(role).env, f"spec.roles.{role.spec_key}.env")
     return refs
 
 

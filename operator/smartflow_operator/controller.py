@@ -24,6 +24,7 @@ import kopf
 from .errors import ConfigurationError, KubeError, OperatorError
 from .kube import KubeClient
 from .metrics import OperatorMetrics
+from .migration import SchemaVersionReader
 from .reconcile import ReconcileResult, reconcile
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -52,9 +53,16 @@ class _Gate:
 
 
 class Controller:
-    def __init__(self, *, kube: KubeClient, metrics: OperatorMetrics) -> None:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        metrics: OperatorMetrics,
+        schema_versions: SchemaVersionReader | None = None,
+    ) -> None:
         self.kube = kube
         self.metrics = metrics
+        self.schema_versions = schema_versions  # the lag probes: status.schema.version
         self._gates: defaultdict[tuple[str, str], _Gate] = defaultdict(_Gate)
 
     async def reconcile(self, namespace: str, name: str, *, logger: Logger, retry: int = 0) -> None:
@@ -112,7 +120,9 @@ class Controller:
     async def _measured(self, namespace: str, name: str, logger: Logger) -> ReconcileResult:
         started = time.monotonic()
         try:
-            result = await reconcile(namespace, name, kube=self.kube, logger=logger)
+            result = await reconcile(
+                namespace, name, kube=self.kube, logger=logger, schema_versions=self.schema_versions
+            )
         except ConfigurationError as error:
             self.metrics.reconciles.labels(result="degraded").inc()
             self.metrics.errors.labels(reason=error.reason).inc()

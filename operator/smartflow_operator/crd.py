@@ -62,6 +62,19 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     _role_column("Memory", "memoryWorker"),
     _role_column("All", "all"),
     {
+        "name": "Schema",
+        "type": "string",
+        "description": "SchemaReady's reason: Migrated, Migrating, MigrationFailed or MigrationsDisabled.",
+        "jsonPath": '.status.conditions[?(@.type=="SchemaReady")].reason',
+    },
+    {
+        "name": "Schema-Version",
+        "type": "integer",
+        "description": "The database's schema version as the operator last read it.",
+        "jsonPath": ".status.schema.version",
+        "priority": 1,
+    },
+    {
         "name": "Relay-Lag",
         "type": "integer",
         "description": "Due outbox rows not yet published (last reading).",

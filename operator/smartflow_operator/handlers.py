@@ -100,3 +100,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
         if LABEL_INSTANCE in labels:
             controller: Controller = memo.controller
             await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger)
+
+    @kopf.on.event(
+        "batch",
+        "v1",
+        "jobs",
+        labels={LABEL_MANAGED_BY: OPERATOR_NAME, LABEL_NAME: APP_NAME},
+        registry=registry,
+    )
+    async def migration_changed(
+        *, namespace: str | None, labels: Mapping[str, str], memo: Any, logger: Logger, **_: Any
+    ) -> None:
+        # A migration Job finished (or went): the roles may roll now, or the failure is reported.
+        if LABEL_INSTANCE in labels:
+            controller: Controller = memo.controller
+            await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger)

@@ -62,9 +62,11 @@ DISRUPTION_BUDGETS = ResourceKind("policy/v1", "poddisruptionbudgets", "PodDisru
 SECRETS = ResourceKind("v1", "secrets", "Secret")
 CONFIG_MAPS = ResourceKind("v1", "configmaps", "ConfigMap")
 EVENTS = ResourceKind("v1", "events", "Event")
+JOBS = ResourceKind("batch/v1", "jobs", "Job")
+PODS = ResourceKind("v1", "pods", "Pod")
 
-CHILD_KINDS = (DEPLOYMENTS, SERVICES, DISRUPTION_BUDGETS)
-_BY_KIND = {kind.kind: kind for kind in (RUNTIMES, *CHILD_KINDS, SECRETS, CONFIG_MAPS, EVENTS)}
+CHILD_KINDS = (DEPLOYMENTS, SERVICES, DISRUPTION_BUDGETS)  # pruned by label; Jobs are not (see migration)
+_BY_KIND = {kind.kind: kind for kind in (RUNTIMES, *CHILD_KINDS, SECRETS, CONFIG_MAPS, EVENTS, JOBS, PODS)}
 
 
 def kind_of(manifest: Mapping[str, Any]) -> ResourceKind:
@@ -126,8 +128,9 @@ class KubeClient:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
-    ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+        text: bool = False,
+    ) -> Any:
+        headers = {"Accept": "text/plain" if text else "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         self.calls[method] += 1
@@ -149,13 +152,19 @@ class KubeClient:
         for warning in response.headers.getlist("Warning"):
             self.warnings.append(warning)
             logger.warning("apiserver warning on %s %s: %s", method, path, warning)
-        payload: dict[str, Any] = json.loads(raw) if raw else {}
+        if text and response.status < 400:
+            return raw.decode(errors="replace") if raw else ""
+        try:
+            payload: dict[str, Any] = json.loads(raw) if raw else {}
+        except ValueError:  # e.g. a plain-text error from the kubelet behind pods/log
+            payload = {"message": raw.decode(errors="replace")[:500]}
         if response.status >= 400:
             raise _error_for(response.status, method, path, payload)
         return payload
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        return await asyncio.to_thread(self._request_sync, method, path, **kwargs)
+        payload: dict[str, Any] = await asyncio.to_thread(self._request_sync, method, path, **kwargs)
+        return payload
 
     # -- operations --------------------------------------------------------------------------
 
@@ -216,6 +225,24 @@ class KubeClient:
                 ],
                 body=dict(manifest),
             )
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create (POST) an object that is never updated afterwards, e.g. a Job (its template is
+        immutable). Raises ``Conflict`` when it exists already."""
+        kind = kind_of(manifest)
+        return await self._request(
+            "POST",
+            kind.collection(manifest["metadata"]["namespace"]),
+            query=[("fieldManager", self.field_manager), ("fieldValidation", "Strict")],
+            body=dict(manifest),
+        )
+
+    async def read_log(self, namespace: str, pod: str, *, container: str, tail_lines: int) -> str:
+        """The last ``tail_lines`` of a container's log (``pods/log``)."""
+        path = PODS.item(namespace, pod) + "/log"
+        query = [("container", container), ("tailLines", str(tail_lines))]
+        log: str = await asyncio.to_thread(self._request_sync, "GET", path, query=query, text=True)
+        return log
 
     async def delete(self, kind: ResourceKind, namespace: str, name: str, *, uid: str | None = None) -> bool:
         """Delete (background propagation); with ``uid``, only that incarnation. False if already gone."""

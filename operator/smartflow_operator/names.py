@@ -30,8 +30,12 @@ APP_NAME = "smartflow"
 ANNOTATION_APPLIED_HASH = f"{GROUP}/applied-hash"
 # The hash of the referenced Secrets/ConfigMaps' data, on the pod template: a change rolls the pods.
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+# The migration inputs hash a migration Job stands for (also the end of its name).
+ANNOTATION_MIGRATION_HASH = f"{GROUP}/migration-hash"
 
 CONTAINER_NAME = "runtime"
+MIGRATION_CONTAINER_NAME = "migrate"
+MIGRATION_COMPONENT = "migration"  # app.kubernetes.io/component of the migration Job and its pod
 ADMIN_PORT = 9090
 HTTP_PORT = 8080
 ADMIN_PORT_NAME = "admin"

@@ -50,6 +50,15 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("list", "create", "patch", "delete"),
         "a disruption budget per role: listed by label, server-side applied, pruned",
     ),
+    Permission(
+        "batch",
+        "jobs",
+        ("get", "list", "watch", "create"),
+        "the schema migration Job: read by name, watched for completion, created once per spec "
+        "(never updated or deleted: finished Jobs go by their TTL or with the runtime)",
+    ),
+    Permission("", "pods", ("list",), "find the pod of a failed migration Job (by its Job's uid)"),
+    Permission("", "pods/log", ("get",), "quote the failed migration pod's last log lines"),
     Permission("", "secrets", ("get",), "check and hash the referenced Secrets (DSN, env)"),
     Permission("", "configmaps", ("get",), "check and hash the referenced ConfigMaps (env)"),
     Permission("", "events", ("create",), "Events about applied changes and problems (always created)"),

@@ -1,9 +1,10 @@
 """The one reconcile of a SmartflowRuntime: level-based and idempotent, called alike on create,
 update, resume, periodic resync and when a child Deployment changes.
 
-One pass: read the runtime -> fetch the Secrets/ConfigMaps it references (hash them) -> build the
-desired children (pure builders) -> apply only what differs from the live objects -> delete our
-children the spec no longer asks for -> report status and Events. A pass over an unchanged
+One pass: read the runtime -> fetch the Secrets/ConfigMaps it references (hash them) -> the schema
+gate (``migration``: the migration Job for this spec must have succeeded, else nothing below runs)
+-> build the desired children (pure builders) -> apply only what differs from the live objects ->
+delete our children the spec no longer asks for -> report status and Events. A pass over an unchanged
 runtime makes no write call at all. The status is written through ``status_writer`` (merge patch
 under the read's resourceVersion, rebuilt on conflict), so a concurrent autoscaler report is never
 undone.
@@ -37,9 +38,11 @@ from .drift import contains
 from .errors import ConfigurationError, Invalid
 from .events import build_event
 from .kube import CHILD_KINDS, CONFIG_MAPS, DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient, kind_of
+from .migration import SchemaVersionReader, gate_schema
 from .names import ANNOTATION_APPLIED_HASH, KIND
 from .resource import SmartflowRuntime
 from .runtime_status import Problem, compute_status, status_patch
+from .schema_gate import SchemaGate
 from .status import SmartflowRuntimeStatus
 from .status_writer import write_status
 
@@ -72,8 +75,12 @@ async def reconcile(
     kube: KubeClient,
     clock: Clock = utc_now,
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    schema_versions: SchemaVersionReader | None = None,
 ) -> ReconcileResult:
-    """Bring the children and status of runtime ``namespace/name`` in line with its spec."""
+    """Bring the children and status of runtime ``namespace/name`` in line with its spec.
+
+    ``schema_versions`` reads the database's schema version for ``status.schema`` (the operator's
+    lag probes); without it the version is not reported."""
     log = logger or logging.getLogger(__name__)
     body = await kube.get(RUNTIMES, namespace, name)
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
@@ -83,13 +90,21 @@ async def reconcile(
     now = _timestamp(clock())
     result = ReconcileResult()
     runtime: SmartflowRuntime | None = None
+    schema: SchemaGate | None = None
     try:
         runtime = _parse(body)
         fetched = await _fetch_config(runtime, kube)
-        children = _desired(runtime, fetched)
+        step = await gate_schema(runtime, fetched, kube=kube, versions=schema_versions, logger=log)
+        schema = step.gate
+        if step.created:
+            result.applied.append(f"Job/{step.job.name} (created)")
+        if schema.problem is not None:
+            raise ConfigurationError(schema.problem.reason, schema.problem.message)
         live = await _live_children_of(namespace, name, kube)
-        await _apply_changed(children, live, kube, result)
-        await _prune(runtime, children, live, kube, result)
+        if schema.open:  # else the roles wait for the migration, as they are
+            children = _desired(runtime, fetched)
+            await _apply_changed(children, live, kube, result)
+            await _prune(runtime, children, live, kube, result)
     except ConfigurationError as error:
         result.problem = Problem(error.reason, error.message)
         # Said once per new problem (like its Event); retries of the same problem stay at debug.
@@ -114,6 +129,7 @@ async def reconcile(
             previous=_previous_status(current),
             problem=result.problem,
             now=now,
+            schema=schema,
         )
 
     def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,6 +138,8 @@ async def reconcile(
 
     result.status_written = await write_status(kube, RUNTIMES, body=body, patch_for=patch_for) is not None
     await _emit_events(body, previous, desired_status_for(body), result, kube, now)
+    if schema is not None and schema.event is not None:
+        await kube.create_event(namespace, build_event(body, *schema.event, now))
     if result.problem is not None:
         raise ConfigurationError(result.problem.reason, result.problem.message)
     if result.changed:

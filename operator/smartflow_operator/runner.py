@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 
 from .autoscaling.loop import Autoscaler
 from .autoscaling.metrics import AutoscalingMetrics
+from .autoscaling.probes import Probes
 from .config_watch import ConfigWatcher
 from .controller import Controller
 from .handlers import register
@@ -54,8 +55,13 @@ async def serve(
         on_change=lambda namespace, name: controller.resync(namespace, name, logger=_config_log),
         interval_seconds=config.config_check_seconds,
     )
+    probes = Probes()
+    if controller.schema_versions is None:
+        # status.schema.version is read through the lag probes' pools (one per DSN, shared).
+        controller.schema_versions = probes
     autoscaler = Autoscaler(
         kube=controller.kube,
+        probes=probes,
         # A new decision is applied by the same serialized reconcile pass as any spec change.
         apply_replicas=lambda namespace, name: controller.resync(namespace, name, logger=_autoscaling_log),
         metrics=AutoscalingMetrics(controller.metrics.registry),

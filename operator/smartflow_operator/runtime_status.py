@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import conditions as c
 from .names import CONTAINER_NAME, LABEL_COMPONENT, Role
 from .status import ConditionStatus, RoleStatus, SmartflowRuntimeStatus
+
+if TYPE_CHECKING:
+    from .schema_gate import SchemaGate
 
 TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
 
@@ -83,10 +86,13 @@ def compute_status(
     previous: SmartflowRuntimeStatus,
     problem: Problem | None,
     now: str,
+    schema: SchemaGate | None = None,
 ) -> dict[str, Any]:
     """The operator's part of ``status`` (camelCase), ready to compare with the live status.
 
     With a ``problem``, readiness is judged on the Deployments that exist (nothing was changed).
+    ``schema`` is this pass's migration gate (None when the pass stopped before it: the previous
+    ``SchemaReady`` and ``status.schema`` are kept); Ready requires SchemaReady.
     """
     live = deployments_by_role(deployments)
     expected = list(live) if problem is not None else list(expected_roles)
@@ -108,9 +114,15 @@ def compute_status(
             now=now,
         )
 
+    if schema is not None:
+        set_(c.SCHEMA_READY, TRUE if schema.ready else FALSE, schema.reason, schema.message)
+    schema_ready = c.find(conditions, c.SCHEMA_READY)
+
     not_ready = _describe(roles, missing)
     if not expected:
         set_(c.READY, FALSE, c.RECONCILE_BLOCKED, problem.message if problem else "no workloads")
+    elif schema_ready is not None and schema_ready.status is not TRUE:
+        set_(c.READY, FALSE, c.SCHEMA_NOT_READY, schema_ready.message)
     elif not_ready:
         set_(c.READY, FALSE, c.ROLES_NOT_READY, not_ready)
     else:
@@ -119,6 +131,9 @@ def compute_status(
     if problem is not None:
         set_(c.PROGRESSING, FALSE, c.RECONCILE_BLOCKED, problem.message)
         set_(c.DEGRADED, TRUE, problem.reason, problem.message)
+    elif schema is not None and not schema.open:
+        set_(c.PROGRESSING, TRUE, c.MIGRATING, schema.message)
+        set_(c.DEGRADED, FALSE, c.AS_EXPECTED, "the spec is applied once the schema is migrated")
     else:
         rolling = [role.value for role in roles if not _rolled_out(live[role], roles[role])]
         if rolling or missing:
@@ -139,6 +154,8 @@ def compute_status(
     }
     if mode is not None:
         status["mode"] = mode
+    if schema is not None:
+        status["schema"] = dict(schema.status)
     return status
 
 
@@ -162,6 +179,10 @@ def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict
         )
         if current.get("conditions") != conditions:
             patch["conditions"] = conditions
+    if "schema" in desired and current.get("schema") != desired["schema"]:
+        # A merge patch merges objects: clear the keys the desired value no longer has.
+        gone = dict.fromkeys((current.get("schema") or {}).keys() - desired["schema"].keys())
+        patch["schema"] = {**gone, **desired["schema"]}
     current_roles: Mapping[str, Any] = current.get("roles") or {}
     desired_roles: Mapping[str, Any] = desired.get("roles") or {}
     roles_patch: dict[str, Any] = {}

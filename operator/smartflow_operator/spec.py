@@ -264,6 +264,48 @@ class KafkaSpec(CamelModel):
     )
 
 
+class MigrationsSpec(CamelModel):
+    """The schema migration the operator runs as a Job before the roles get a new image."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Run `smartflow-runtime migrate` (schema and Kafka topic) as a Job from spec.image "
+        "before any role Deployment is created or gets a new image, and roll the roles only after it "
+        "succeeded. false: never create the Job (migrate in your own pipeline); the operator then only "
+        "reports the schema version it reads from the database.",
+    )
+    outbox_shards: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Outbox shard count `migrate` creates a new database with (`--shards`); it caps useful "
+        "relay replicas. Fixed by the first migration: on an existing database it must equal the count "
+        "there, else the migration fails (re-sharding would break per-key order).",
+    )
+    backoff_limit: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a failed migration pod before the Job counts as failed (Job backoffLimit).",
+    )
+    active_deadline_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=86400,
+        description="Seconds the migration Job may run in all, retries included, before it is failed "
+        "(Job activeDeadlineSeconds).",
+    )
+    ttl_seconds_after_finished: int = Field(
+        default=86400,
+        ge=0,
+        le=2592000,
+        description="Seconds a finished migration Job (and its pod's log) is kept before Kubernetes "
+        "deletes it (Job ttlSecondsAfterFinished). The operator records a migration in "
+        "status.schema, so a deleted Job of a migrated spec is not run again; a failed one is run "
+        "again once deleted.",
+    )
+
+
 class SmartflowRuntimeSpec(CamelModel):
     """The desired Smartflow runtime: one image, run as one Deployment per role (or one for all)."""
 
@@ -292,6 +334,11 @@ class SmartflowRuntimeSpec(CamelModel):
     database: DatabaseSpec = Field(description="The PostgreSQL database holding the outbox.")
     kafka: KafkaSpec = Field(description="The Kafka cluster the outbox is relayed to.")
     roles: RolesSpec = Field(default_factory=RolesSpec, description="Per-role workload settings.")
+    migrations: MigrationsSpec = Field(
+        default_factory=MigrationsSpec,
+        description="The schema migration Job run before the roles roll (its pod uses the shared env, "
+        "envFrom and Secrets, and the resources and scheduling of the api role, or of `all` in mode all).",
+    )
 
     @field_validator("image")
     @classmethod
@@ -304,3 +351,7 @@ class SmartflowRuntimeSpec(CamelModel):
     def active_roles(self) -> tuple[Role, ...]:
         """The roles that get a Deployment in the current mode."""
         return (Role.ALL,) if self.mode is Mode.ALL else SPLIT_ROLES
+
+    def serving_role(self) -> Role:
+        """The role that serves the API in the current mode (api, or all in mode all)."""
+        return Role.ALL if self.mode is Mode.ALL else Role.API

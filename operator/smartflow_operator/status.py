@@ -33,7 +33,7 @@ class ConditionStatus(StrEnum):
 
 
 class Condition(_StatusModel):
-    type: str = Field(description="Ready, Progressing or Degraded.")
+    type: str = Field(description="Ready, Progressing, Degraded, SchemaReady or <Role>Autoscaling.")
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(description="A CamelCase word saying why the condition has its status.")
     message: str = Field(default="", description="What happened, for humans.")
@@ -80,6 +80,26 @@ class RolesStatus(_StatusModel):
         return statuses[role]
 
 
+class SchemaStatus(_StatusModel):
+    version: int | None = Field(
+        default=None,
+        description="The schema version the database reports (highest applied migration), as the "
+        "operator last read it; absent when it could not be read.",
+    )
+    job_name: str | None = Field(
+        default=None, description="The migration Job for the current spec (absent with migrations off)."
+    )
+    hash: str | None = Field(
+        default=None,
+        description="Hash of the image and migration inputs the current spec needs migrated.",
+    )
+    migrated_hash: str | None = Field(
+        default=None,
+        description="The inputs hash whose migration Job succeeded last; equal to hash when the roles may "
+        "run the current image. A Job of a migrated hash is not run again, even when it was deleted.",
+    )
+
+
 class SmartflowRuntimeStatus(_StatusModel):
     """What the operator observed when it last reconciled this runtime."""
 
@@ -91,4 +111,9 @@ class SmartflowRuntimeStatus(_StatusModel):
         default_factory=list, description="Ready, Progressing and Degraded, with reasons."
     )
     roles: RolesStatus = Field(default_factory=RolesStatus, description="Per-role workload status.")
+    schema_: SchemaStatus | None = Field(
+        default=None,
+        alias="schema",
+        description="The database schema: version, migration Job, and which inputs were migrated.",
+    )
     kopf: PreservedObject | None = Field(default=None, description="Bookkeeping of the kopf framework.")

@@ -30,6 +30,19 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "create", "patch", "delete"]
+# The schema migration Job: read by name, watched for completion, created once per spec
+# (never updated or deleted: finished Jobs go by their TTL or with the runtime).
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create"]
+# Find the pod of a failed migration Job (listed by the Job's uid label) ...
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# ... and quote its last log lines in the MigrationFailed condition and Event.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Read (never list) the Secrets a runtime names: validate and hash them, read the DSN for lag probes.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -52,8 +52,15 @@ SELECT
 """
 
 
+# The schema version as `smartflow-runtime migrate` records it (docs/contracts.md); 0 before any.
+SCHEMA_TABLE_SQL = "SELECT to_regclass('schema_migrations') IS NOT NULL"
+SCHEMA_VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+
+
 class RelayProbe:
-    """Due outbox rows, the oldest due row's age and the shard count, from one database."""
+    """Due outbox rows, the oldest due row's age and the shard count, from one database; also the
+    schema version (the reconciler reports it in ``status.schema``) through the same pool.
+    """
 
     def __init__(
         self, dsn: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, max_connections: int = 2
@@ -116,6 +123,18 @@ class RelayProbe:
             if row["oldest_due_age"] is None
             else max(float(row["oldest_due_age"]), 0.0),
         )
+
+    async def schema_version(self) -> int:
+        """The highest applied migration (``schema_migrations``), 0 on a database never migrated."""
+        await self.start()
+        try:
+            async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
+                if not await conn.fetchval(SCHEMA_TABLE_SQL):
+                    return 0
+                return int(await conn.fetchval(SCHEMA_VERSION_SQL))
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            message = f"schema version query failed: {type(error).__name__}: {error}"
+            raise DatabaseUnavailable(message) from error
 
 
 class ConsumerProbe:
@@ -235,6 +254,10 @@ class Probes:
         if bootstrap_servers not in self._consumers:
             self._consumers[bootstrap_servers] = ConsumerProbe(bootstrap_servers, timeout=self._timeout)
         return self._consumers[bootstrap_servers]
+
+    async def schema_version(self, dsn: str, *, user: str) -> int:
+        """The schema version of the database at ``dsn``, through that DSN's relay probe pool."""
+        return await self.relay(dsn, user=user).schema_version()
 
     async def release(self, user: str) -> None:
         """Forget ``user`` (a runtime); close the probes no runtime uses any more."""

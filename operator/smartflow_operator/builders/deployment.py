@@ -27,9 +27,10 @@ TMP_VOLUME = "tmp"
 TERMINATION_GRACE_SECONDS = 30
 
 
-def build_env(runtime: SmartflowRuntime, role: Role) -> list[dict[str, Any]]:
+def build_env(runtime: SmartflowRuntime, role: Role | None) -> list[dict[str, Any]]:
     """Operator-set variables, then spec.env, then the role's env; a later entry with the same name
-    replaces an earlier one in place (duplicates would make the apiserver warn)."""
+    replaces an earlier one in place (duplicates would make the apiserver warn). ``role`` None: the
+    environment every role shares (the migration Job's)."""
     spec = runtime.spec
     dsn = spec.database.dsn_secret_ref
     entries: list[dict[str, Any]] = [
@@ -42,7 +43,8 @@ def build_env(runtime: SmartflowRuntime, role: Role) -> list[dict[str, Any]]:
     if role in SERVING_ROLES:
         entries.append({"name": "SMARTFLOW_HTTP_PORT", "value": str(HTTP_PORT)})
     entries.append({"name": "SMARTFLOW_LOG_FORMAT", "value": "json"})
-    user_env: list[EnvVar] = [*(spec.env or []), *(spec.roles.for_role(role).env or [])]
+    role_env = spec.roles.for_role(role).env if role is not None else None
+    user_env: list[EnvVar] = [*(spec.env or []), *(role_env or [])]
     entries += [var.dump() for var in user_env]
     merged: dict[str, dict[str, Any]] = {}
     for entry in entries:
@@ -107,15 +109,37 @@ def build_container(runtime: SmartflowRuntime, role: Role) -> dict[str, Any]:
     return container
 
 
+def build_placement(runtime: SmartflowRuntime, role: Role) -> dict[str, Any]:
+    """The role's nodeSelector, tolerations and affinity (pod spec fields), as the spec sets them."""
+    workload = runtime.spec.roles.for_role(role)
+    placement: dict[str, Any] = {}
+    if workload.node_selector:
+        placement["nodeSelector"] = dict(workload.node_selector)
+    if workload.tolerations:
+        placement["tolerations"] = [toleration.dump() for toleration in workload.tolerations]
+    if workload.affinity:
+        placement["affinity"] = workload.affinity
+    return placement
+
+
+def build_pod_basics(runtime: SmartflowRuntime) -> dict[str, Any]:
+    """The pod spec fields every pod of a runtime shares: the restricted security context, no API
+    token, the writable /tmp, the image pull Secrets."""
+    basics: dict[str, Any] = {
+        "securityContext": POD_SECURITY_CONTEXT,
+        # The runtime never talks to the Kubernetes API: no token in its pods.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}],
+    }
+    if runtime.spec.image_pull_secrets:
+        basics["imagePullSecrets"] = [secret.dump() for secret in runtime.spec.image_pull_secrets]
+    return basics
+
+
 def _scheduling(runtime: SmartflowRuntime, role: Role) -> dict[str, Any]:
     workload = runtime.spec.roles.for_role(role)
-    scheduling: dict[str, Any] = {}
-    if workload.node_selector:
-        scheduling["nodeSelector"] = dict(workload.node_selector)
-    if workload.tolerations:
-        scheduling["tolerations"] = [toleration.dump() for toleration in workload.tolerations]
-    if workload.affinity:
-        scheduling["affinity"] = workload.affinity
+    scheduling = build_placement(runtime, role)
     # Spread a role's pods over nodes unless the user said how; ScheduleAnyway never blocks scheduling.
     scheduling["topologySpreadConstraints"] = workload.topology_spread_constraints or [
         {
@@ -136,16 +160,10 @@ def build_deployment(
     labels = role_labels(runtime, role)
     pod_spec: dict[str, Any] = {
         "containers": [build_container(runtime, role)],
-        "securityContext": POD_SECURITY_CONTEXT,
-        # The runtime never talks to the Kubernetes API: no token in its pods.
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
+        **build_pod_basics(runtime),
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}],
         **_scheduling(runtime, role),
     }
-    if runtime.spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [secret.dump() for secret in runtime.spec.image_pull_secrets]
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(runtime, role)},
         "revisionHistoryLimit": 5,

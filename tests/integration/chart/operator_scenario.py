@@ -2,8 +2,12 @@
 chart's ServiceAccount token (RBAC enforced), driven through one scenario that touches every
 permission the chart grants:
 
-1. a split runtime (envFrom a ConfigMap, DSN from a Secret, api with 2 replicas) -> four role
-   Deployments, the api Service and the api PodDisruptionBudget, all created by server-side apply;
+0. a split runtime (envFrom a ConfigMap, DSN from a Secret, api with 2 replicas) -> first only its
+   migration Job (created, watched, read by name); the Job fails (written by the test: there is no
+   node, see ``tests/integration/operator/job_controller.py``) -> Degraded/MigrationFailed, for which
+   the operator lists the Job's pod and reads its log; a new image -> a new Job, which succeeds;
+1. -> four role Deployments, the api Service and the api PodDisruptionBudget, all created by
+   server-side apply;
 2. the Deployments report ready (written by the test: there is no kubelet) -> status ``Ready``;
 3. due outbox rows appear -> the relay is scaled up from lag; the rows go -> it comes back down;
 4. api back to 1 replica -> its disruption budget is pruned; mode ``all`` -> the role Deployments
@@ -31,6 +35,7 @@ from kubernetes.client.rest import ApiException
 
 from smartflow_devstack.process import alive, free_port, spawn, stop
 from smartflow_devstack.versions import REPO_ROOT
+from tests.integration.operator.job_controller import complete_job_as_job_controller
 
 T = TypeVar("T")
 
@@ -153,6 +158,12 @@ class Scenario:
             b.metadata.name for b in self.policy.list_namespaced_pod_disruption_budget(self.namespace).items
         }
 
+    def unfinished_job(self) -> str | None:
+        for job in client.BatchV1Api(self.api).list_namespaced_job(self.namespace).items:
+            if not (job.status and job.status.conditions):
+                return str(job.metadata.name)
+        return None
+
     def event_reasons(self) -> set[str]:
         return {e.reason for e in self.core.list_namespaced_event(self.namespace).items}
 
@@ -185,6 +196,7 @@ class Scenario:
                 "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
                 "kafka": self.kafka,
                 "envFrom": [{"configMapRef": {"name": "settings"}}],
+                "migrations": {"outboxShards": 4},  # as the fixture migrated the database
                 "roles": {
                     "api": {"replicas": 2},
                     "relay": {"replicas": 1, "autoscaling": scaling},
@@ -245,9 +257,29 @@ class Scenario:
 
     # -- the scenario ----------------------------------------------------------------------------
 
+    async def finish_migration(self, *, succeeded: bool = True) -> None:
+        """Wait for the operator's migration Job and end it as the Job controller would (interim)."""
+        job = self.until(self.unfinished_job, "a migration Job")
+        await complete_job_as_job_controller(
+            self.api, self.namespace, job, succeeded=succeeded, migrate_dsn=self.dsn if succeeded else None
+        )
+
     async def run(self) -> None:
         self.create_inputs()
         self.create_runtime()
+        await self.finish_migration(succeeded=False)
+        self.until(
+            lambda: (self.condition("Degraded") or {}).get("reason") == "MigrationFailed",
+            "Degraded/MigrationFailed after the Job failed",
+        )
+        if self.deployment_names():
+            raise ScenarioFailed(f"role Deployments before a migration succeeded: {self.deployment_names()}")
+        self.done.append("migration failed")
+        self.patch_runtime({"spec": {"image": "ghcr.io/smartflow/runtime:0.1.1"}})
+        await self.finish_migration()
+        self.until(lambda: (self.condition("SchemaReady") or {}).get("status") == "True", "SchemaReady=True")
+        self.done.append("migrated")
+
         self.until(lambda: set(SPLIT_DEPLOYMENTS) <= self.deployment_names(), "the four role Deployments")
         self.until(
             lambda: self.core.read_namespaced_service(f"{RUNTIME}-api", self.namespace), "the api Service"
@@ -275,6 +307,7 @@ class Scenario:
         self.patch_runtime({"spec": {"roles": {"api": {"replicas": 1}}}})
         self.until(lambda: f"{RUNTIME}-api" not in self.budgets(), "the api disruption budget pruned")
         self.patch_runtime({"spec": {"mode": "all"}})
+        await self.finish_migration()  # a mode switch is a new migration hash
         self.until(
             lambda: self.deployment_names() == {f"{RUNTIME}-all"}, "the role Deployments pruned for mode all"
         )

@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client, config
 
 from smartflow_devstack.versions import REPO_ROOT, kube_bin
+from smartflow_operator import conditions as c
 from smartflow_operator.crd import CRD_FILENAME
-from smartflow_operator.kube import DEPLOYMENTS, KubeClient, load_api_client
+from smartflow_operator.kube import DEPLOYMENTS, RUNTIMES, KubeClient, load_api_client
+from smartflow_operator.reconcile import ReconcileResult, reconcile
+
+from .job_controller import complete_job_as_job_controller
 
 EXAMPLES = REPO_ROOT / "examples"
 CRD_PATH = REPO_ROOT / "crds" / CRD_FILENAME
@@ -58,10 +63,20 @@ def kubectl(kubeconfig: str) -> Kubectl:
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> str:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_PATH))
-    kubectl("wait", "--for=condition=Established", "crd/smartflowruntimes.smartflow.io", "--timeout=60s")
+    # `kubectl wait` fails at once while the new CRD has no conditions yet: poll the condition instead.
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 60
+    crd_name = "crd/smartflowruntimes.smartflow.io"
+    while kubectl("get", crd_name, "-o", f"jsonpath={established}", check=False).stdout != "True":
+        assert time.monotonic() < deadline, "the SmartflowRuntime CRD never became Established"
+        time.sleep(0.2)
     # Established does not mean discovery has caught up; wait until kubectl can resolve the kind.
     deadline = time.monotonic() + 30
-    while kubectl("get", "sfr", "-A", check=False).returncode != 0:
+    # (and the OpenAPI schema `kubectl explain` reads is published a little later still).
+    while (
+        kubectl("get", "sfr", "-A", check=False).returncode != 0
+        or kubectl("explain", "smartflowruntime.spec.migrations", check=False).returncode != 0
+    ):
         assert time.monotonic() < deadline, "the SmartflowRuntime kind never became discoverable"
         time.sleep(0.5)
     return "smartflowruntimes.smartflow.io"
@@ -87,6 +102,32 @@ async def kube(kubeconfig: str) -> AsyncIterator[KubeClient]:
     client = KubeClient(load_api_client(kubeconfig))
     yield client
     client.close()
+
+
+@pytest.fixture
+def admin_api(kubeconfig: str) -> Iterator[client.ApiClient]:
+    """The official client as the cluster admin (for playing the Job controller)."""
+    api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    yield api
+    api.close()  # type: ignore[no-untyped-call]
+
+
+async def reconcile_through_migration(
+    namespace: str, name: str, *, kube: KubeClient, api: client.ApiClient, **options: Any
+) -> ReconcileResult:
+    """reconcile(); while the roles wait for a migration Job, finish it (interim, see
+    ``job_controller``) and reconcile again. For tests about something else than migrations: the
+    result is the pass that applied the spec."""
+    for _ in range(3):
+        result = await reconcile(namespace, name, kube=kube, **options)
+        runtime = await kube.get(RUNTIMES, namespace, name)
+        assert runtime is not None
+        status = runtime.get("status") or {}
+        schema = next((cond for cond in status.get("conditions", []) if cond["type"] == c.SCHEMA_READY), None)
+        if schema is None or schema["reason"] != c.MIGRATING:
+            return result
+        await complete_job_as_job_controller(api, namespace, status["schema"]["jobName"])
+    raise AssertionError("the runtime still waits for its migration")
 
 
 def children(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:

@@ -20,3 +20,20 @@ def test_explain_autoscaling_bounds(kubectl: Kubectl, crd: str) -> None:
 def test_short_name_and_printer_columns(kubectl: Kubectl, crd: str) -> None:
     resources = kubectl("api-resources", "--api-group=smartflow.io").stdout
     assert "sfr" in resources and "SmartflowRuntime" in resources
+
+
+def test_explain_migrations_teaches_the_opt_out(kubectl: Kubectl, crd: str) -> None:
+    out = kubectl("explain", "smartflowruntime.spec.migrations").stdout
+    assert "The schema migration Job run before the roles roll" in out
+    for field in (
+        "enabled",
+        "outboxShards",
+        "backoffLimit",
+        "activeDeadlineSeconds",
+        "ttlSecondsAfterFinished",
+    ):
+        assert field in out, field
+    enabled = " ".join(kubectl("explain", "smartflowruntime.spec.migrations.enabled").stdout.split())
+    assert "never create the Job (migrate in your own pipeline)" in enabled
+    schema = kubectl("explain", "smartflowruntime.status.schema").stdout
+    assert "migratedHash" in schema and "version" in schema

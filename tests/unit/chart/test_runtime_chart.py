@@ -73,6 +73,15 @@ def test_roles_env_and_mode_pass_through_to_the_spec() -> None:
     assert (relay.enabled, relay.min_replicas, relay.max_replicas) == (True, 1, 6)
 
 
+def test_migrations_pass_through_and_default_to_the_operators() -> None:
+    body, _ = _runtime(MINIMAL)
+    assert "migrations" not in body["spec"]
+    assert SmartflowRuntime.from_object(body).spec.migrations.enabled is True
+    body, _ = _runtime({**MINIMAL, "migrations": {"enabled": False, "ttlSecondsAfterFinished": 600}})
+    migrations = SmartflowRuntime.from_object(body).spec.migrations
+    assert (migrations.enabled, migrations.ttl_seconds_after_finished) == (False, 600)
+
+
 def test_the_dsn_secret_can_be_created_for_development() -> None:
     values = {
         "kafka": MINIMAL["kafka"],

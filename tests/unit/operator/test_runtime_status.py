@@ -141,7 +141,8 @@ class TestStatusPatch:
         previous = {"conditions": [{"type": "ConsumerAutoscaling", "status": "True", "reason": "R",
                                     "lastTransitionTime": "2026-01-01T00:00:00Z"}]}  # fmt: skip
         status = _status([_deployment("api", desired=1, ready=1)], previous=previous)
-        assert {cond["type"] for cond in status["conditions"]} == set(c.CONDITION_TYPES)
+        # SchemaReady comes with a schema gate (tests/unit/operator/test_schema_gate.py); none here.
+        assert {cond["type"] for cond in status["conditions"]} == set(c.CONDITION_TYPES) - {c.SCHEMA_READY}
 
 
 class TestMergeByType:
