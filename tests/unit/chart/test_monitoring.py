@@ -12,6 +12,9 @@ import pytest
 import yaml
 
 from smartflow_devstack.versions import REPO_ROOT
+from smartflow_operator import conditions as c
+from smartflow_operator.autoscaling.loop import SCALED_ROLES
+from smartflow_operator.autoscaling.report import LAG_PROBE_FAILED, condition_type
 from smartflow_operator.builders.deployment import build_deployment
 from smartflow_operator.names import ADMIN_PORT_NAME, SPLIT_ROLES, Role
 from tests.unit.operator.conftest import make_runtime
@@ -96,6 +99,18 @@ class TestRendering:
         restarting = alerts["SmartflowRoleRestarting"]["expr"]
         assert 'job="sf-roles"' in restarting and "[30m]" in restarting and ">= 4" in restarting
         assert all("runbook_url" not in rule["annotations"] for rule in alerts.values())
+
+    def test_alerts_match_the_condition_types_and_reasons_the_operator_writes(
+        self, manifests: list[dict[str, Any]]
+    ) -> None:
+        alerts = {name: rule["expr"] for name, rule in mon.alerts(manifests).items()}
+        assert f'type="{c.READY}"' in alerts["SmartflowRuntimeNotReady"]
+        assert f'type="{c.DEGRADED}"' in alerts["SmartflowRuntimeDegraded"]
+        migration = alerts["SmartflowMigrationFailed"]
+        assert f'type="{c.SCHEMA_READY}"' in migration and f'reason="{c.MIGRATION_FAILED}"' in migration
+        probe = alerts["SmartflowLagProbeFailing"]
+        assert f'reason="{LAG_PROBE_FAILED}"' in probe
+        assert all(condition_type(role) in probe for role in SCALED_ROLES)
 
     @pytest.mark.parametrize(
         ("watch", "selector"),
