@@ -79,6 +79,7 @@ class TestRendering:
                     "runbookBaseUrl": "",
                     "roleJob": "sf-roles",
                     "alerts": {
+                        "eventsDead": {"windowMinutes": 3},
                         "oldestDueRow": {"maxAgeSeconds": 60, "for": "2m", "severity": "page"},
                         "consumerLagGrowing": {"minLag": 50, "window": "3m"},
                         "roleRestarting": {"restarts": 4, "window": "30m"},
@@ -94,6 +95,8 @@ class TestRendering:
         oldest = alerts["SmartflowOutboxOldestDueRowTooOld"]
         assert oldest["expr"].rstrip().endswith("> 60") and oldest["for"] == "2m"
         assert oldest["labels"] == {"severity": "page", "team": "platform"}
+        dead = alerts["SmartflowEventsDead"]["expr"]
+        assert "[3m]" in dead and "< 180" in dead
         lag = alerts["SmartflowConsumerLagGrowing"]["expr"]
         assert "[3m]" in lag and "> 50" in lag
         restarting = alerts["SmartflowRoleRestarting"]["expr"]
