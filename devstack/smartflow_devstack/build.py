@@ -13,13 +13,24 @@ from pathlib import Path
 from . import images, postgres
 from .errors import StackError
 from .process import run
-from .versions import BUILD_SCRIPTS, ETCD_VERSION, HELM_VERSION, KAFKA_VERSION, KUBE_VERSION, cache_root
+from .versions import (
+    BUILD_SCRIPTS,
+    ETCD_VERSION,
+    HELM_VERSION,
+    KAFKA_VERSION,
+    KUBE_VERSION,
+    PROMETHEUS_OPERATOR_VERSION,
+    PROMETHEUS_VERSION,
+    cache_root,
+)
 
 STEPS = [
     ("fetch-kafka.sh", KAFKA_VERSION),
     ("build-etcd.sh", ETCD_VERSION),
     ("build-helm.sh", HELM_VERSION),
     ("build-kube.sh", KUBE_VERSION),
+    ("build-prometheus.sh", PROMETHEUS_VERSION),
+    ("fetch-monitoring-crds.sh", PROMETHEUS_OPERATOR_VERSION),
 ]
 
 

@@ -12,6 +12,10 @@ KAFKA_VERSION = "4.1.1"
 POSTGRES_MAJOR = "15"
 # Cache key of the locally made base and pause images (devstack/build/build-base-images.sh).
 BASE_IMAGES_VERSION = "1"
+# Prometheus server + promtool (module version of github.com/prometheus/prometheus) and the
+# prometheus-operator release whose published CRDs check the chart's monitoring objects.
+PROMETHEUS_VERSION = "0.316.0"
+PROMETHEUS_OPERATOR_VERSION = "0.85.0"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPTS = REPO_ROOT / "devstack" / "build"
@@ -36,6 +40,16 @@ def etcd_bin() -> Path:
 
 def helm_bin() -> Path:
     return cache_root() / f"helm-{HELM_VERSION}" / "bin" / "helm"
+
+
+def prometheus_bin(name: str = "prometheus") -> Path:
+    """``prometheus`` or ``promtool``."""
+    return cache_root() / f"prometheus-{PROMETHEUS_VERSION}" / "bin" / name
+
+
+def monitoring_crds() -> Path:
+    """The folder with prometheus-operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs."""
+    return cache_root() / f"prometheus-operator-crds-{PROMETHEUS_OPERATOR_VERSION}"
 
 
 def kafka_libs() -> Path:

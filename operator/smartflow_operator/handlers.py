@@ -25,6 +25,7 @@ from .names import (
     VERSION,
 )
 from .runtime_loops import RuntimeLoops
+from .runtime_metrics import RuntimeStatusMetrics
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -79,6 +80,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
     ) -> None:
         # Starts/stops the runtime's periodic resync, config check and autoscaler (runtime_loops):
         # unlike kopf timers and daemons, an event handler puts no finalizer on the runtime.
+        # The same events keep its per-runtime metrics current, and drop them when it goes.
+        runtime_metrics: RuntimeStatusMetrics = memo.runtime_metrics
+        runtime_metrics.observe(type, body)
         loops: RuntimeLoops = memo.runtime_loops
         await loops.observe(type, body, logger=logger)
 

@@ -20,6 +20,7 @@ from .kube import KubeClient, load_api_client
 from .logs import configure_logging
 from .metrics import OperatorMetrics
 from .runtime_loops import Loop, RuntimeLoops
+from .runtime_metrics import RuntimeStatusMetrics
 
 _autoscaling_log = logging.getLogger("smartflow_operator.autoscaling")
 _config_log = logging.getLogger("smartflow_operator.config_watch")
@@ -81,7 +82,11 @@ async def serve(
     try:
         await kopf.operator(
             registry=registry,
-            memo=kopf.Memo(controller=controller, runtime_loops=runtime_loops),
+            memo=kopf.Memo(
+                controller=controller,
+                runtime_loops=runtime_loops,
+                runtime_metrics=RuntimeStatusMetrics(controller.metrics.registry),
+            ),
             standalone=True,  # one replica (Recreate): no peering objects to keep
             clusterwide=config.all_namespaces,
             namespaces=config.namespaces,

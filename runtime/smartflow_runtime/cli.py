@@ -262,12 +262,11 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = _settings(env, {Need.ROLE}, role=args.role)
     assert settings.role is not None
     configure_logging(role=settings.role.value, level=settings.log_level, fmt=settings.log_format)
-    from prometheus_client import CollectorRegistry
-
+    from .metrics import process_registry
     from .roles import build_component, run_role
 
     return asyncio.run(
-        run_role(role=settings.role, settings=settings, registry=CollectorRegistry(), factory=build_component)
+        run_role(role=settings.role, settings=settings, registry=process_registry(), factory=build_component)
     )
 
 

@@ -7,12 +7,20 @@ No module-level metrics: tests build their own registry and read exact values fr
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from .outbox.store import OutboxStats
 
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def process_registry() -> CollectorRegistry:
+    """The registry a role process serves on ``/metrics``: with the standard ``process_*`` series
+    (start time, CPU, memory, open files), so a restarted container shows as a new start time."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return registry
 
 
 class RuntimeMetrics:
@@ -59,6 +67,11 @@ class RuntimeMetrics:
         self.relay_shards_owned = Gauge(
             "smartflow_relay_shards_owned",
             "Outbox shards this process's relay currently leases.",
+            registry=registry,
+        )
+        self.relay_shards = Gauge(
+            "smartflow_relay_shards",
+            "Outbox shards in the database (fixed at migrate time), as the relay last read them.",
             registry=registry,
         )
         self.consumer_batch_size = Histogram(

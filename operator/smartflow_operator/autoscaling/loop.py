@@ -146,6 +146,7 @@ class Autoscaler:
             return IDLE_INTERVAL_SECONDS
         scaling = workload.autoscaling
         if not scaling.enabled:
+            self.metrics.forget(namespace, name, role.value)
             await self._report_disabled(body, role)
             return float(scaling.poll_interval_seconds)
         deployment = await self.kube.get(DEPLOYMENTS, namespace, child_name(runtime, role))
@@ -233,6 +234,10 @@ class Autoscaler:
             self.metrics.desired_replicas.labels(*labels).set(decision.desired)
         if reading is not None:
             self.metrics.lag.labels(*labels).set(reading.metric)
+            if role is Role.CONSUMER:
+                self.metrics.observe_partitions(
+                    namespace, name, ((p.partition, p.lag) for p in reading.partitions)
+                )
             if reading.oldest_age_seconds is not None or role is Role.RELAY:
                 self.metrics.oldest_due_age.labels(*labels).set(reading.oldest_age_seconds or 0.0)
 

@@ -1,12 +1,18 @@
-"""Prometheus metrics of the autoscaler, in the operator's registry (passed in, no globals)."""
+"""Prometheus metrics of the autoscaler, in the operator's registry (passed in, no globals).
+
+Per-runtime gauges carry ``namespace``, ``name`` (the runtime) and ``role``, like the status
+series of :mod:`..runtime_metrics`, and are removed when the runtime's loop stops (deleted).
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-LABELS = ("namespace", "runtime", "role")
+LABELS = ("namespace", "name", "role")
+PARTITION_LABELS = ("namespace", "name", "partition")
 
 
 class AutoscalingMetrics:
@@ -31,6 +37,13 @@ class AutoscalingMetrics:
             LABELS,
             registry=self.registry,
         )
+        self.partition_lag = Gauge(
+            "smartflow_operator_autoscaling_partition_lag",
+            "Consumer-group lag of one partition of the runtime's topic, as last measured.",
+            PARTITION_LABELS,
+            registry=self.registry,
+        )
+        self._partitions: dict[tuple[str, str], set[str]] = {}
         self.decisions = Counter(
             "smartflow_operator_autoscaling_decisions_total",
             "Scaling decisions by role and reason.",
@@ -57,8 +70,22 @@ class AutoscalingMetrics:
             registry=self.registry,
         )
 
+    def observe_partitions(self, namespace: str, runtime: str, lags: Iterable[tuple[int, int]]) -> None:
+        """Set the per-partition lag from one consumer reading ((partition, lag) pairs); partitions
+        no longer reported are removed."""
+        seen = {str(partition): lag for partition, lag in lags}
+        for gone in self._partitions.get((namespace, runtime), set()) - seen.keys():
+            with contextlib.suppress(KeyError):
+                self.partition_lag.remove(namespace, runtime, gone)
+        for partition, lag in seen.items():
+            self.partition_lag.labels(namespace, runtime, partition).set(lag)
+        self._partitions[(namespace, runtime)] = set(seen)
+
     def forget(self, namespace: str, runtime: str, role: str) -> None:
         """Drop a runtime's gauges when it is deleted (or its autoscaling disabled)."""
         for gauge in (self.lag, self.oldest_due_age, self.desired_replicas):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, runtime, role)
+        if role == "consumer":
+            self.observe_partitions(namespace, runtime, ())
+            self._partitions.pop((namespace, runtime), None)

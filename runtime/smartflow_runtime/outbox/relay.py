@@ -299,6 +299,7 @@ class Relay:
             )
         self._owned = owned
         self._metrics.relay_shards_owned.set(len(owned))
+        self._metrics.relay_shards.set(self._shard_count)
 
     async def _publish_batch(self) -> bool:
         """Claim, send and mark one batch in one transaction; True when due rows may remain."""
