@@ -340,6 +340,7 @@ class Relay:
             self._deps.down(DATABASE, str(error))
         else:
             log.exception("relay cycle failed: %s", error, extra={"relay_id": self.relay_id})
+
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
