@@ -198,6 +198,10 @@ class Consumer:
                 await self._task
         await self._drop_kafka()  # sends LeaveGroup
 
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this member owns now (empty while not connected or rebalancing)."""
+        return frozenset(self._kafka.assignment()) if self._kafka is not None else frozenset()
+
     def is_alive(self) -> bool:
         """True while the loop task runs (outages do not end it; only a bug or :meth:`stop` does)."""
         return self._task is not None and not self._task.done()

@@ -367,6 +367,10 @@ async def test_offsets_wait_for_the_batch_transaction_and_a_crash_before_its_com
     assert await effect_names(pool) == [f"k{i}" for i in range(5)] + ["gate"]
 
 
+async def _has_kafka(consumer: Consumer) -> bool:
+    return consumer._kafka is not None
+
+
 async def _committed(bootstrap_servers: str, group: str, topic: str, n: int) -> bool:
     return await committed_total(bootstrap_servers, group, topic) == n
 
@@ -385,6 +389,8 @@ async def test_a_crash_after_the_transaction_but_before_the_offset_commit_redeli
         raise ConnectionError("process died before the offset commit")
 
     await first.start()
+    # start() returns before the Kafka client exists (the loop creates it): patch it once it does.
+    await wait_until(lambda: _has_kafka(first), within=20, what="the Kafka client created")
     first._kafka.commit = lost_commit
     try:
         await wait_until(
