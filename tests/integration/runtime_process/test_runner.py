@@ -237,7 +237,9 @@ async def test_readyz_fails_when_the_database_is_unreachable_but_healthz_stays_u
     assert await asyncio.wait_for(task, 10) is RunOutcome.DRAINED
 
 
-async def test_a_role_on_an_unmigrated_database_waits_unready_and_starts_after_migrate(database_dsn: str) -> None:
+async def test_a_role_on_an_unmigrated_database_waits_unready_and_starts_after_migrate(
+    database_dsn: str,
+) -> None:
     recorder, holder = Recorder(), []
     services = {c: StandIn(c.value, recorder, holder) for c in Component}
     runner, admin_port = _runner(database_dsn, Role.MEMORY_WORKER, services, holder)
