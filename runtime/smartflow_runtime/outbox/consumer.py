@@ -63,7 +63,7 @@ from ..metrics import RuntimeMetrics
 from ..readiness import CONSUMER_GROUP, DATABASE, KAFKA, DependencyStatus, Unready
 from . import store
 from .consume_store import BatchMessage, consume_batch
-from .kafka import default_client_id, wrap_kafka_error
+from .kafka import KafkaWatch, default_client_id, wrap_kafka_error
 from .model import BackoffPolicy, OutboxRow, outage_retry_seconds, outbox_id_of, parse_envelope
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,9 @@ _UNKNOWN_TYPE = "unknown"
 
 _KAFKA_STOP_SECONDS = 5.0
 """How long closing a Kafka consumer may take; one that lost its broker is abandoned after it."""
-_KAFKA_PROBE_SECONDS = 2.0
-_KAFKA_PROBE_TIMEOUT_SECONDS = 3.0
+_COMMIT_TIMEOUT_SECONDS = 10.0
+"""An offset commit waits for the group coordinator; while the broker is gone it would wait forever.
+A commit given up is harmless: effects are durable and idempotent, the messages come again."""
 
 
 def _assignors() -> tuple[type, ...]:
@@ -173,8 +174,9 @@ class Consumer:
         self._last_progress = 0.0
         self._deps = DependencyStatus()
         self._revoke_pending = False
-        self._kafka_down_since: float | None = None
-        self._next_kafka_probe = 0.0
+        self._watch = KafkaWatch(
+            deps=self._deps, probe=self._probe_kafka, name=f"consumer {self.client_id} kafka"
+        )
         self._stopped = False
 
     async def start(self) -> None:
@@ -185,6 +187,7 @@ class Consumer:
         self._deps.down(KAFKA, "consumer not connected yet")
         self._deps.down(CONSUMER_GROUP, "joining")
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.client_id}")
+        self._watch.start()
         log.info("consumer started", extra={"group": self._group_id, "topic": self._topic})
 
     async def stop(self) -> None:
@@ -196,6 +199,7 @@ class Consumer:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        await self._watch.stop()
         await self._drop_kafka()  # sends LeaveGroup
 
     def assignment(self) -> frozenset[TopicPartition]:
@@ -203,8 +207,8 @@ class Consumer:
         return frozenset(self._kafka.assignment()) if self._kafka is not None else frozenset()
 
     def is_alive(self) -> bool:
-        """True while the loop task runs (outages do not end it; only a bug or :meth:`stop` does)."""
-        return self._task is not None and not self._task.done()
+        """True while the loop and its Kafka watch run (outages never end them; a bug or stop() does)."""
+        return self._task is not None and not self._task.done() and self._watch.is_alive()
 
     def unready(self) -> tuple[Unready, ...]:
         """Dependencies down right now (``kafka``, ``database``, ``consumer-group`` while rebalancing)."""
@@ -229,8 +233,8 @@ class Consumer:
         failures = 0
         while not self._stopping.is_set():
             try:
+                await self._recreate_after_long_outage()
                 await self._ensure_kafka()
-                await self._probe_kafka()
                 batch = await self._kafka.getmany(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_poll_records
                 )
@@ -290,8 +294,6 @@ class Consumer:
             raise wrap_kafka_error(error) from error
         self._kafka = kafka
         self._deps.up(KAFKA)
-        self._kafka_down_since = None
-        self._next_kafka_probe = time.monotonic() + _KAFKA_PROBE_SECONDS
         log.info("consumer connected to Kafka", extra={"group": self._group_id})
 
     async def _drop_kafka(self) -> None:
@@ -301,24 +303,20 @@ class Consumer:
                 async with asyncio.timeout(_KAFKA_STOP_SECONDS):
                     await kafka.stop()  # commits nothing (auto commit off), sends LeaveGroup
 
-    async def _probe_kafka(self) -> None:
-        """A metadata round trip every few seconds: a broker outage shows on ``/readyz`` even while
-        ``getmany`` just returns nothing; an outage longer than the session re-creates the client."""
-        if time.monotonic() < self._next_kafka_probe:
-            return
-        self._next_kafka_probe = time.monotonic() + _KAFKA_PROBE_SECONDS
-        try:
-            async with asyncio.timeout(_KAFKA_PROBE_TIMEOUT_SECONDS):
-                await self._kafka.topics()
-        except Exception as error:
-            if self._kafka_down_since is None:
-                self._kafka_down_since = time.monotonic()
-            raise wrap_kafka_error(error) from error
-        down_for = 0.0 if self._kafka_down_since is None else time.monotonic() - self._kafka_down_since
-        self._kafka_down_since = None
-        self._deps.up(KAFKA)
-        if down_for > self._options.get("session_timeout_ms", 10000) / 1000:
-            log.warning("consumer: broker unreachable for %.0fs; re-creating the Kafka consumer", down_for)
+    async def _probe_kafka(self) -> bool:
+        """The :class:`KafkaWatch` probe: a metadata round trip on the current Kafka client."""
+        kafka = self._kafka
+        if kafka is None:
+            return False
+        await kafka.topics()
+        return True
+
+    async def _recreate_after_long_outage(self) -> None:
+        """After the broker was unreachable for longer than the session, the broker has dropped this
+        member anyway: start over with a fresh client instead of nursing the old one's state."""
+        outage = self._watch.take_outage()
+        if outage is not None and outage > self._options.get("session_timeout_ms", 10000) / 1000:
+            log.warning("consumer: broker unreachable for %.0fs; re-creating the Kafka consumer", outage)
             await self._drop_kafka()
 
     async def _process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
@@ -364,7 +362,8 @@ class Consumer:
 
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:
-            await self._kafka.commit(dict(offsets))
+            async with asyncio.timeout(_COMMIT_TIMEOUT_SECONDS):
+                await self._kafka.commit(dict(offsets))
         except Exception as error:
             # Effects are durable and idempotent: a lost commit only means a harmless redelivery.
             log.warning("offset commit failed (messages will be redelivered): %s", wrap_kafka_error(error))

@@ -43,7 +43,7 @@ from ..errors import DatabaseError, KafkaUnavailableError, SmartflowError
 from ..metrics import RuntimeMetrics
 from ..readiness import DATABASE, KAFKA, DependencyStatus, Unready
 from . import store
-from .kafka import build_producer, default_client_id, wrap_kafka_error
+from .kafka import KafkaWatch, build_producer, default_client_id, wrap_kafka_error
 from .model import (
     NOTIFY_CHANNEL,
     SHARDS_CHANNEL,
@@ -58,9 +58,6 @@ log = logging.getLogger(__name__)
 
 _PRODUCER_STOP_SECONDS = 5.0
 """How long stopping a producer may take; one that lost its broker is abandoned after it."""
-_KAFKA_PROBE_SECONDS = 2.0
-"""How often the loop checks the broker with a metadata request (so an idle relay sees outages)."""
-_KAFKA_PROBE_TIMEOUT_SECONDS = 3.0
 
 
 class Relay:
@@ -85,6 +82,8 @@ class Relay:
             ``acks=all`` and ``enable_idempotence`` are always forced.
         stats_interval_seconds: how often to refresh the outbox backlog gauges from
             :func:`~.store.stats` (default 15; None disables).
+        send_timeout_seconds: how long a batch waits for Kafka's acks (default 10); after it the
+            claim is rolled back un-counted and the producer re-created (the broker is gone).
     """
 
     def __init__(
@@ -103,6 +102,7 @@ class Relay:
         clock: Callable[[], datetime] = store.utcnow,
         producer_options: Mapping[str, Any] | None = None,
         stats_interval_seconds: float | None = 15.0,
+        send_timeout_seconds: float = 10.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -124,6 +124,7 @@ class Relay:
         self._clock = clock
         self._producer_options = dict(producer_options or {})
         self._stats_interval = stats_interval_seconds
+        self._send_timeout = send_timeout_seconds
         self._producer: Any = None
         self._listen_conn: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -135,8 +136,10 @@ class Relay:
         self._owned: set[int] = set()
         self._shard_count: int | None = None
         self._last_cycle_ok = 0.0
-        self._next_kafka_probe = 0.0
         self._deps = DependencyStatus()
+        self._watch = KafkaWatch(
+            deps=self._deps, probe=self._probe_kafka, name=f"relay {self.relay_id} kafka"
+        )
         self._stopped = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -155,6 +158,7 @@ class Relay:
         self._last_cycle_ok = time.monotonic()
         self._deps.down(KAFKA, "producer not connected yet")
         self._task = asyncio.create_task(self._run(), name=f"relay:{self.relay_id}")
+        self._watch.start()
         log.info("relay started", extra={"relay_id": self.relay_id, "listen_notify": self._listen_notify})
 
     async def stop(self) -> None:
@@ -167,6 +171,7 @@ class Relay:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        await self._watch.stop()
         try:
             async with store.connection(self._pool, "relay release") as conn:
                 released = await store.release_shards(conn, self.relay_id)
@@ -180,8 +185,8 @@ class Relay:
         await self._drop_producer()
 
     def is_alive(self) -> bool:
-        """True while the loop task runs (outages do not end it; only a bug or :meth:`stop` does)."""
-        return self._task is not None and not self._task.done()
+        """True while the loop and its Kafka watch run (outages never end them; a bug or stop() does)."""
+        return self._task is not None and not self._task.done() and self._watch.is_alive()
 
     def unready(self) -> tuple[Unready, ...]:
         """Dependencies the loop found down (``kafka``, ``database``), each with its reason and since."""
@@ -266,7 +271,6 @@ class Relay:
             raise wrap_kafka_error(error) from error
         self._producer = producer
         self._deps.up(KAFKA)
-        self._next_kafka_probe = time.monotonic() + _KAFKA_PROBE_SECONDS
         log.info("relay producer connected", extra={"relay_id": self.relay_id})
 
     async def _drop_producer(self) -> None:
@@ -277,17 +281,13 @@ class Relay:
                 async with asyncio.timeout(_PRODUCER_STOP_SECONDS):
                     await producer.stop()
 
-    async def _probe_kafka(self) -> None:
-        """A metadata round trip, so an idle relay notices a broker outage (and its end) too."""
-        if time.monotonic() < self._next_kafka_probe or self._producer is None:
-            return
-        self._next_kafka_probe = time.monotonic() + _KAFKA_PROBE_SECONDS
-        try:
-            async with asyncio.timeout(_KAFKA_PROBE_TIMEOUT_SECONDS):
-                await self._producer.client.fetch_all_metadata()
-        except Exception as error:
-            raise wrap_kafka_error(error) from error
-        self._deps.up(KAFKA)
+    async def _probe_kafka(self) -> bool:
+        """The :class:`KafkaWatch` probe: a metadata round trip on the current producer's client."""
+        producer = self._producer
+        if producer is None:
+            return False
+        await producer.client.fetch_all_metadata()
+        return True
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -302,7 +302,6 @@ class Relay:
             more = False
             try:
                 await self._ensure_producer()
-                await self._probe_kafka()
                 await self._ensure_listening()
                 if self._rebalance_now or time.monotonic() >= next_rebalance:
                     self._rebalance_now = False
@@ -429,7 +428,14 @@ class Relay:
                 continue
             pending.append(future)
         futures = [p for p in pending if isinstance(p, asyncio.Future)]
-        results = iter(await asyncio.gather(*futures, return_exceptions=True))
+        acked = asyncio.gather(*futures, return_exceptions=True)
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                results = iter(await acked)
+        except TimeoutError as error:
+            # The broker is gone (the producer would keep retrying until its own delivery timeout):
+            # give the rows back un-counted and let the loop re-create the producer.
+            raise KafkaUnavailableError(f"no acknowledgement within {self._send_timeout:.0f}s") from error
         errors: list[SmartflowError | None] = []
         for item in pending:
             if isinstance(item, SmartflowError):

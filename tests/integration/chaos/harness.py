@@ -233,6 +233,17 @@ class Fleet:
                 await asyncio.sleep(0.25)
         return now() - started
 
+    async def wait_alive(self, *, within: float = 60) -> None:
+        """Until every member's admin server answers (``/healthz``), ready or not."""
+        started = now()
+        for member in self.members.values():
+            while (probe := await self.probe(member)) is None or not probe.alive:
+                if member.proc.returncode is not None:
+                    raise AssertionError(f"{member.name} exited ({member.proc.returncode}): {tail(member)}")
+                if now() - started > within:
+                    raise AssertionError(f"{member.name} has no /healthz after {within}s")
+                await asyncio.sleep(0.25)
+
     async def kill(self, name: str) -> None:
         member = self.members[name]
         member.killed = True

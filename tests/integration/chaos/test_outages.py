@@ -137,7 +137,8 @@ async def test_a_role_started_while_postgres_is_down_becomes_ready_when_it_comes
     await servers.stop_postgres()
     for name, role in ROLES:
         await fleet.spawn(name, role)
-    await asyncio.sleep(3)
+    await fleet.wait_alive()
+    await asyncio.sleep(2)  # a few monitor rounds
     await _hold(fleet, 5, unready=[name for name, _ in ROLES], dependency="database")
     await servers.start_postgres()
     took = await fleet.wait_ready(within=30)
