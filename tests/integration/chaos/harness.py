@@ -272,7 +272,7 @@ class Fleet:
             for m in self.history
             if m.role == "consumer"
             for r in m.log_records()
-            if r.get("message") == "partitions assigned"
+            if r.get("msg") == "partitions assigned"
         )
 
     async def stop_all(self) -> None:
