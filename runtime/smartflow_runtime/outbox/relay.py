@@ -303,17 +303,22 @@ class Relay:
             try:
                 await self._ensure_producer()
                 await self._ensure_listening()
+                reached_db = False
                 if self._rebalance_now or time.monotonic() >= next_rebalance:
                     self._rebalance_now = False
                     await self._rebalance()
                     next_rebalance = time.monotonic() + self._tick_seconds
+                    reached_db = True
                 if self._stats_interval is not None and time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + self._stats_interval
                     async with store.connection(self._pool, "relay stats") as conn:
                         self._metrics.observe_stats(await store.stats(conn, self._clock()))
-                if self._owned:
+                # While the watch sees no broker, claiming would only lock rows until the send times out.
+                if self._owned and not self._deps.is_down(KAFKA):
                     more = await self._publish_batch()
-                self._deps.up(DATABASE)
+                    reached_db = True
+                if reached_db:
+                    self._deps.up(DATABASE)
                 self._last_cycle_ok = time.monotonic()
                 failures = 0
             except Exception as error:  # keep the loop alive: an outage makes the relay unready, never dead
@@ -413,6 +418,10 @@ class Relay:
             counter = self._metrics.events_dead if row.id in outcome.dead else self._metrics.events_failed
             counter.labels("relay", row.event_type).inc()
             log.warning("relay send failed for outbox row %s: %s", row.id, error)
+        if failed and not sent:
+            # Nothing of the batch went through: do not trust this producer's state (e.g. its
+            # idempotence sequence after a broker restart); the next cycle builds a new one.
+            await self._drop_producer()
         return more
 
     async def _send(self, rows: Sequence[OutboxRow]) -> list[SmartflowError | None]:
