@@ -44,9 +44,23 @@ class Profile:
 
 PROFILES = {
     "short": Profile(
-        "short", outage_seconds=8, relays=2, load_per_second=12, kill_rounds=1, settle_seconds=3
+        "short",
+        outage_seconds=8,
+        relays=2,
+        load_per_second=12,
+        kill_rounds=1,
+        settle_seconds=2,
+        restarts=False,
     ),
-    "long": Profile("long", outage_seconds=60, relays=3, load_per_second=25, kill_rounds=3, settle_seconds=5),
+    "long": Profile(
+        "long",
+        outage_seconds=60,
+        relays=3,
+        load_per_second=25,
+        kill_rounds=3,
+        settle_seconds=5,
+        restarts=True,
+    ),
 }
 
 
@@ -152,12 +166,13 @@ async def run_drill(servers: Servers, fleet: Fleet, profile: Profile) -> dict[st
     )
     await asyncio.sleep(profile.settle_seconds)
     await _kill_and_restart(fleet, consumers, timeline)  # both consumers die and start again together
-    outages["database restart"] = await _outage(
-        fleet, timeline, "database", servers.stop_postgres, servers.start_postgres, 0.0, []
-    )
-    outages["kafka restart"] = await _outage(
-        fleet, timeline, "kafka", servers.stop_kafka, servers.start_kafka, 0.0, []
-    )
+    if profile.restarts:
+        outages["database restart"] = await _outage(
+            fleet, timeline, "database", servers.stop_postgres, servers.start_postgres, 0.0, []
+        )
+        outages["kafka restart"] = await _outage(
+            fleet, timeline, "kafka", servers.stop_kafka, servers.start_kafka, 0.0, []
+        )
     last_fault = now()
     rebalances_at_last_fault = fleet.rebalances()
 
