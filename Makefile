@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv servers images up down lint fmt crds test test-unit test-integration test-e2e demo bench bench-smoke clean
+.PHONY: help deps venv servers images up down lint fmt crds test test-unit test-integration test-e2e demo bench bench-smoke chaos clean
 
 help:
 	@echo "make demo   - the whole product on this machine: real node, operator pod, role pods, autoscaling"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint   - ruff, mypy (strict), import-layer contracts, CRD freshness"
 	@echo "make crds   - regenerate crds/ from the spec models"
 	@echo "make bench  - benchmarks into bench/results and bench/REPORT.md"
+	@echo "make chaos  - the long fault drill (kills, 60 s PostgreSQL and broker outages); figures in .local/chaos/"
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -75,6 +76,13 @@ demo: deps
 BENCH_ARGS ?=
 bench: deps
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The long fault drill (a few minutes): real runtime processes under load through SIGKILLs and
+# 60 s PostgreSQL and broker outages, then figures (accepted, effects, duplicates, losses,
+# self-exits, drain time) in .local/chaos/. `make test` runs the short profile.
+chaos: deps
+	SMARTFLOW_CHAOS_PROFILE=long $(BIN)/pytest -p no:cacheprovider -s -o timeout=1200 $(PYTEST_ARGS) \
+		tests/integration/chaos/test_drill.py tests/integration/chaos/test_group_stability.py
 
 bench-smoke: deps
 	$(PY) -m bench.run --smoke --results-dir .local/bench/smoke/results --report-dir .local/bench/smoke

@@ -131,3 +131,33 @@ def _cluster_id() -> str:
     import base64
 
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+# --- stopping and starting again on the same ports, keeping the data (fault drills) --------------
+
+
+def stop_keeping_data(info: KafkaInfo, *, timeout: float = 60.0) -> None:
+    """Controlled shutdown (SIGTERM) of a broker :func:`start` began; its log dirs stay."""
+    from .process import stop
+
+    stop(info.pid, timeout=timeout)
+
+
+def start_again(state: Path, info: KafkaInfo) -> KafkaInfo:
+    """Start the broker of ``info`` again from its config and data in ``state`` (same ports, same
+    topics and committed offsets); returns it with the new pid."""
+    import dataclasses
+
+    home = state / "kafka"
+    log = state / "logs" / "kafka.log"
+    seen = log.stat().st_size if log.exists() else 0
+
+    def started() -> bool:
+        with open(log, "rb") as out:
+            out.seek(seen)
+            return b"Kafka Server started" in out.read()
+
+    jvm = [java(), *JAVA_OPTS, f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}", "-cp", classpath()]
+    pid = spawn([*jvm, "kafka.Kafka", info.config], log=log)
+    wait_until(lambda: tcp_open(info.port) and started(), what="kafka restart", timeout=120, pid=pid, log=log)
+    return dataclasses.replace(info, pid=pid)

@@ -124,3 +124,34 @@ def _ready(bindir: Path, port: int) -> bool:
         [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True, check=False
     )
     return result.returncode == 0
+
+
+# --- stopping and starting again on the same port, keeping the data (fault drills) ---------------
+
+
+def stop_keeping_data(info: PostgresInfo, *, timeout: float = 30.0) -> None:
+    """Fast shutdown of a server :func:`start` began: clients are disconnected, the data stays.
+
+    SIGINT is PostgreSQL's "fast" mode; SIGTERM ("smart") would wait for every client to leave.
+    """
+    import signal
+
+    from .process import stop
+
+    stop(info.pid, sig=signal.SIGINT, timeout=timeout)
+
+
+def start_again(state: Path, port: int) -> PostgresInfo:
+    """Start the cluster in ``state`` again with the exact options of its last start (same port,
+    same data): the server records them in ``postmaster.opts``."""
+    import shlex
+
+    data = state / "postgres" / "data"
+    log = state / "logs" / "postgres.log"
+    argv = shlex.split((data / "postmaster.opts").read_text())
+    pid = spawn(argv, log=log, user=_server_user())
+    bindir = postgres_bindir()
+    wait_until(
+        lambda: tcp_open(port) and _ready(bindir, port), what="postgres restart", timeout=60, pid=pid, log=log
+    )
+    return PostgresInfo(pid=pid, port=port, dsn=dsn_for(port))

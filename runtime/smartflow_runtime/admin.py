@@ -4,9 +4,10 @@ Started by the role runner (:mod:`smartflow_runtime.roles`) before the role's se
 kubelet can probe liveness during start-up, and stopped last, so Prometheus can scrape a drain.
 
 - ``/healthz``: the process and its event loop answer. Nothing else is checked, so a database
-  outage makes a pod unready, never restarted in a loop.
-- ``/readyz``: the runner's readiness check (database ping, every service's ``is_healthy``, and
-  not draining); 200 when all pass, 503 with the failing checks otherwise.
+  or broker outage makes a pod unready, never restarted in a loop.
+- ``/readyz``: the runner's readiness (database reachable, schema current, every service alive
+  with its dependencies up, not draining); 200 when all pass, 503 otherwise, with the failing
+  checks and, per unavailable dependency, the reason and since when.
 - ``/metrics``: the Prometheus text format of the registry passed in.
 """
 
@@ -14,30 +15,52 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from .readiness import Unready
+
 log = logging.getLogger(__name__)
 
-ReadinessCheck = Callable[[], Awaitable[Mapping[str, bool]]]
+
+@dataclass(frozen=True)
+class Readiness:
+    """Named checks (all must be true to be ready) and why the failing ones fail."""
+
+    checks: Mapping[str, bool]
+    unready: tuple[Unready, ...] = field(default=())
+
+    @property
+    def ready(self) -> bool:
+        return all(self.checks.values())
+
+    def body(self, now: datetime) -> dict[str, object]:
+        body: dict[str, object] = {"ready": self.ready, "checks": dict(self.checks)}
+        if self.unready:
+            body["unready"] = [u.as_dict(now) for u in self.unready]
+        return body
+
+
+ReadinessCheck = Callable[[], Awaitable[Readiness]]
 
 
 def build_admin_app(*, registry: CollectorRegistry, readiness: ReadinessCheck) -> web.Application:
-    """The admin routes; ``readiness`` returns named checks, all of which must be true to be ready."""
+    """The admin routes; ``readiness`` returns the named checks, all of which must be true to be ready."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
         try:
-            checks = dict(await readiness())
+            state = await readiness()
         except Exception as error:  # a failing check means "not ready", never a 500 the probe misreads
             log.warning("readiness check failed", exc_info=True)
             checks = {"readiness_check": False}
             return web.json_response({"ready": False, "checks": checks, "error": str(error)}, status=503)
-        ready = all(checks.values())
-        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+        return web.json_response(state.body(datetime.now(UTC)), status=200 if state.ready else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)
@@ -95,5 +118,11 @@ class HttpServer:
             await runner.cleanup()
             log.info("%s stopped", self._name)
 
-    def is_healthy(self) -> bool:
+    def is_alive(self) -> bool:
         return self._runner is not None
+
+    def unready(self) -> tuple[Unready, ...]:
+        return ()
+
+    def is_healthy(self) -> bool:
+        return self.is_alive()

@@ -30,8 +30,9 @@ EXIT_CONFIG = 3
 EXIT_CODES_HELP = f"""\
 exit codes:
   {EXIT_OK}  success; for `run`, drained cleanly after SIGTERM/SIGINT
-  {EXIT_FAILURE}  failure: a dependency was unreachable, a service died or overran the grace period,
-     a migration or outbox command failed, the outbox topic has fewer partitions than configured
+  {EXIT_FAILURE}  failure: for `run`, a loop ended (a bug; an unreachable PostgreSQL or Kafka only makes the
+     role unready) or a service overran the grace period; for the others, a dependency was
+     unreachable, a migration or outbox command failed, the topic has fewer partitions than configured
   {EXIT_USAGE}  bad command line
   {EXIT_CONFIG}  invalid configuration (the message names every bad or missing SMARTFLOW_* variable)
 """

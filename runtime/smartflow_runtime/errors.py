@@ -26,6 +26,22 @@ class DatabaseError(SmartflowError):
     retriable = True
 
 
+class DatabaseUnavailableError(DatabaseError):
+    """PostgreSQL cannot be reached right now: refused or lost connection, starting up or shutting
+    down, out of connections, a pool acquire that timed out. Readiness reports it; work waits."""
+
+
+class SchemaNotReadyError(SmartflowError):
+    """The database's schema is older than the version this code needs; ``migrate`` fixes it."""
+
+    retriable = True
+
+    def __init__(self, found: int, needed: int) -> None:
+        super().__init__(f"database schema is at version {found}, this runtime needs {needed}: run migrate")
+        self.found = found
+        self.needed = needed
+
+
 class MigrationError(SmartflowError):
     """The schema cannot be created or upgraded as asked (e.g. a different outbox shard count)."""
 
@@ -34,6 +50,10 @@ class KafkaUnavailableError(SmartflowError):
     """The Kafka cluster could not be reached or refused a request for a transient reason."""
 
     retriable = True
+
+
+class IdempotencyKeyConflictError(SmartflowError):
+    """An ``Idempotency-Key`` was reused for a different request (other route or body)."""
 
 
 class KafkaRejectedError(SmartflowError):

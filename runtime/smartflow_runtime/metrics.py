@@ -80,6 +80,11 @@ class RuntimeMetrics:
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
+        self.consumer_rebalances = Counter(
+            "smartflow_consumer_rebalances_total",
+            "Consumer-group assignments this process's consumer received (one per completed rebalance).",
+            registry=registry,
+        )
         self.handler_latency = Histogram(
             "smartflow_handler_latency_seconds",
             "Time to lock, handle and mark one event (one DB transaction).",

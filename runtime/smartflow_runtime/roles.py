@@ -7,10 +7,14 @@ consumer and never joins the consumer group.
 
 The runner's life, in order:
 
-1. open the PostgreSQL pool, start the admin server (``/healthz`` answers from here on);
-2. build the role's components from the table and start them in table order;
-3. report ready; watch the services (one that stays unhealthy is a dead loop: log, drain, exit 1);
-4. on SIGTERM/SIGINT: report not ready first (an api keeps serving for a short deregistration
+1. create the PostgreSQL pool (lazily: it connects on first use), start the admin server
+   (``/healthz`` answers from here on) and the readiness monitor (database ping and schema
+   version, every second);
+2. wait, unready, until the database answers with a current schema (``/readyz`` says why not);
+3. build the role's components from the table and start them in table order;
+4. report ready; watch the services: an outage only makes ``/readyz`` fail with the dependency
+   and since when; a loop task that *ended* is a dead loop (log, drain, exit 1);
+5. on SIGTERM/SIGINT: report not ready first (an api keeps serving for a short deregistration
    delay so load balancers stop sending to it), then stop the services in reverse table order
    within ``SMARTFLOW_SHUTDOWN_GRACE_SECONDS``, close the pool, stop the admin server, exit 0.
 """
@@ -29,9 +33,13 @@ from dataclasses import dataclass
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from .admin import HttpServer, build_admin_app
+from .admin import HttpServer, Readiness, build_admin_app
 from .config import Role, Settings
+from .db.schema import REQUIRED_SCHEMA_VERSION, schema_version
+from .errors import DatabaseError, SchemaNotReadyError
 from .metrics import RuntimeMetrics
+from .outbox.store import UNAVAILABLE_ERRORS
+from .readiness import DATABASE, SCHEMA, DependencyStatus, merge
 from .service import NamedService, Service
 
 log = logging.getLogger(__name__)
@@ -104,7 +112,16 @@ class RunOutcome(enum.IntEnum):
 
 
 class RoleRunner:
-    """Runs one role's services until a signal or a dead service, then drains them."""
+    """Runs one role's services until a signal or a dead loop, then drains them.
+
+    Outages never end the process: the pool opens lazily (no connection at start), a monitor
+    pings PostgreSQL and reads the schema version every ``probe_interval`` seconds, and the
+    services reconnect by themselves; ``/readyz`` names what is down and since when. The
+    services are started once the database answered with a schema at least
+    :data:`~smartflow_runtime.db.schema.REQUIRED_SCHEMA_VERSION` (a start while PostgreSQL is
+    down, or before ``migrate``, waits unready). The process exits non-zero only when a loop
+    task ended (a service's, or the monitor's) or a service failed to start.
+    """
 
     def __init__(
         self,
@@ -114,7 +131,7 @@ class RoleRunner:
         registry: CollectorRegistry,
         factory: ComponentFactory,
         watch_interval: float = 0.5,
-        unhealthy_exit_after: float = 10.0,
+        probe_interval: float = 1.0,
         db_ping_timeout: float = 2.0,
     ) -> None:
         self._role = role
@@ -123,36 +140,67 @@ class RoleRunner:
         self._metrics = RuntimeMetrics(registry)
         self._factory = factory
         self._watch_interval = watch_interval
-        self._unhealthy_exit_after = unhealthy_exit_after
+        self._probe_interval = probe_interval
         self._db_ping_timeout = db_ping_timeout
         self._services: list[NamedService] = []
         self._pool: asyncpg.Pool | None = None
         self._ping_conn: asyncpg.Connection | None = None
-        self._ping_lock = asyncio.Lock()
+        self._status = DependencyStatus()
+        self._schema_ok = asyncio.Event()
+        self._monitor: asyncio.Task[None] | None = None
         self._ready = False
         self._stop_requested = asyncio.Event()
 
     # -- readiness -------------------------------------------------------------------------------
 
-    async def readiness(self) -> Mapping[str, bool]:
-        """Named checks behind ``/readyz``; the first is false from the moment a drain begins."""
+    async def readiness(self) -> Readiness:
+        """Named checks behind ``/readyz`` and the reasons of the failing ones; ``running`` is false
+        until the services run and from the moment a drain begins. No I/O: the monitor and the
+        services keep their state current, so a probe answers at once even during an outage."""
         checks: dict[str, bool] = {"running": self._ready and not self._stop_requested.is_set()}
-        checks["database"] = await self._ping_database()
+        own = self._status.unready()
+        checks[DATABASE] = not self._status.is_down(DATABASE)
+        checks[SCHEMA] = self._schema_ok.is_set() and not self._status.is_down(SCHEMA)
+        reports = list(own)
         for named in self._services:
-            checks[named.name] = named.service.is_healthy()
-        return checks
+            unready = tuple(named.service.unready())
+            checks[named.name] = named.service.is_alive() and not unready
+            reports.extend(unready)
+        return Readiness(checks=checks, unready=merge(reports))
 
-    async def _ping_database(self) -> bool:
-        """``SELECT 1`` on a connection of its own: a pool saturated by real work must not read as down."""
-        async with self._ping_lock:
-            try:
-                async with asyncio.timeout(self._db_ping_timeout):
-                    if self._ping_conn is None or self._ping_conn.is_closed():
-                        self._ping_conn = await asyncpg.connect(self._settings.require_database_dsn())
-                    return bool(await self._ping_conn.fetchval("SELECT 1") == 1)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await self._close_ping_conn()
-                return False
+    async def _probe_database(self) -> None:
+        """One monitor round: reach PostgreSQL on a connection of its own (a pool saturated by real
+        work must not read as down) and compare the schema version with the one this code needs."""
+        try:
+            async with asyncio.timeout(self._db_ping_timeout):
+                if self._ping_conn is None or self._ping_conn.is_closed():
+                    self._ping_conn = await asyncpg.connect(self._settings.require_database_dsn())
+                found = await schema_version(self._ping_conn)
+        except (DatabaseError, *UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
+            await self._close_ping_conn()
+            self._status.down(DATABASE, f"{type(error).__name__}: {error}")
+            return
+        if self._status.is_down(DATABASE):
+            log.info("database reachable again")
+        self._status.up(DATABASE)
+        if found < REQUIRED_SCHEMA_VERSION:
+            self._status.down(SCHEMA, str(SchemaNotReadyError(found, REQUIRED_SCHEMA_VERSION)))
+            return
+        if self._status.is_down(SCHEMA) or not self._schema_ok.is_set():
+            log.info("database schema ready", extra={"schema_version": found})
+        self._status.up(SCHEMA)
+        self._schema_ok.set()
+
+    async def _monitor_loop(self) -> None:
+        while not self._stop_requested.is_set():
+            was = self._status.unready()
+            await self._probe_database()
+            now = self._status.unready()
+            if now and {u.dependency for u in now} != {u.dependency for u in was}:
+                log.warning("not ready: %s", "; ".join(f"{u.dependency}: {u.reason}" for u in now))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._probe_interval):
+                    await self._stop_requested.wait()
 
     async def _close_ping_conn(self) -> None:
         conn, self._ping_conn = self._ping_conn, None
@@ -184,9 +232,15 @@ class RoleRunner:
                 shutdown_timeout=1.0,
             )
             await admin.start()
-            if not await self._start_services():
+            self._monitor = asyncio.create_task(self._monitor_loop(), name="readiness monitor")
+            waited = await self._wait_for_schema()
+            if waited is _Startup.MONITOR_DIED:
                 outcome = RunOutcome.FAILED
-            else:
+            elif waited is _Startup.STOPPED:
+                pass  # a stop request while waiting: nothing runs yet, exit 0
+            elif not await self._start_services():
+                outcome = RunOutcome.FAILED
+            elif not self._stop_requested.is_set():
                 self._ready = True
                 log.info(
                     "role running",
@@ -197,12 +251,16 @@ class RoleRunner:
                 )
                 if not await self._watch():
                     outcome = RunOutcome.FAILED
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except OSError as error:  # the admin port is taken: nothing else can fix that
             log.error("role could not start: %s", error, exc_info=True)
             outcome = RunOutcome.FAILED
         finally:
             self._ready = False
+            self._stop_requested.set()
             drained = await self._drain()
+            if self._monitor is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._monitor
             await self._close_ping_conn()
             if self._pool is not None:
                 try:
@@ -221,12 +279,29 @@ class RoleRunner:
         return outcome
 
     async def _open_pool(self) -> asyncpg.Pool:
+        """A lazy pool: ``min_size=0`` opens no connection here, so a start while PostgreSQL is down
+        does not fail; each acquire connects (bounded by ``timeout``) and fails fast while it is."""
         dsn = self._settings.require_database_dsn()
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=self._settings.db_pool_max_size, timeout=10, command_timeout=30
+            dsn, min_size=0, max_size=self._settings.db_pool_max_size, timeout=5, command_timeout=30
         )
         assert pool is not None
         return pool
+
+    async def _wait_for_schema(self) -> _Startup:
+        """Until the monitor saw a reachable database with a current schema, or a stop request.
+
+        The watchdog covers this phase too: a monitor task that ended is a dead loop."""
+        while not self._schema_ok.is_set():
+            if self._stop_requested.is_set():
+                return _Startup.STOPPED
+            if self._monitor is not None and self._monitor.done():
+                log.error("readiness monitor ended during start-up: exiting non-zero")
+                return _Startup.MONITOR_DIED
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._watch_interval):
+                    await self._schema_ok.wait()
+        return _Startup.STOPPED if self._stop_requested.is_set() else _Startup.SCHEMA_READY
 
     async def _start_services(self) -> bool:
         """Build and start the role's components in order; a failure stops what was started."""
@@ -254,28 +329,20 @@ class RoleRunner:
         return True
 
     async def _watch(self) -> bool:
-        """Wait for a stop request; False if a service stayed unhealthy too long (a dead loop)."""
-        unhealthy_since: dict[str, float] = {}
+        """Wait for a stop request; False as soon as a loop task ended (a service's or the monitor's).
+
+        An unready service (dependency down) is not dead: it keeps retrying and is only reported."""
         while not self._stop_requested.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._watch_interval):
                     await self._stop_requested.wait()
-            now = time.monotonic()
-            for named in self._services:
-                if named.service.is_healthy():
-                    unhealthy_since.pop(named.name, None)
-                    continue
-                since = unhealthy_since.setdefault(named.name, now)
-                if since == now:
-                    log.warning("%s reports unhealthy", named.name)
-                if now - since >= self._unhealthy_exit_after:
-                    log.error(
-                        "%s unhealthy for %.1fs: treating it as dead, draining and exiting non-zero",
-                        named.name,
-                        now - since,
-                    )
-                    self.request_stop(f"{named.name} unhealthy")
-                    return False
+            dead = [n.name for n in self._services if not n.service.is_alive()]
+            if self._monitor is not None and self._monitor.done() and not self._stop_requested.is_set():
+                dead.append("readiness monitor")
+            if dead and not self._stop_requested.is_set():
+                log.error("%s ended: treating it as dead, draining and exiting non-zero", ", ".join(dead))
+                self.request_stop(f"{', '.join(dead)} ended")
+                return False
         return True
 
     async def _drain(self) -> bool:
@@ -308,21 +375,20 @@ class RoleRunner:
         return clean
 
 
+class _Startup(enum.Enum):
+    SCHEMA_READY = "schema ready"
+    STOPPED = "stop requested"
+    MONITOR_DIED = "monitor died"
+
+
 async def run_role(
     *,
     role: Role,
     settings: Settings,
     registry: CollectorRegistry,
     factory: ComponentFactory,
-    unhealthy_exit_after: float = 10.0,
 ) -> int:
-    runner = RoleRunner(
-        role=role,
-        settings=settings,
-        registry=registry,
-        factory=factory,
-        unhealthy_exit_after=unhealthy_exit_after,
-    )
+    runner = RoleRunner(role=role, settings=settings, registry=registry, factory=factory)
     return int(await runner.run())
 
 

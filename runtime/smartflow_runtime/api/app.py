@@ -2,7 +2,9 @@
 
 Built by the role runner (:mod:`smartflow_runtime.roles`) for the ``api`` and ``all`` roles and
 served on ``SMARTFLOW_HTTP_PORT``. The routes live in :mod:`.routes`; this module turns errors
-into clear JSON responses and counts requests for Prometheus.
+into clear JSON responses and counts requests for Prometheus. Every error answer is JSON: a
+database that cannot be reached (or any other database failure) is a 503 naming the dependency
+with ``Retry-After``, never a plain-text 500.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 
-from ..errors import DatabaseError, PermanentHandlerError, SmartflowError
+from ..errors import DatabaseError, IdempotencyKeyConflictError, PermanentHandlerError, SmartflowError
 from ..outbox.model import DEFAULT_MAX_ATTEMPTS
+from ..outbox.store import UNAVAILABLE_ERRORS
 from .routes import MAX_ATTEMPTS_KEY, POOL_KEY, TOPIC_KEY, BadRequest, add_routes
 
 log = logging.getLogger(__name__)
@@ -25,8 +28,22 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(status: int, message: str, **details: object) -> web.Response:
-    return web.json_response({"error": message, **details}, status=status)
+RETRY_AFTER_SECONDS = 1
+
+
+def error_response(
+    status: int, message: str, *, headers: dict[str, str] | None = None, **details: object
+) -> web.Response:
+    return web.json_response({"error": message, **details}, status=status, headers=headers)
+
+
+def unavailable_response(dependency: str) -> web.Response:
+    return error_response(
+        503,
+        f"{dependency} unavailable, retry later",
+        dependency=dependency,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -81,16 +98,24 @@ def build_api_app(
     async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
+        except web.HTTPException:
+            raise  # the router's own answers (404, 405): aiohttp renders them
         except ValidationError as error:
             return error_response(400, _validation_message(error))
         except BadRequest as error:
             return error_response(400, str(error))
-        except PermanentHandlerError as error:
+        except (PermanentHandlerError, IdempotencyKeyConflictError) as error:
             return error_response(422, str(error))
-        except (DatabaseError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as error:
+        except (DatabaseError, asyncpg.PostgresError, *UNAVAILABLE_ERRORS) as error:
+            # Wrapped at the store boundary as DatabaseError; the raw driver classes are caught too
+            # so that no database failure ever becomes a plain 500. The client may retry: with an
+            # Idempotency-Key a retry of a request that did commit has no second effect.
             log.warning("database unavailable for %s %s: %s", request.method, request.path, error)
-            return error_response(503, "database unavailable, retry later")
+            return unavailable_response("database")
         except SmartflowError as error:
+            log.error("request failed: %s", error, exc_info=True)
+            return error_response(500, "internal error")
+        except Exception as error:  # a bug: still a JSON answer, and the traceback in the log
             log.error("request failed: %s", error, exc_info=True)
             return error_response(500, "internal error")
 

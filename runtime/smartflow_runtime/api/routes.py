@@ -5,26 +5,38 @@ transaction) and answer ``202 Accepted`` with the outbox ids: the effects appear
 and a consumer have done their part. Reads call :mod:`smartflow_runtime.domain.queries`.
 
 Request bodies are validated by the pydantic models below; :mod:`.app` turns a validation
-failure into a 400 that names each bad field.
+failure into a 400 that names each bad field, and any database failure into a JSON 503.
+
+Every command accepts an ``Idempotency-Key`` header (see :mod:`..domain.idempotency`): the key
+is stored with the command's rows in one transaction, and a retry with the same key and the
+same request answers the first response again (with ``Idempotent-Replayed: true``) without
+writing anything.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..domain import commands, queries
+from ..domain import commands, idempotency, queries
+from ..outbox.store import connection, utcnow
 
 POOL_KEY = web.AppKey("pool", asyncpg.Pool)
 TOPIC_KEY = web.AppKey("topic", str)
 MAX_ATTEMPTS_KEY = web.AppKey("max_attempts", int)
 
 MAX_LIMIT = 1000
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+Command = Callable[[Any], Awaitable[Mapping[str, Any]]]
+"""A command's write on the connection it is given; returns the 202 response body."""
 
 
 class BadRequest(Exception):
@@ -85,9 +97,32 @@ def _not_found(what: str) -> web.Response:
 # --- commands ---------------------------------------------------------------------------------
 
 
+async def _run_command(request: web.Request, command: Command) -> web.Response:
+    """Run ``command`` and answer 202 with its body; with an ``Idempotency-Key``, at most once per key."""
+    pool = request.app[POOL_KEY]
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        async with connection(pool, "api command") as conn:
+            return web.json_response(dict(await command(conn)), status=202)
+    if (problem := idempotency.validate_key(key)) is not None:
+        raise BadRequest(problem)
+    fingerprint = idempotency.request_fingerprint(request.method, request.path, await request.read())
+    async with connection(pool, "api command") as conn, conn.transaction():
+        stored = await idempotency.find_locked(conn, key, fingerprint)
+        if stored is not None:
+            return web.json_response(
+                dict(stored.body), status=stored.status, headers={REPLAYED_HEADER: "true"}
+            )
+        body = await command(conn)
+        response = idempotency.StoredResponse(status=202, body=body)
+        await idempotency.remember(conn, key, fingerprint, response, now=utcnow())
+    return web.json_response(dict(body), status=202)
+
+
 async def post_message(request: web.Request) -> web.Response:
     body = PostMessage.model_validate(await _body(request))
-    async with request.app[POOL_KEY].acquire() as conn:
+
+    async def command(conn: Any) -> Mapping[str, Any]:
         posted = await commands.post_chat_message(
             conn,
             conversation_id=request.match_info["conversation_id"],
@@ -98,20 +133,20 @@ async def post_message(request: web.Request) -> web.Response:
             topic=request.app[TOPIC_KEY],
             max_attempts=request.app[MAX_ATTEMPTS_KEY],
         )
-    return web.json_response(
-        {
+        return {
             "message_id": str(posted.message_id),
             "conversation_id": posted.conversation_id,
             "tokens": posted.tokens,
             "outbox_ids": list(posted.outbox_ids),
-        },
-        status=202,
-    )
+        }
+
+    return await _run_command(request, command)
 
 
 async def post_agent_step(request: web.Request) -> web.Response:
     body = AgentStep.model_validate(await _body(request))
-    async with request.app[POOL_KEY].acquire() as conn:
+
+    async def command(conn: Any) -> Mapping[str, Any]:
         timeline_id, snapshot_id = await commands.record_agent_step(
             conn,
             conversation_id=request.match_info["conversation_id"],
@@ -123,12 +158,15 @@ async def post_agent_step(request: web.Request) -> web.Response:
             topic=request.app[TOPIC_KEY],
             max_attempts=request.app[MAX_ATTEMPTS_KEY],
         )
-    return web.json_response({"outbox_ids": [timeline_id, snapshot_id]}, status=202)
+        return {"outbox_ids": [timeline_id, snapshot_id]}
+
+    return await _run_command(request, command)
 
 
 async def post_task_urgency(request: web.Request) -> web.Response:
     body = PromoteUrgency.model_validate(await _body(request))
-    async with request.app[POOL_KEY].acquire() as conn:
+
+    async def command(conn: Any) -> Mapping[str, Any]:
         outbox_id = await commands.promote_task_urgency(
             conn,
             task_id=request.match_info["task_id"],
@@ -138,52 +176,54 @@ async def post_task_urgency(request: web.Request) -> web.Response:
             topic=request.app[TOPIC_KEY],
             max_attempts=request.app[MAX_ATTEMPTS_KEY],
         )
-    return web.json_response({"outbox_ids": [outbox_id]}, status=202)
+        return {"outbox_ids": [outbox_id]}
+
+    return await _run_command(request, command)
 
 
 # --- reads ------------------------------------------------------------------------------------
 
 
 async def get_conversation(request: web.Request) -> web.Response:
-    async with request.app[POOL_KEY].acquire() as conn:
+    async with connection(request.app[POOL_KEY], "api read") as conn:
         found = await queries.get_conversation(conn, request.match_info["conversation_id"])
     return _not_found("conversation") if found is None else web.json_response(found.as_dict())
 
 
 async def get_messages(request: web.Request) -> web.Response:
     limit = _limit(request)
-    async with request.app[POOL_KEY].acquire() as conn:
+    async with connection(request.app[POOL_KEY], "api read") as conn:
         rows = await queries.conversation_history(conn, request.match_info["conversation_id"], limit=limit)
     return web.json_response({"messages": [r.as_dict() for r in rows]})
 
 
 async def get_timeline(request: web.Request) -> web.Response:
-    async with request.app[POOL_KEY].acquire() as conn:
+    async with connection(request.app[POOL_KEY], "api read") as conn:
         rows = await queries.agent_timeline(conn, request.match_info["conversation_id"])
     return web.json_response({"timeline": [r.as_dict() for r in rows]})
 
 
 async def get_state(request: web.Request) -> web.Response:
-    async with request.app[POOL_KEY].acquire() as conn:
+    async with connection(request.app[POOL_KEY], "api read") as conn:
         found = await queries.agent_state(conn, request.match_info["conversation_id"])
     return _not_found("agent state") if found is None else web.json_response(found.as_dict())
 
 
 async def get_task_urgency(request: web.Request) -> web.Response:
-    async with request.app[POOL_KEY].acquire() as conn:
+    async with connection(request.app[POOL_KEY], "api read") as conn:
         found = await queries.task_urgency(conn, request.match_info["task_id"])
     return _not_found("task urgency") if found is None else web.json_response(found.as_dict())
 
 
 async def get_token_usage(request: web.Request) -> web.Response:
-    async with request.app[POOL_KEY].acquire() as conn:
+    async with connection(request.app[POOL_KEY], "api read") as conn:
         rows = await queries.token_usage(conn, request.match_info["user_id"])
     return web.json_response({"token_usage": [r.as_dict() for r in rows]})
 
 
 async def get_memory_facts(request: web.Request) -> web.Response:
     limit = _limit(request)
-    async with request.app[POOL_KEY].acquire() as conn:
+    async with connection(request.app[POOL_KEY], "api read") as conn:
         rows = await queries.memory_facts(conn, request.match_info["user_id"], limit=limit)
     return web.json_response({"facts": [r.as_dict() for r in rows]})
 

@@ -197,7 +197,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE status = 'pending';
         """,
     ),
+    Migration(
+        6,
+        "api idempotency keys",
+        # One row per Idempotency-Key the api accepted, written in the same transaction as the
+        # command's business rows and events, holding the response it answered: a retry with the
+        # same key gets that response back and writes nothing. request_hash (method, path, body)
+        # tells a true retry from a key reused for another request.
+        """
+        CREATE TABLE api_idempotency_keys (
+            idempotency_key text PRIMARY KEY,
+            request_hash    text NOT NULL,
+            status          int NOT NULL,
+            response        jsonb NOT NULL,
+            created_at      timestamptz NOT NULL
+        );
+        CREATE INDEX api_idempotency_keys_created ON api_idempotency_keys (created_at);
+        """,
+    ),
 )
+
+REQUIRED_SCHEMA_VERSION = MIGRATIONS[-1].version
+"""The schema version this code needs: roles stay unready on a database below it (run ``migrate``)."""
 
 
 @dataclass(frozen=True)

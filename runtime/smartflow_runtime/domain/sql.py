@@ -100,3 +100,21 @@ FROM agent_state_snapshots WHERE conversation_id = $1
 SELECT_TASK_URGENCY = """
 SELECT task_id, user_id, urgency, reason, promoted_at FROM task_urgency WHERE task_id = $1
 """
+
+# --- api idempotency keys -----------------------------------------------------------------------
+
+# $1 key. A transaction-level advisory lock on the key's hash: two requests with the same key
+# run one after the other, so the second sees the first's stored response (or its absence, if
+# the first rolled back). Unrelated keys collide only on a 64-bit hash match, and then merely wait.
+LOCK_IDEMPOTENCY_KEY = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+
+# $1 key
+SELECT_IDEMPOTENCY_KEY = """
+SELECT request_hash, status, response FROM api_idempotency_keys WHERE idempotency_key = $1
+"""
+
+# $1 key, $2 request hash, $3 status, $4 response json, $5 now
+INSERT_IDEMPOTENCY_KEY = """
+INSERT INTO api_idempotency_keys (idempotency_key, request_hash, status, response, created_at)
+VALUES ($1, $2, $3, $4::jsonb, $5)
+"""

@@ -22,11 +22,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..domain.events import MemoryExtract
-from ..errors import PermanentExtractionError
+from ..errors import DatabaseError, PermanentExtractionError
 from ..metrics import RuntimeMetrics
 from ..outbox.kafka import default_client_id
-from ..outbox.model import BackoffPolicy
-from ..outbox.store import utcnow
+from ..outbox.model import BackoffPolicy, outage_retry_seconds
+from ..outbox.store import connection, connection_usable, driver_errors, utcnow
+from ..readiness import DATABASE, DependencyStatus, Unready
 from . import store
 from .extractor import FactExtractor, RuleBasedExtractor
 
@@ -79,26 +80,42 @@ class MemoryWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._last_progress = 0.0
+        self._deps = DependencyStatus()
         self._started = False
         self._stopped = False
 
     async def start(self) -> None:
-        """LISTEN for new jobs and start the loops. Idempotent."""
+        """Start the loops. Idempotent. Does not wait for PostgreSQL: the first loop opens the
+        LISTEN connection (and re-opens it after a loss); until then :meth:`unready` says why."""
         if self._started:
             return
         self._started = True
-        conn = await self._pool.acquire()
-        try:
-            await conn.add_listener(store.JOBS_CHANNEL, self._on_job)
-        except BaseException:
-            await self._pool.release(conn)
-            raise
-        self._listen_conn = conn
         self._last_progress = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._run(), name=f"memory-worker:{self.worker_id}:{i}")
             for i in range(self._concurrency)
         ]
+
+    async def _ensure_listening(self) -> None:
+        if self._listen_conn is not None and connection_usable(self._listen_conn):
+            return
+        await self._unlisten()
+        async with driver_errors("memory worker listen"):
+            conn = await self._pool.acquire()
+            try:
+                await conn.add_listener(store.JOBS_CHANNEL, self._on_job)
+            except BaseException:
+                await self._pool.release(conn)
+                raise
+        self._listen_conn = conn
+
+    async def _unlisten(self) -> None:
+        conn, self._listen_conn = self._listen_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(store.JOBS_CHANNEL, self._on_job)
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight jobs finish, stop listening. Idempotent."""
@@ -110,19 +127,19 @@ class MemoryWorker:
         for task in self._tasks:
             with contextlib.suppress(Exception):
                 await task
-        conn, self._listen_conn = self._listen_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(store.JOBS_CHANNEL, self._on_job)
-            with contextlib.suppress(Exception):
-                await self._pool.release(conn)
+        await self._unlisten()
+
+    def is_alive(self) -> bool:
+        """True while every loop task runs (outages do not end them; only a bug or :meth:`stop` does)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    def unready(self) -> tuple[Unready, ...]:
+        """``database`` while the loops cannot reach PostgreSQL, with the reason and since when."""
+        return self._deps.unready()
 
     def is_healthy(self) -> bool:
-        """True while every loop runs and one made progress within a few lease periods."""
-        if not self._tasks or any(t.done() for t in self._tasks):
-            return False
-        limit = max(3 * self._lease.total_seconds(), 10 * self._poll_seconds)
-        return time.monotonic() - self._last_progress < limit
+        """Alive with the database up."""
+        return self.is_alive() and not self._deps.unready()
 
     async def __aenter__(self) -> MemoryWorker:
         await self.start()
@@ -137,21 +154,37 @@ class MemoryWorker:
         self._wake.set()
 
     async def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             self._wake.clear()
+            pause = self._poll_seconds
             try:
+                if self._listening_loop():
+                    await self._ensure_listening()
                 worked = await self.run_once()
                 self._last_progress = time.monotonic()
+                self._deps.up(DATABASE)
+                failures = 0
+            except DatabaseError as error:  # an outage: unready, retry soon (a lost job: after its lease)
+                failures += 1
+                if not self._deps.is_down(DATABASE):
+                    log.warning("memory worker: database unavailable: %s", error)
+                self._deps.down(DATABASE, str(error))
+                worked, pause = False, outage_retry_seconds(failures)
             except Exception as error:  # keep the loop alive; a lost job is retried after its lease
                 log.exception("memory worker cycle failed: %s", error)
                 worked = False
             if not worked:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                    await asyncio.wait_for(self._wake.wait(), timeout=pause)
+
+    def _listening_loop(self) -> bool:
+        """Only the first loop task keeps the (one) LISTEN connection open."""
+        return bool(self._tasks) and asyncio.current_task() is self._tasks[0]
 
     async def run_once(self) -> bool:
         """Claim and process one job; False when none was due."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool, "memory job claim") as conn:
             job = await store.claim(conn, self.worker_id, now=self._clock(), lease=self._lease)
         if job is None:
             return False
@@ -184,7 +217,7 @@ class MemoryWorker:
                 raise PermanentExtractionError(f"bad memory job payload: {error}") from error
             facts = list(await self._extractor.extract(request.text))
         except Exception as error:
-            async with self._pool.acquire() as conn:
+            async with connection(self._pool, "memory job fail") as conn:
                 status = await store.fail(
                     conn, job, self.worker_id, error, now=self._clock(), backoff=self._backoff
                 )
@@ -192,7 +225,7 @@ class MemoryWorker:
             if status is None:
                 return "lease_lost"
             return "dead" if status is store.JobStatus.DEAD else "retry"
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool, "memory job complete") as conn:
             done = await store.complete(conn, job, self.worker_id, facts, now=self._clock())
         if not done:
             log.warning("memory job %s finished after its lease was taken over; result dropped", job.id)

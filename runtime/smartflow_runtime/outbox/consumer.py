@@ -15,11 +15,22 @@ Partitions of one poll are processed concurrently, each in offset order.
 Rebalancing: aiokafka 0.14 implements only the eager JoinGroup protocol; it has no cooperative
 incremental rebalancing (KIP-429) and no KIP-848 consumer protocol. What we do with what it has:
 
-- ``StickyPartitionAssignor`` first (``RoundRobinPartitionAssignor`` as a fallback that every
-  member supports): after a rebalance, members keep the partitions they had, so scale-up/down
-  moves only the partitions that must move and warm members keep working on theirs.
+- exactly **one** assignment strategy, ``StickyPartitionAssignor``: after a rebalance, members
+  keep the partitions they had, so scale-up/down moves only the partitions that must move and
+  warm members keep working on theirs. Only one, because aiokafka 0.14 sends one JoinGroup *per
+  configured strategy* on every (re)join (``perform_group_join`` loops over the assignors and
+  sends the growing protocol list each time). The second JoinGroup reaches the broker after the
+  first one completed the generation, i.e. while the group is ``CompletingRebalance``, with
+  different protocol metadata, and the broker answers that with a new rebalance ("Updating
+  metadata for member ... during CompletingRebalance"). With two members starting or rejoining
+  together each one's second join restarts the other's rebalance: the livelock of issue 13
+  (hundreds of generations a minute, nothing consumed). With one strategy each rejoin is one
+  JoinGroup, and a member's metadata changes only between generations (the sticky user data is
+  the assignment it last received), which the broker accepts without another rebalance.
 - a rebalance listener whose ``on_partitions_revoked`` waits for the in-flight batch to finish
-  and commit, so the pause is bounded by one batch and nothing is handled twice needlessly;
+  and commit, so the pause is bounded by one batch and nothing is handled twice needlessly
+  (a batch that cannot reach the database gives up instead, uncommitted, so an outage does not
+  hold the whole group's rebalance); ``smartflow_consumer_rebalances_total`` counts assignments;
 - ``stop()`` finishes the current batch per partition, commits, and leaves the group
   explicitly (LeaveGroup), so the rebalance starts at once instead of after the session timeout.
 """
@@ -38,25 +49,38 @@ from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-from ..errors import EnvelopeError, UnknownEventTypeError
+from ..errors import (
+    DatabaseError,
+    EnvelopeError,
+    KafkaRejectedError,
+    KafkaUnavailableError,
+    UnknownEventTypeError,
+)
 from ..handlers.registry import EventHandler, HandlerRegistry
 from ..metrics import RuntimeMetrics
+from ..readiness import CONSUMER_GROUP, DATABASE, KAFKA, DependencyStatus, Unready
 from . import store
 from .consume_store import BatchMessage, consume_batch
-from .kafka import default_client_id, wrap_kafka_error
-from .model import BackoffPolicy, OutboxRow, outbox_id_of, parse_envelope
+from .kafka import KafkaWatch, default_client_id, wrap_kafka_error
+from .model import BackoffPolicy, OutboxRow, outage_retry_seconds, outbox_id_of, parse_envelope
 
 log = logging.getLogger(__name__)
 
 _UNKNOWN_TYPE = "unknown"
 """The ``event_type`` label of a message too broken to tell its type."""
 
+_KAFKA_STOP_SECONDS = 5.0
+"""How long closing a Kafka consumer may take; one that lost its broker is abandoned after it."""
+_COMMIT_TIMEOUT_SECONDS = 10.0
+"""An offset commit waits for the group coordinator; while the broker is gone it would wait forever.
+A commit given up is harmless: effects are durable and idempotent, the messages come again."""
+
 
 def _assignors() -> tuple[type, ...]:
-    """Assignment strategies in preference order, with sticky state private to one consumer.
+    """The one assignment strategy (see the module docstring for why never more than one), with
+    sticky state private to one consumer.
 
     aiokafka's StickyPartitionAssignor keeps the member's previous assignment in *class*
     attributes, so two consumers in one process (the tests, or a future multi-consumer role)
@@ -67,7 +91,7 @@ def _assignors() -> tuple[type, ...]:
         (StickyPartitionAssignor,),
         {"member_assignment": None, "generation": StickyPartitionAssignor.DEFAULT_GENERATION_ID},
     )
-    return (sticky, RoundRobinPartitionAssignor)
+    return (sticky,)
 
 
 class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -75,11 +99,21 @@ class _DrainOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        # The batch in flight commits its own offsets before releasing the lock.
-        async with self._consumer._batch_lock:
-            log.info("partitions revoked", extra={"partitions": sorted(str(tp) for tp in revoked)})
+        consumer = self._consumer
+        consumer._deps.down(CONSUMER_GROUP, "rebalancing")
+        # The batch in flight commits its own offsets before releasing the lock; one stuck on an
+        # unreachable database gives up (nothing of it is durable or committed).
+        consumer._revoke_pending = True
+        try:
+            async with consumer._batch_lock:
+                log.info("partitions revoked", extra={"partitions": sorted(str(tp) for tp in revoked)})
+        finally:
+            consumer._revoke_pending = False
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        consumer = self._consumer
+        consumer._deps.up(CONSUMER_GROUP)
+        consumer._metrics.consumer_rebalances.inc()
         log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})
 
 
@@ -138,11 +172,108 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
         self._last_progress = 0.0
+        self._deps = DependencyStatus()
+        self._revoke_pending = False
+        self._watch = KafkaWatch(
+            deps=self._deps, probe=self._probe_kafka, name=f"consumer {self.client_id} kafka"
+        )
         self._stopped = False
 
     async def start(self) -> None:
-        """Join the group and start consuming. Idempotent; raises if Kafka is unreachable."""
+        """Start the loop. Idempotent. Does not wait for Kafka: the loop creates the Kafka consumer,
+        joins the group, and re-creates it after a loss, while :meth:`unready` names what is down."""
         if self._task is not None:
+            return
+        self._deps.down(KAFKA, "consumer not connected yet")
+        self._deps.down(CONSUMER_GROUP, "joining")
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.client_id}")
+        self._watch.start()
+        log.info("consumer started", extra={"group": self._group_id, "topic": self._topic})
+
+    async def stop(self) -> None:
+        """Finish the batch in flight per partition, commit, leave the group. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        await self._watch.stop()
+        await self._drop_kafka()  # sends LeaveGroup
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this member owns now (empty while not connected or rebalancing)."""
+        return frozenset(self._kafka.assignment()) if self._kafka is not None else frozenset()
+
+    def is_alive(self) -> bool:
+        """True while the loop and its Kafka watch run (outages never end them; a bug or stop() does)."""
+        return self._task is not None and not self._task.done() and self._watch.is_alive()
+
+    def unready(self) -> tuple[Unready, ...]:
+        """Dependencies down right now (``kafka``, ``database``, ``consumer-group`` while rebalancing)."""
+        return self._deps.unready()
+
+    def is_healthy(self) -> bool:
+        """Alive with every dependency up."""
+        return self.is_alive() and not self._deps.unready()
+
+    async def __aenter__(self) -> Consumer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._recreate_after_long_outage()
+                await self._ensure_kafka()
+                batch = await self._kafka.getmany(
+                    timeout_ms=self._poll_timeout_ms, max_records=self._max_poll_records
+                )
+                self._last_progress = time.monotonic()
+                if batch:
+                    await self._process(batch)
+                failures = 0
+            except Exception as error:  # keep consuming: an outage makes the consumer unready, never dead
+                failures += 1
+                await self._on_cycle_error(error, failures)
+                if self._kafka is not None:
+                    # Records fetched but not handled must come again: rewind to the committed offsets.
+                    with contextlib.suppress(Exception):
+                        await self._kafka.seek_to_committed()
+                pause = outage_retry_seconds(failures, cap=self._db_retry_seconds * 2)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self._stopping.wait()
+
+    async def _on_cycle_error(self, error: Exception, failures: int) -> None:
+        """Record the failed dependency (by the error's type); after repeated Kafka failures, or a
+        broker outage longer than the session (the broker dropped us anyway), re-create the client."""
+        if isinstance(error, DatabaseError):
+            self._deps.down(DATABASE, str(error))
+            return
+        kafka_error = wrap_kafka_error(error)
+        if isinstance(kafka_error, KafkaUnavailableError | KafkaRejectedError):
+            if not self._deps.is_down(KAFKA):
+                log.warning("consumer: Kafka unavailable: %s", kafka_error)
+            self._deps.down(KAFKA, str(kafka_error))
+            if failures >= 3 and self._kafka is not None:
+                log.warning("consumer: re-creating the Kafka consumer after %d failures in a row", failures)
+                await self._drop_kafka()
+            return
+        log.exception("consumer cycle failed: %s", error)
+
+    async def _ensure_kafka(self) -> None:
+        """Create, subscribe and start a Kafka consumer when there is none (first cycle, after a loss)."""
+        if self._kafka is not None:
             return
         options: dict[str, Any] = {"auto_offset_reset": "earliest", "session_timeout_ms": 10000}
         options.update(self._options)
@@ -158,60 +289,35 @@ class Consumer:
             await kafka.start()
         except Exception as error:
             with contextlib.suppress(Exception):
-                await kafka.stop()
+                async with asyncio.timeout(_KAFKA_STOP_SECONDS):
+                    await kafka.stop()
             raise wrap_kafka_error(error) from error
         self._kafka = kafka
-        self._last_progress = time.monotonic()
-        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.client_id}")
-        log.info("consumer started", extra={"group": self._group_id, "topic": self._topic})
+        self._deps.up(KAFKA)
+        log.info("consumer connected to Kafka", extra={"group": self._group_id})
 
-    async def stop(self) -> None:
-        """Finish the batch in flight per partition, commit, leave the group. Idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self._stopping.set()
-        if self._task is not None:
+    async def _drop_kafka(self) -> None:
+        kafka, self._kafka = self._kafka, None
+        if kafka is not None:
             with contextlib.suppress(Exception):
-                await self._task
-        if self._kafka is not None:
-            with contextlib.suppress(Exception):
-                await self._kafka.stop()  # sends LeaveGroup
-            self._kafka = None
+                async with asyncio.timeout(_KAFKA_STOP_SECONDS):
+                    await kafka.stop()  # commits nothing (auto commit off), sends LeaveGroup
 
-    def is_healthy(self) -> bool:
-        """True while the loop runs and it made progress (a poll or a message) recently."""
-        if self._task is None or self._task.done():
+    async def _probe_kafka(self) -> bool:
+        """The :class:`KafkaWatch` probe: a metadata round trip on the current Kafka client."""
+        kafka = self._kafka
+        if kafka is None:
             return False
-        limit = max(30.0, 3 * self._options.get("session_timeout_ms", 10000) / 1000)
-        return bool(time.monotonic() - self._last_progress < limit)
+        await kafka.topics()
+        return True
 
-    async def __aenter__(self) -> Consumer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    # --- the loop -------------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                batch = await self._kafka.getmany(
-                    timeout_ms=self._poll_timeout_ms, max_records=self._max_poll_records
-                )
-                self._last_progress = time.monotonic()
-                if batch:
-                    await self._process(batch)
-            except Exception as error:  # keep consuming; health reports a loop that stopped progressing
-                log.exception("consumer cycle failed: %s", error)
-                # Records fetched but not handled must come again: rewind to the committed offsets.
-                with contextlib.suppress(Exception):
-                    await self._kafka.seek_to_committed()
-                await asyncio.sleep(self._db_retry_seconds)
+    async def _recreate_after_long_outage(self) -> None:
+        """After the broker was unreachable for longer than the session, the broker has dropped this
+        member anyway: start over with a fresh client instead of nursing the old one's state."""
+        outage = self._watch.take_outage()
+        if outage is not None and outage > self._options.get("session_timeout_ms", 10000) / 1000:
+            log.warning("consumer: broker unreachable for %.0fs; re-creating the Kafka consumer", outage)
+            await self._drop_kafka()
 
     async def _process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         async with self._batch_lock:
@@ -232,12 +338,17 @@ class Consumer:
         while True:
             try:
                 await self._consume(messages)
+                self._deps.up(DATABASE)
                 break
             except Exception as error:
                 # Nothing of the batch was recorded (database unreachable, a bug before the
                 # handlers): retry the same records instead of skipping them.
+                if isinstance(error, DatabaseError):
+                    self._deps.down(DATABASE, str(error))
                 log.warning("could not record the outcome of a batch; retrying it: %s", error)
-                if self._stopping.is_set():
+                if self._stopping.is_set() or self._revoke_pending:
+                    # Not durable, not committed: whoever owns the partition next reads it again.
+                    self._rewind(records[0])
                     return None
                 await asyncio.sleep(self._db_retry_seconds)
         if undecodable:
@@ -245,9 +356,14 @@ class Consumer:
         self._last_progress = time.monotonic()
         return int(records[-1].offset) + 1
 
+    def _rewind(self, first: Any) -> None:
+        with contextlib.suppress(Exception):  # not ours any more after the rebalance: nothing to do
+            self._kafka.seek(TopicPartition(first.topic, first.partition), first.offset)
+
     async def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:
-            await self._kafka.commit(dict(offsets))
+            async with asyncio.timeout(_COMMIT_TIMEOUT_SECONDS):
+                await self._kafka.commit(dict(offsets))
         except Exception as error:
             # Effects are durable and idempotent: a lost commit only means a harmless redelivery.
             log.warning("offset commit failed (messages will be redelivered): %s", wrap_kafka_error(error))

@@ -1,17 +1,21 @@
 """The aiokafka boundary of the outbox: producer/consumer construction and error wrapping.
 
-Only the relay and the consumer import this. aiokafka exceptions become our
-:class:`~smartflow_runtime.errors.KafkaUnavailableError` (retriable) or
+Only the relay and the consumer import this; :class:`KafkaWatch` is their broker probe.
+aiokafka exceptions become our :class:`~smartflow_runtime.errors.KafkaUnavailableError` (retriable) or
 :class:`~smartflow_runtime.errors.KafkaRejectedError` (permanent), decided by aiokafka's own
 ``retriable`` flag on the error class, never by message text.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -19,6 +23,9 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
 from aiokafka.errors import KafkaUnavailableError as AioKafkaUnavailableError
 
 from ..errors import KafkaRejectedError, KafkaUnavailableError, SmartflowError
+from ..readiness import KAFKA, DependencyStatus
+
+log = logging.getLogger(__name__)
 
 
 def default_client_id(kind: str) -> str:
@@ -56,3 +63,74 @@ def build_producer(bootstrap_servers: str, client_id: str, options: Mapping[str,
     settings.update(options or {})
     settings.update({"acks": "all", "enable_idempotence": True})
     return AIOKafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id, **settings)
+
+
+class KafkaWatch:
+    """Checks the broker with a metadata round trip every ``interval`` seconds, in a task of its
+    own, and records the result in ``deps`` (``kafka`` up or down).
+
+    The relay and the consumer each run one: their loops can sit in a Kafka call for a long time
+    while the broker is gone (a send waiting for its ack, a commit waiting for the coordinator),
+    and readiness must show the outage within seconds all the same, and its end.
+
+    ``probe`` makes the request on the owner's current client; it returns False when there is no
+    client yet (nothing to check). :meth:`take_outage` hands the owner the length of an outage
+    that just ended, once, so it can decide to re-create its client.
+    """
+
+    def __init__(
+        self,
+        *,
+        deps: DependencyStatus,
+        probe: Callable[[], Awaitable[bool]],
+        interval: float = 2.0,
+        timeout: float = 3.0,
+        name: str = "kafka watch",
+    ) -> None:
+        self._deps = deps
+        self._probe = probe
+        self._interval = interval
+        self._timeout = timeout
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self._down_since: float | None = None
+        self._ended_outage: float | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def is_alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def take_outage(self) -> float | None:
+        """Seconds the broker was unreachable in the outage that ended last; None if none ended since."""
+        ended, self._ended_outage = self._ended_outage, None
+        return ended
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    checked = await self._probe()
+            except Exception as error:  # any failure of the round trip: the broker is not usable
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning("%s: broker unreachable: %s", self._name, wrap_kafka_error(error))
+                self._deps.down(KAFKA, str(wrap_kafka_error(error)))
+                continue
+            if not checked:
+                continue
+            if self._down_since is not None:
+                self._ended_outage = time.monotonic() - self._down_since
+                self._down_since = None
+                log.info("%s: broker reachable again", self._name)
+            self._deps.up(KAFKA)

@@ -126,6 +126,16 @@ class BackoffPolicy:
         return timedelta(seconds=min(seconds, self.cap_seconds))
 
 
+OUTAGE_RETRY = BackoffPolicy(base_seconds=0.2, cap_seconds=2.0)
+"""How the service loops pause between failed cycles while a dependency is down: 0.2 s doubling
+up to 2 s, so a returning PostgreSQL or broker is used again within about two seconds."""
+
+
+def outage_retry_seconds(failures: int, *, cap: float = OUTAGE_RETRY.cap_seconds) -> float:
+    """Seconds to pause after the ``failures``-th failed cycle in a row (see :data:`OUTAGE_RETRY`)."""
+    return min(cap, OUTAGE_RETRY.delay(failures).total_seconds())
+
+
 @dataclass(frozen=True)
 class Envelope:
     """The Kafka message value: which outbox row it carries, plus the event itself.

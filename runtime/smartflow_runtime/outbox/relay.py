@@ -21,6 +21,11 @@ when replicas come and go:
   cannot LISTEN (PgBouncer in transaction mode) and for comparing the two in benchmarks.
 - **Failures.** Kafka errors send rows back to ``pending`` with backoff (or ``dead`` at
   ``max_attempts`` or for a permanent rejection); rows are marked published only after the ack.
+  When a whole batch failed because the broker is unreachable, the claim is rolled back instead
+  (no attempt counted) and the producer is re-created.
+- **Outages.** Nothing here ends the loop: a lost broker or database makes the relay unready
+  (:meth:`Relay.unready` names it and since when); the loop retries every 0.2-2 s, re-creates the
+  producer and the LISTEN connection, and is ready again after its first good cycle.
 """
 
 from __future__ import annotations
@@ -34,13 +39,25 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from ..errors import SmartflowError
+from ..errors import DatabaseError, KafkaUnavailableError, SmartflowError
 from ..metrics import RuntimeMetrics
+from ..readiness import DATABASE, KAFKA, DependencyStatus, Unready
 from . import store
-from .kafka import build_producer, default_client_id, wrap_kafka_error
-from .model import NOTIFY_CHANNEL, SHARDS_CHANNEL, BackoffPolicy, Envelope, OutboxRow, shard_target
+from .kafka import KafkaWatch, build_producer, default_client_id, wrap_kafka_error
+from .model import (
+    NOTIFY_CHANNEL,
+    SHARDS_CHANNEL,
+    BackoffPolicy,
+    Envelope,
+    OutboxRow,
+    outage_retry_seconds,
+    shard_target,
+)
 
 log = logging.getLogger(__name__)
+
+_PRODUCER_STOP_SECONDS = 5.0
+"""How long stopping a producer may take; one that lost its broker is abandoned after it."""
 
 
 class Relay:
@@ -65,6 +82,8 @@ class Relay:
             ``acks=all`` and ``enable_idempotence`` are always forced.
         stats_interval_seconds: how often to refresh the outbox backlog gauges from
             :func:`~.store.stats` (default 15; None disables).
+        send_timeout_seconds: how long a batch waits for Kafka's acks (default 10); after it the
+            claim is rolled back un-counted and the producer re-created (the broker is gone).
     """
 
     def __init__(
@@ -83,6 +102,7 @@ class Relay:
         clock: Callable[[], datetime] = store.utcnow,
         producer_options: Mapping[str, Any] | None = None,
         stats_interval_seconds: float | None = 15.0,
+        send_timeout_seconds: float = 10.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -104,6 +124,7 @@ class Relay:
         self._clock = clock
         self._producer_options = dict(producer_options or {})
         self._stats_interval = stats_interval_seconds
+        self._send_timeout = send_timeout_seconds
         self._producer: Any = None
         self._listen_conn: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -115,6 +136,10 @@ class Relay:
         self._owned: set[int] = set()
         self._shard_count: int | None = None
         self._last_cycle_ok = 0.0
+        self._deps = DependencyStatus()
+        self._watch = KafkaWatch(
+            deps=self._deps, probe=self._probe_kafka, name=f"relay {self.relay_id} kafka"
+        )
         self._stopped = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -125,24 +150,15 @@ class Relay:
         return frozenset(self._owned)
 
     async def start(self) -> None:
-        """Connect to Kafka, LISTEN, and start the loop. Idempotent; raises if Kafka is unreachable."""
+        """Start the loop. Idempotent. Does not wait for Kafka or PostgreSQL: the loop connects the
+        producer and the LISTEN connection itself, and re-creates them after a loss, while
+        :meth:`unready` names what is down."""
         if self._task is not None:
             return
-        producer = build_producer(self._bootstrap_servers, self.relay_id, self._producer_options)
-        try:
-            await producer.start()
-        except Exception as error:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            raise wrap_kafka_error(error) from error
-        self._producer = producer
-        try:
-            await self._listen()
-        except BaseException:
-            await producer.stop()
-            raise
         self._last_cycle_ok = time.monotonic()
+        self._deps.down(KAFKA, "producer not connected yet")
         self._task = asyncio.create_task(self._run(), name=f"relay:{self.relay_id}")
+        self._watch.start()
         log.info("relay started", extra={"relay_id": self.relay_id, "listen_notify": self._listen_notify})
 
     async def stop(self) -> None:
@@ -155,8 +171,9 @@ class Relay:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        await self._watch.stop()
         try:
-            async with self._pool.acquire() as conn:
+            async with store.connection(self._pool, "relay release") as conn:
                 released = await store.release_shards(conn, self.relay_id)
                 await store.leave(conn, self.relay_id)
             log.info("relay released shards", extra={"relay_id": self.relay_id, "shards": sorted(released)})
@@ -165,16 +182,19 @@ class Relay:
         self._owned = set()
         self._metrics.relay_shards_owned.set(0)
         await self._unlisten()
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
-            self._producer = None
+        await self._drop_producer()
+
+    def is_alive(self) -> bool:
+        """True while the loop and its Kafka watch run (outages never end them; a bug or stop() does)."""
+        return self._task is not None and not self._task.done() and self._watch.is_alive()
+
+    def unready(self) -> tuple[Unready, ...]:
+        """Dependencies the loop found down (``kafka``, ``database``), each with its reason and since."""
+        return self._deps.unready()
 
     def is_healthy(self) -> bool:
-        """True while the loop runs and completed a cycle within three lease renewals."""
-        if self._task is None or self._task.done():
-            return False
-        return time.monotonic() - self._last_cycle_ok < max(3 * self._lease.total_seconds(), 10.0)
+        """Alive with every dependency up."""
+        return self.is_alive() and not self._deps.unready()
 
     async def __aenter__(self) -> Relay:
         await self.start()
@@ -220,43 +240,110 @@ class Relay:
             await self._pool.release(conn)
 
     async def _ensure_listening(self) -> None:
+        """(Re)open the LISTEN connection when there is none or it was lost (a PostgreSQL restart
+        closes it and the pool takes the proxy back; see :func:`~.store.connection_usable`)."""
         if not self._listen_notify:
             return
-        if self._listen_conn is not None and not self._listen_conn.is_closed():
+        if self._listen_conn is not None and store.connection_usable(self._listen_conn):
             return
+        if self._listen_conn is not None:
+            log.warning("relay LISTEN connection lost; reconnecting", extra={"relay_id": self.relay_id})
         await self._unlisten()
-        await self._listen()
+        async with store.driver_errors("relay listen"):
+            await self._listen()
+        # Rows committed while we were not listening sent NOTIFYs nobody heard: look now.
+        self._rebalance_now = True
+        self._wake.set()
+
+    # --- the producer ---------------------------------------------------------------------------
+
+    async def _ensure_producer(self) -> None:
+        """Start a producer when there is none (first cycle, or after :meth:`_drop_producer`)."""
+        if self._producer is not None:
+            return
+        producer = build_producer(self._bootstrap_servers, self.relay_id, self._producer_options)
+        try:
+            await producer.start()
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_PRODUCER_STOP_SECONDS):
+                    await producer.stop()
+            raise wrap_kafka_error(error) from error
+        self._producer = producer
+        self._deps.up(KAFKA)
+        log.info("relay producer connected", extra={"relay_id": self.relay_id})
+
+    async def _drop_producer(self) -> None:
+        """Stop and forget the producer (after a broker loss, or on stop); the next cycle builds a new one."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_PRODUCER_STOP_SECONDS):
+                    await producer.stop()
+
+    async def _probe_kafka(self) -> bool:
+        """The :class:`KafkaWatch` probe: a metadata round trip on the current producer's client."""
+        producer = self._producer
+        if producer is None:
+            return False
+        await producer.client.fetch_all_metadata()
+        return True
 
     # --- the loop -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
         next_rebalance = 0.0
         next_stats = 0.0
+        failures = 0
         while not self._stopping.is_set():
             self._wake.clear()
             self._notified = 0
             self._batch_full.clear()
             more = False
             try:
+                await self._ensure_producer()
                 await self._ensure_listening()
+                reached_db = False
                 if self._rebalance_now or time.monotonic() >= next_rebalance:
                     self._rebalance_now = False
                     await self._rebalance()
                     next_rebalance = time.monotonic() + self._tick_seconds
+                    reached_db = True
                 if self._stats_interval is not None and time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + self._stats_interval
-                    async with self._pool.acquire() as conn:
+                    async with store.connection(self._pool, "relay stats") as conn:
                         self._metrics.observe_stats(await store.stats(conn, self._clock()))
-                if self._owned:
+                # While the watch sees no broker, claiming would only lock rows until the send times out.
+                if self._owned and not self._deps.is_down(KAFKA):
                     more = await self._publish_batch()
+                    reached_db = True
+                if reached_db:
+                    self._deps.up(DATABASE)
                 self._last_cycle_ok = time.monotonic()
-            except Exception as error:  # keep the loop alive; health turns false if this persists
-                log.exception("relay cycle failed: %s", error)
-                await self._sleep(min(self._poll_seconds, 1.0))
+                failures = 0
+            except Exception as error:  # keep the loop alive: an outage makes the relay unready, never dead
+                failures += 1
+                await self._on_cycle_error(error)
+                await self._sleep(outage_retry_seconds(failures, cap=min(self._poll_seconds, 2.0)))
                 continue
             if more:
                 continue
             await self._sleep(max(0.0, min(self._poll_seconds, next_rebalance - time.monotonic())))
+
+    async def _on_cycle_error(self, error: Exception) -> None:
+        """Record which dependency failed (by the error's type); a Kafka loss also drops the producer."""
+        if isinstance(error, KafkaUnavailableError):
+            if not self._deps.is_down(KAFKA):
+                log.warning("relay: Kafka unavailable: %s", error, extra={"relay_id": self.relay_id})
+            self._deps.down(KAFKA, str(error))
+            # Re-created on the next cycle: a producer that lost its broker may hold stale state.
+            await self._drop_producer()
+        elif isinstance(error, DatabaseError):
+            if not self._deps.is_down(DATABASE):
+                log.warning("relay: database unavailable: %s", error, extra={"relay_id": self.relay_id})
+            self._deps.down(DATABASE, str(error))
+        else:
+            log.exception("relay cycle failed: %s", error, extra={"relay_id": self.relay_id})
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -278,7 +365,7 @@ class Relay:
             await asyncio.wait_for(self._batch_full.wait(), timeout=self._linger_seconds)
 
     async def _rebalance(self) -> None:
-        async with self._pool.acquire() as conn:
+        async with store.connection(self._pool, "relay rebalance") as conn:
             now = self._clock()
             if self._shard_count is None:
                 self._shard_count = await store.shard_count(conn)
@@ -303,7 +390,7 @@ class Relay:
 
     async def _publish_batch(self) -> bool:
         """Claim, send and mark one batch in one transaction; True when due rows may remain."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with store.connection(self._pool, "relay batch") as conn, conn.transaction():
             rows = await store.claim_batch(
                 conn,
                 self.relay_id,
@@ -320,6 +407,10 @@ class Relay:
             now = self._clock()
             sent = [row for row, error in zip(rows, errors, strict=True) if error is None]
             failed = [(row, error) for row, error in zip(rows, errors, strict=True) if error is not None]
+            if failed and not sent and all(isinstance(e, KafkaUnavailableError) for _, e in failed):
+                # The broker is gone, not these rows: roll the claim back (no attempt counted, so a
+                # long outage cannot send events dead) and let the loop re-create the producer.
+                raise failed[0][1]
             await store.mark_published(conn, sent, now=now)
             outcome = await store.mark_failed(conn, failed, now=now, backoff=self._backoff)
         for row in sent:
@@ -328,6 +419,10 @@ class Relay:
             counter = self._metrics.events_dead if row.id in outcome.dead else self._metrics.events_failed
             counter.labels("relay", row.event_type).inc()
             log.warning("relay send failed for outbox row %s: %s", row.id, error)
+        if failed and not sent:
+            # Nothing of the batch went through: do not trust this producer's state (e.g. its
+            # idempotence sequence after a broker restart); the next cycle builds a new one.
+            await self._drop_producer()
         return more
 
     async def _send(self, rows: Sequence[OutboxRow]) -> list[SmartflowError | None]:
@@ -343,7 +438,14 @@ class Relay:
                 continue
             pending.append(future)
         futures = [p for p in pending if isinstance(p, asyncio.Future)]
-        results = iter(await asyncio.gather(*futures, return_exceptions=True))
+        acked = asyncio.gather(*futures, return_exceptions=True)
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                results = iter(await acked)
+        except TimeoutError as error:
+            # The broker is gone (the producer would keep retrying until its own delivery timeout):
+            # give the rows back un-counted and let the loop re-create the producer.
+            raise KafkaUnavailableError(f"no acknowledgement within {self._send_timeout:.0f}s") from error
         errors: list[SmartflowError | None] = []
         for item in pending:
             if isinstance(item, SmartflowError):

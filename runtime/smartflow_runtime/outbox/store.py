@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import DatabaseError, SmartflowError, is_retriable
+from ..errors import DatabaseError, DatabaseUnavailableError, SmartflowError, is_retriable
 from . import sql
 from .model import NOTIFY_CHANNEL, SHARDS_CHANNEL, BackoffPolicy, NewEvent, OutboxRow, Status, key_hash
 
@@ -35,13 +35,58 @@ Handler = Callable[[Any, OutboxRow], Awaitable[None]]
 _MAX_ERROR_CHARS = 2000
 
 
+# The driver's and the socket layer's ways of saying "the server is not there right now", by class:
+# a refused or lost connection (08xxx, OSError), a server starting up or shutting down (57Pxx:
+# CannotConnectNowError, AdminShutdownError), out of connections or memory (53xxx), a pool
+# acquire or connect that timed out, a connection the pool already took back (InterfaceError),
+# and asyncpg's own protocol-state errors after a connection broke mid-query
+# (InternalClientError, e.g. "cannot switch to state 12").
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+def wrap_driver_error(what: str, error: BaseException) -> DatabaseError:
+    """Our error for a driver failure: :class:`DatabaseUnavailableError` when the server cannot be
+    reached (decided by the exception's class, see ``UNAVAILABLE_ERRORS``), else :class:`DatabaseError`."""
+    if isinstance(error, DatabaseError):
+        return error
+    if isinstance(error, UNAVAILABLE_ERRORS):
+        return DatabaseUnavailableError(f"{what}: {type(error).__name__}: {error}")
+    return DatabaseError(f"{what}: {type(error).__name__}: {error}")
+
+
 @asynccontextmanager
 async def driver_errors(what: str) -> AsyncIterator[None]:
-    """Wrap asyncpg/socket errors raised inside the block into :class:`DatabaseError`."""
+    """Wrap asyncpg/socket errors raised inside the block into :class:`DatabaseError` (or its
+    :class:`DatabaseUnavailableError` subclass when the server cannot be reached)."""
     try:
         yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-        raise DatabaseError(f"{what}: {error}") from error
+    except (asyncpg.PostgresError, *UNAVAILABLE_ERRORS) as error:
+        raise wrap_driver_error(what, error) from error
+
+
+@asynccontextmanager
+async def connection(pool: Any, what: str) -> AsyncIterator[Any]:
+    """``pool.acquire()`` with driver errors of the acquire *and* of the block wrapped (see
+    :func:`driver_errors`): a pool that cannot connect raises :class:`DatabaseUnavailableError`."""
+    async with driver_errors(what), pool.acquire() as conn:
+        yield conn
+
+
+def connection_usable(conn: Any) -> bool:
+    """False when ``conn`` is closed, or is a pool proxy the pool already took back after its
+    connection was lost (asyncpg raises ``InterfaceError`` for any call on such a proxy)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 def utcnow() -> datetime:

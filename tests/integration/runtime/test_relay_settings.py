@@ -36,7 +36,8 @@ async def test_polling_only_relay_opens_no_listen_and_still_delivers_everything(
 ) -> None:
     # Control: the default relay LISTENs, so the check below can see a listener when there is one.
     async with relay(pool, bootstrap_servers, "notify"):
-        assert await _outbox_listeners(pool), "a LISTEN relay should show up in pg_stat_activity"
+        # The loop opens its LISTEN connection after connecting the producer.
+        await wait_until(lambda: _has_listeners(pool), within=10, what="a LISTEN relay in pg_stat_activity")
     await wait_until(lambda: _no_listeners(pool), within=10, what="control relay's LISTEN gone")
 
     polling = relay(pool, bootstrap_servers, "polling", listen_notify=False, poll_interval_seconds=0.3)
@@ -51,6 +52,10 @@ async def test_polling_only_relay_opens_no_listen_and_still_delivers_everything(
     counts = Counter(m.envelope.outbox_id for m in received)
     assert set(counts) == set(ids) and max(counts.values()) == 1
     assert_per_key_order(received)
+
+
+async def _has_listeners(pool: Any) -> bool:
+    return bool(await _outbox_listeners(pool))
 
 
 async def _no_listeners(pool: Any) -> bool:

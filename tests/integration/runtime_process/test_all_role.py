@@ -27,6 +27,7 @@ async def test_all_role_applies_every_event_type_and_drains(
     assert json.loads(text)["checks"] == {
         "running": True,
         "database": True,
+        "schema": True,
         "consumer": True,
         "memory-worker": True,
         "relay": True,

@@ -31,7 +31,7 @@ async def test_api_role_serves_admin_and_business_endpoints_without_kafka(
     assert (status, json.loads(text)) == (200, {"status": "ok"})
     status, text = await api.get(f"{api.admin}/readyz")
     assert status == 200
-    assert json.loads(text)["checks"] == {"running": True, "database": True, "http-api": True}
+    assert json.loads(text)["checks"] == {"running": True, "database": True, "schema": True, "http-api": True}
 
     status, posted = await _post(
         f"{api.http}/v1/conversations/conv-1/messages", {"user_id": "u1", "content": "I like green tea."}

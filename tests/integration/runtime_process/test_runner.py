@@ -1,20 +1,24 @@
 """The role runner in-process, with recording stand-in services and a real PostgreSQL.
 
 The stand-ins replace the relay/consumer/worker (not Postgres or Kafka) so that start/stop
-order, readiness during a drain, a dying loop and an overrun grace period can be observed
-exactly.
+order, readiness during a drain, a dying loop, an unready (but alive) service, the schema gate
+and an overrun grace period can be observed exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import aiohttp
+import asyncpg
 from prometheus_client import CollectorRegistry
 
 from smartflow_devstack.process import free_port
 from smartflow_runtime.config import Need, Role, load_settings
+from smartflow_runtime.db import REQUIRED_SCHEMA_VERSION, migrate
+from smartflow_runtime.readiness import Unready
 from smartflow_runtime.roles import Component, Dependencies, RoleRunner, RunOutcome, components_for
 from smartflow_runtime.service import Service
 
@@ -38,7 +42,8 @@ class StandIn:
         self.name = name
         self.recorder = recorder
         self.runner = runner
-        self.healthy = True
+        self.alive = True
+        self.down: list[Unready] = []
         self.stop_seconds = stop_seconds
         self.fail_start = fail_start
 
@@ -49,11 +54,14 @@ class StandIn:
 
     async def stop(self) -> None:
         self.recorder.events.append(f"stop {self.name}")
-        self.recorder.ready_when_stopping.append(await self.runner[0].readiness())
+        self.recorder.ready_when_stopping.append((await self.runner[0].readiness()).checks)
         await asyncio.sleep(self.stop_seconds)
 
-    def is_healthy(self) -> bool:
-        return self.healthy
+    def is_alive(self) -> bool:
+        return self.alive
+
+    def unready(self) -> list[Unready]:
+        return self.down
 
 
 def _runner(
@@ -63,7 +71,6 @@ def _runner(
     holder: list[RoleRunner],
     *,
     grace: str = "5",
-    unhealthy_exit_after: float = 10.0,
 ) -> tuple[RoleRunner, int]:
     admin_port = free_port()
     settings = load_settings(
@@ -88,7 +95,7 @@ def _runner(
         registry=CollectorRegistry(),
         factory=factory,
         watch_interval=0.05,
-        unhealthy_exit_after=unhealthy_exit_after,
+        probe_interval=0.1,
     )
     holder.append(runner)
     return runner, admin_port
@@ -97,6 +104,15 @@ def _runner(
 async def _readyz(port: int) -> tuple[int, dict[str, object]]:
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/readyz") as response:
         return response.status, await response.json()
+
+
+async def _migrated(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn, shard_count=4)
+    finally:
+        await conn.close()
+    return dsn
 
 
 async def _until_ready(port: int) -> dict[str, object]:
@@ -112,6 +128,7 @@ async def _until_ready(port: int) -> dict[str, object]:
 
 
 async def test_starts_in_table_order_drains_in_reverse_after_readiness_turns_false(database_dsn: str) -> None:
+    await _migrated(database_dsn)
     recorder, holder = Recorder(), []
     services = {c: StandIn(c.value, recorder, holder) for c in Component}
     runner, admin_port = _runner(database_dsn, Role.ALL, services, holder)
@@ -120,6 +137,7 @@ async def test_starts_in_table_order_drains_in_reverse_after_readiness_turns_fal
     assert body["checks"] == {
         "running": True,
         "database": True,
+        "schema": True,
         **{c.value: True for c in components_for(Role.ALL)},
     }
     runner.request_stop("test")
@@ -130,22 +148,44 @@ async def test_starts_in_table_order_drains_in_reverse_after_readiness_turns_fal
     assert recorder.ready_when_stopping and all(r["running"] is False for r in recorder.ready_when_stopping)
 
 
-async def test_a_dead_loop_makes_readyz_fail_then_the_runner_exits_non_zero(database_dsn: str) -> None:
+async def test_an_unready_service_is_reported_with_its_dependency_and_the_role_keeps_running(
+    database_dsn: str,
+) -> None:
+    await _migrated(database_dsn)
     recorder, holder = Recorder(), []
     services = {c: StandIn(c.value, recorder, holder) for c in Component}
-    runner, admin_port = _runner(database_dsn, Role.WORKER, services, holder, unhealthy_exit_after=1.5)
+    runner, admin_port = _runner(database_dsn, Role.WORKER, services, holder)
     task = asyncio.create_task(runner.run())
     await _until_ready(admin_port)
-    services[Component.CONSUMER].healthy = False
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    services[Component.RELAY].down = [Unready("kafka", "KafkaConnectionError: refused", since)]
+    await asyncio.sleep(0.5)  # ten watch intervals: an unready service is never treated as dead
     status, body = await _readyz(admin_port)
-    assert status == 503
-    assert body["checks"]["consumer"] is False  # type: ignore[index]
-    assert not task.done(), "a short unhealthy spell is not yet fatal"
+    assert status == 503 and not task.done()
+    assert body["checks"]["relay"] is False and body["checks"]["consumer"] is True  # type: ignore[index]
+    (reason,) = body["unready"]  # type: ignore[misc]
+    assert reason["dependency"] == "kafka" and reason["since"] == since.isoformat()
+    assert "refused" in reason["reason"]
+    services[Component.RELAY].down = []
+    assert (await _until_ready(admin_port))["checks"]["relay"] is True  # type: ignore[index]
+    runner.request_stop("test")
+    assert await asyncio.wait_for(task, 10) is RunOutcome.DRAINED
+
+
+async def test_a_loop_that_ended_makes_the_runner_drain_and_exit_non_zero(database_dsn: str) -> None:
+    await _migrated(database_dsn)
+    recorder, holder = Recorder(), []
+    services = {c: StandIn(c.value, recorder, holder) for c in Component}
+    runner, admin_port = _runner(database_dsn, Role.WORKER, services, holder)
+    task = asyncio.create_task(runner.run())
+    await _until_ready(admin_port)
+    services[Component.CONSUMER].alive = False
     assert await asyncio.wait_for(task, 10) is RunOutcome.FAILED
     assert "stop consumer" in recorder.events and "stop relay" in recorder.events
 
 
 async def test_a_service_that_cannot_start_fails_the_role_and_stops_what_started(database_dsn: str) -> None:
+    await _migrated(database_dsn)
     recorder, holder = Recorder(), []
     services = {c: StandIn(c.value, recorder, holder) for c in Component}
     services[Component.RELAY] = StandIn("relay", recorder, holder, fail_start=True)
@@ -162,6 +202,7 @@ async def test_a_service_that_cannot_start_fails_the_role_and_stops_what_started
 
 
 async def test_a_drain_that_overruns_the_grace_period_is_cut_short_and_fails(database_dsn: str) -> None:
+    await _migrated(database_dsn)
     recorder, holder = Recorder(), []
     services = {c: StandIn(c.value, recorder, holder) for c in Component}
     services[Component.CONSUMER] = StandIn("consumer", recorder, holder, stop_seconds=30)
@@ -176,6 +217,7 @@ async def test_a_drain_that_overruns_the_grace_period_is_cut_short_and_fails(dat
 
 
 async def test_readyz_fails_when_the_database_is_unreachable_but_healthz_stays_up(database_dsn: str) -> None:
+    await _migrated(database_dsn)
     recorder, holder = Recorder(), []
     services = {c: StandIn(c.value, recorder, holder) for c in Component}
     runner, admin_port = _runner(database_dsn, Role.MEMORY_WORKER, services, holder)
@@ -184,10 +226,34 @@ async def test_readyz_fails_when_the_database_is_unreachable_but_healthz_stays_u
     # Point the readiness ping at a port where nothing listens: the same effect as a database outage.
     runner._settings = runner._settings.model_copy(update={"database_dsn": "postgresql://x:y@127.0.0.1:9/z"})
     await runner._close_ping_conn()
+    await asyncio.sleep(0.5)  # a few monitor rounds
     status, body = await _readyz(admin_port)
     assert status == 503
-    assert body["checks"] == {"running": True, "database": False, "memory-worker": True}
+    assert body["checks"] == {"running": True, "database": False, "schema": True, "memory-worker": True}
+    assert [u["dependency"] for u in body["unready"]] == ["database"]  # type: ignore[union-attr]
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{admin_port}/healthz") as r:
         assert r.status == 200
+    runner.request_stop("test")
+    assert await asyncio.wait_for(task, 10) is RunOutcome.DRAINED
+
+
+async def test_a_role_on_an_unmigrated_database_waits_unready_and_starts_after_migrate(
+    database_dsn: str,
+) -> None:
+    recorder, holder = Recorder(), []
+    services = {c: StandIn(c.value, recorder, holder) for c in Component}
+    runner, admin_port = _runner(database_dsn, Role.MEMORY_WORKER, services, holder)
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0.5)
+    status, body = await _readyz(admin_port)
+    assert status == 503 and not task.done()
+    assert body["checks"]["schema"] is False and body["checks"]["database"] is True  # type: ignore[index]
+    (reason,) = body["unready"]  # type: ignore[misc]
+    assert reason["dependency"] == "schema"
+    assert f"version 0, this runtime needs {REQUIRED_SCHEMA_VERSION}" in reason["reason"]
+    assert recorder.events == [], "no service starts on a schema it cannot use"
+    await _migrated(database_dsn)
+    body = await _until_ready(admin_port)
+    assert body["checks"]["schema"] is True and recorder.events == ["start memory-worker"]  # type: ignore[index]
     runner.request_stop("test")
     assert await asyncio.wait_for(task, 10) is RunOutcome.DRAINED
