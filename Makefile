@@ -57,8 +57,13 @@ crds: venv
 	$(BIN)/smartflow-operator crds --output crds
 	$(BIN)/smartflow-operator crds --output charts/smartflow-operator/crds
 
+# Tests wait far more than they compute (pods starting, rebalances, poll intervals), so they run in
+# parallel workers against one shared stack (`with-stack`: the running `make up` stack, or one
+# started for the run and stopped after it). A module's tests stay in one worker (loadscope), so
+# its module fixtures (a runtime on the node, say) are made once.
+PYTEST_WORKERS ?= 3
 test: deps lint
-	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS) tests
+	$(BIN)/smartflow-devstack with-stack -- $(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS) tests
 
 test-unit: deps
 	$(BIN)/pytest -p no:cacheprovider -m unit $(PYTEST_ARGS) tests

@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         help="build/fetch the servers into the cache (kube, etcd, helm, kafka, postgres, node packages)",
     )
     sub.add_parser("images", help="build the runtime and operator images from their Dockerfiles (buildah)")
+    with_stack = sub.add_parser(
+        "with-stack",
+        help="run a command (e.g. pytest) against the running stack, or one started and stopped for it",
+    )
+    with_stack.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     status = sub.add_parser("status", help="print the running stack's connection settings")
     status.add_argument("--state", type=Path, default=stack.DEFAULT_STATE)
     demo_cli.add_parser(sub)
@@ -47,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
             for key, value in running.env().items():
                 print(f"{key}={value}")
             print(f"logs: {Path(running.state) / 'logs'}\nsettings: {stack.ENV_FILE} (source it)")
+        elif args.command == "with-stack":
+            command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if not command:
+                parser.error("with-stack needs a command after --")
+            return stack.run_with_stack(command)
         elif args.command == "demo":
             return demo_cli.run(args)
         elif args.command == "down":

@@ -137,9 +137,25 @@ def build(name: str) -> Image:
         what=f"export {name} image",
     )
     partial.rename(archive)
-    for old in sorted(_images_dir().glob(f"smartflow-{name}-*.tar"), key=lambda p: p.stat().st_mtime)[:-3]:
-        old.unlink(missing_ok=True)
+    _prune(name, keep=reference)
     return Image(name=name, reference=reference, archive=str(archive))
+
+
+def _prune(name: str, *, keep: str) -> None:
+    """Older builds of ``name`` go: their archives (the newest two stay) and buildah's copies."""
+    for old in sorted(_images_dir().glob(f"smartflow-{name}-*.tar"), key=lambda p: p.stat().st_mtime)[:-2]:
+        old.unlink(missing_ok=True)
+    listed = subprocess.run(
+        ["buildah", *storage_args(), "images", "--format", "{{.Name}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    stale = [ref for ref in listed if ref.startswith(f"localhost/smartflow-{name}:") and ref != keep]
+    if stale:
+        subprocess.run(["buildah", *storage_args(), "rmi", *stale], capture_output=True, check=False)
+    # Intermediate (build-stage) images left without a name.
+    subprocess.run(["buildah", *storage_args(), "rmi", "--prune"], capture_output=True, check=False)
 
 
 def build_all() -> list[Image]:

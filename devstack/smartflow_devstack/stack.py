@@ -66,9 +66,11 @@ def tool_path() -> str:
     )
 
 
-def save(stack: Stack, env_file: Path = ENV_FILE) -> None:
+def save(stack: Stack, env_file: Path | None = ENV_FILE) -> None:
     Path(stack.state).mkdir(parents=True, exist_ok=True)
     (Path(stack.state) / "stack.json").write_text(json.dumps(asdict(stack), indent=2))
+    if env_file is None:
+        return
     lines = [f"export {key}={value!s}" for key, value in stack.env().items()]
     lines.append(f'export PATH="{tool_path()}:$PATH"')
     env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -97,11 +99,12 @@ def load(state: Path = DEFAULT_STATE) -> Stack | None:
     return stack
 
 
-def up(state: Path = DEFAULT_STATE) -> Stack:
+def up(state: Path = DEFAULT_STATE, *, env_file: Path | None = ENV_FILE) -> Stack:
+    """Start every server and the node (or return the running stack); ``env_file`` None: write none."""
     running = load(state)
     if running is not None:
         return running
-    down(state)
+    down(state, env_file=env_file)
     state.mkdir(parents=True, exist_ok=True)
     started = Stack(state=str(state))
     try:
@@ -127,7 +130,7 @@ def up(state: Path = DEFAULT_STATE) -> Stack:
     except BaseException:
         _stop(started)
         raise
-    save(started)
+    save(started, env_file)
     return started
 
 
@@ -138,11 +141,33 @@ def _stop(stack: Stack) -> None:
         stop(pid)
 
 
-def down(state: Path = DEFAULT_STATE) -> None:
+def down(state: Path = DEFAULT_STATE, *, env_file: Path | None = ENV_FILE) -> None:
     recorded = _read(state)
     if recorded is None:
         return
     _stop(recorded)
     (state / "stack.json").unlink()
-    if ENV_FILE.exists():
-        ENV_FILE.unlink()
+    if env_file is not None and env_file.exists():
+        env_file.unlink()
+
+
+TEST_STATE = REPO_ROOT / ".local" / "test-stack"
+
+
+def run_with_stack(command: list[str]) -> int:
+    """Run ``command`` against one shared stack: the running ``make up`` stack if there is one, else
+    a stack started for the command and stopped after it. Parallel test workers all reuse it (one
+    node per machine; every test isolates itself by namespace, database, topic and group)."""
+    import subprocess
+
+    running = load(DEFAULT_STATE)
+    state = DEFAULT_STATE if running is not None else TEST_STATE
+    if running is None:
+        up(TEST_STATE, env_file=None)
+    try:
+        return subprocess.run(
+            command, env={**os.environ, "SMARTFLOW_STACK_STATE": str(state)}, check=False
+        ).returncode
+    finally:
+        if running is None:
+            down(TEST_STATE, env_file=None)
