@@ -18,6 +18,7 @@ from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -40,6 +41,25 @@ def pod_dsn(host_dsn: str) -> str:
         f"{credentials}@{network.NODE_IP}:{parts.port}" if credentials else f"{network.NODE_IP}:{parts.port}"
     )
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def runnable(
+    documents: list[dict[str, Any]], *, image: str, host_dsn: str, bootstrap_servers: str, topic: str
+) -> str:
+    """Runtime manifests (e.g. an example: its Secrets' ``dsn`` and its SmartflowRuntimes) made to
+    run on the node: the runtime image, the database ``host_dsn`` names as pods dial it, and Kafka
+    at ``bootstrap_servers`` (``kafka_server.pod_bootstrap_servers``) with its own topic and group."""
+    for document in documents:
+        if document["kind"] == "Secret":
+            document.pop("data", None)
+            document["stringData"] = {"dsn": pod_dsn(host_dsn)}
+        if document["kind"] == "SmartflowRuntime":
+            document["spec"]["image"] = image
+            kafka = document["spec"].setdefault("kafka", {})
+            kafka.update(
+                {"bootstrapServers": bootstrap_servers, "topic": topic, "consumerGroup": f"{topic}-group"}
+            )
+    return yaml.safe_dump_all(documents)
 
 
 def runtime_image_tag(node: NodeInfo, image: str, tag: str) -> str:
@@ -77,19 +97,26 @@ def deployment_settled(
         (status.observed_generation or 0) >= deployment.metadata.generation
         and (status.replicas or 0) == want
         and (status.updated_replicas or 0) == want
-        and (status.ready_replicas or 0) == (want if ready is None else ready)
+        and (ready == -1 or (status.ready_replicas or 0) == (want if ready is None else ready))
     )
 
 
 def wait_deployments_ready(
-    apps: client.AppsV1Api, namespace: str, names: Sequence[str], *, timeout: float = POD_TIMEOUT
+    apps: client.AppsV1Api,
+    namespace: str,
+    names: Sequence[str],
+    *,
+    timeout: float = POD_TIMEOUT,
+    ready: bool = True,
 ) -> None:
-    """Every Deployment in ``names`` reports all its pods updated and ready (real pods, real probes)."""
+    """Every Deployment in ``names`` reports all its pods updated and ready (real pods, real probes);
+    with ``ready=False`` only that the deployment controller has caught up with its spec (for pods
+    that never get ready, e.g. of a placeholder image: the status written then stays)."""
     deadline = time.monotonic() + timeout
     for name in names:
         until(
-            lambda name=name: deployment_settled(apps, namespace, name),  # type: ignore[misc]
-            what=f"Deployment {namespace}/{name} ready",
+            lambda name=name: deployment_settled(apps, namespace, name, ready=None if ready else -1),  # type: ignore[misc]
+            what=f"Deployment {namespace}/{name} {'ready' if ready else 'observed'}",
             timeout=max(1.0, deadline - time.monotonic()),
         )
 
