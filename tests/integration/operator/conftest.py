@@ -5,6 +5,7 @@ kubectl, and the operator's own API client with its request counter.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -19,6 +20,8 @@ from kubernetes import client, config
 from smartflow_devstack.versions import REPO_ROOT, kube_bin
 from smartflow_operator.crd import CRD_FILENAME
 from smartflow_operator.kube import KubeClient, load_api_client
+from smartflow_operator.reconcile import reconcile
+from tests.integration.realpods import wait_deployments_ready
 
 EXAMPLES = REPO_ROOT / "examples"
 CRD_PATH = REPO_ROOT / "crds" / CRD_FILENAME
@@ -131,6 +134,21 @@ def children(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
 
 def versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
     return {key: obj["metadata"]["resourceVersion"] for key, obj in children(kubectl, namespace).items()}
+
+
+async def settled(
+    kubectl: Kubectl, namespace: str, name: str, *, kube: KubeClient, api: client.ApiClient, **options: Any
+) -> None:
+    """Let the deployment controller catch up with the runtime's Deployments (it writes their
+    status, and so their resourceVersion; pods of a placeholder image never get ready, that status
+    then stays) and reconcile once (``options`` go to ``reconcile``): the steady state a resync finds."""
+    deployments = [
+        key.split("/", 1)[1] for key in children(kubectl, namespace) if key.startswith("Deployment/")
+    ]
+    await asyncio.to_thread(
+        wait_deployments_ready, client.AppsV1Api(api), namespace, deployments, ready=False
+    )
+    await reconcile(namespace, name, kube=kube, **options)
 
 
 def wait_for(check: Callable[[], bool], *, what: str, timeout: float = 60) -> None:

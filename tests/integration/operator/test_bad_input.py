@@ -7,12 +7,13 @@ import base64
 import json
 
 import pytest
+from kubernetes import client
 
 from smartflow_operator.errors import ConfigurationError
 from smartflow_operator.kube import KubeClient
 from smartflow_operator.reconcile import reconcile
 
-from .conftest import Kubectl, condition, example, versions
+from .conftest import Kubectl, condition, example, settled, versions
 
 RUNTIME = """
 apiVersion: smartflow.io/v1alpha1
@@ -126,10 +127,11 @@ async def test_missing_secret_is_degraded_with_one_event_until_it_appears(
 
 
 async def test_missing_key_leaves_running_workloads_untouched(
-    kubectl: Kubectl, namespace: str, kube: KubeClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
 ) -> None:
     kubectl.apply(namespace, example("runtime-split.yaml"))
     await reconcile(namespace, "demo", kube=kube)
+    await settled(kubectl, namespace, "demo", kube=kube, api=admin_api)
     before = versions(kubectl, namespace)
     patch = {
         "spec": {"image": "ghcr.io/smartflow/runtime:0.3.0", "database": {"dsnSecretRef": {"key": "nope"}}}

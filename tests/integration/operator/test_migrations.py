@@ -28,9 +28,9 @@ from smartflow_operator.errors import ConfigurationError
 from smartflow_operator.kube import JOBS, KubeClient, load_api_client
 from smartflow_operator.reconcile import reconcile
 from smartflow_runtime.db import MIGRATIONS
-from tests.integration.realpods import pod_dsn, runtime_image_tag, wait_deployments_ready, wait_job
+from tests.integration.realpods import pod_dsn, runtime_image_tag, wait_job
 
-from .conftest import Kubectl, children, condition, versions
+from .conftest import Kubectl, children, condition, settled, versions
 
 LATEST = max(migration.version for migration in MIGRATIONS)
 ROLES = ("api", "relay", "consumer", "memory-worker")
@@ -131,14 +131,6 @@ def _set_image(kubectl: Kubectl, namespace: str, image: str) -> None:
     )
 
 
-async def _settled(api: client.ApiClient, namespace: str, kube: KubeClient, probes: Probes) -> None:
-    """Wait for the deployment controller to report the role Deployments rolled out, and reconcile
-    once so the runtime's status says so: the steady state a resync then finds."""
-    names = [f"shop-{role}" for role in ROLES]
-    await asyncio.to_thread(wait_deployments_ready, client.AppsV1Api(api), namespace, names)
-    await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
-
-
 async def _migrated(
     kubectl: Kubectl, namespace: str, kube: KubeClient, api: client.ApiClient, probes: Probes
 ) -> None:
@@ -147,6 +139,7 @@ async def _migrated(
     job = _runtime(kubectl, namespace)["status"]["schema"]["jobName"]
     assert await _job_finished(api, namespace, job) == "Complete"
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
+    await settled(kubectl, namespace, "shop", kube=kube, api=api, schema_versions=probes)
 
 
 async def test_a_fresh_runtime_runs_the_job_first_and_the_roles_after_it_succeeded(
@@ -319,7 +312,7 @@ async def test_resyncs_and_a_restart_start_no_second_job_and_a_gone_job_is_not_r
         assert await _job_finished(admin_api, namespace, job["metadata"]["name"]) == "Complete"
         await reconcile(namespace, "shop", kube=restarted, schema_versions=probes)
         assert len(_deployments(kubectl, namespace)) == 4
-        await _settled(admin_api, namespace, restarted, probes)
+        await settled(kubectl, namespace, "shop", kube=restarted, api=admin_api, schema_versions=probes)
 
         # The TTL controller (or a person) deletes the finished Job: the hash is migrated, no rerun.
         await kube.delete(JOBS, namespace, job["metadata"]["name"])
@@ -342,7 +335,6 @@ async def test_a_migrated_runtimes_resync_makes_zero_writes(
 ) -> None:
     kubectl.apply(namespace, manifest(database_dsn))
     await _migrated(kubectl, namespace, kube, admin_api, probes)
-    await _settled(admin_api, namespace, kube, probes)
     before, runtime_version = (
         versions(kubectl, namespace),
         _runtime(kubectl, namespace)["metadata"]["resourceVersion"],

@@ -17,7 +17,7 @@ from smartflow_operator.names import ANNOTATION_CONFIG_HASH
 from smartflow_operator.reconcile import reconcile
 from tests.integration.realpods import runnable, wait_deployments_ready, wait_job
 
-from .conftest import EXAMPLES, Kubectl, children, example, versions, wait_for
+from .conftest import EXAMPLES, Kubectl, children, example, settled, versions, wait_for
 
 SPLIT_CHILDREN = {
     "Deployment/demo-api",
@@ -98,26 +98,12 @@ async def test_all_example_yields_one_deployment_and_the_api_service(
     assert list(kube.warnings) == []
 
 
-async def _settled(
-    kubectl: Kubectl, namespace: str, name: str, kube: KubeClient, api: client.ApiClient
-) -> None:
-    """Let the deployment controller catch up with the children (it writes their status; their pods,
-    of the examples' placeholder image, never get ready) and reconcile once: the steady state."""
-    deployments = [
-        key.split("/", 1)[1] for key in children(kubectl, namespace) if key.startswith("Deployment/")
-    ]
-    await asyncio.to_thread(
-        wait_deployments_ready, client.AppsV1Api(api), namespace, deployments, ready=False
-    )
-    await reconcile(namespace, name, kube=kube)
-
-
 async def test_a_second_reconcile_writes_nothing(
     kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
 ) -> None:
     kubectl.apply(namespace, example("runtime-split.yaml"))
     await reconcile(namespace, "demo", kube=kube)
-    await _settled(kubectl, namespace, "demo", kube, admin_api)
+    await settled(kubectl, namespace, "demo", kube=kube, api=admin_api)
     before, writes, reads = versions(kubectl, namespace), kube.writes, kube.calls["GET"]
     runtime_version = kubectl.json("-n", namespace, "get", "sfr", "demo")["metadata"]["resourceVersion"]
 
@@ -159,7 +145,7 @@ async def test_editing_one_role_touches_only_its_deployment(
 ) -> None:
     kubectl.apply(namespace, example("runtime-split.yaml"))
     await reconcile(namespace, "demo", kube=kube)
-    await _settled(kubectl, namespace, "demo", kube, admin_api)
+    await settled(kubectl, namespace, "demo", kube=kube, api=admin_api)
     before = versions(kubectl, namespace)
     kubectl(
         "-n", namespace, "patch", "sfr", "demo", "--type=merge",
@@ -174,10 +160,11 @@ async def test_editing_one_role_touches_only_its_deployment(
 
 
 async def test_changing_the_secret_changes_the_pod_template_hash(
-    kubectl: Kubectl, namespace: str, kube: KubeClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
 ) -> None:
     kubectl.apply(namespace, example("runtime-split.yaml"))
     await reconcile(namespace, "demo", kube=kube)
+    await settled(kubectl, namespace, "demo", kube=kube, api=admin_api)
 
     def hashes() -> dict[str, str]:
         return {
