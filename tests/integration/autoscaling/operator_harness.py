@@ -164,7 +164,8 @@ class Cluster:
 def runtime_body(name: str, **options: Any) -> dict[str, Any]:
     """The runtime the autoscaling tests start from: ``split_runtime`` with the operator's migration
     Job off. These tests migrate their database in a fixture, as a team migrating in its own
-    pipeline does (and the stack has no node to run a Job yet); the operator reads the version."""
+    pipeline does (the Job itself is tested on the node in tests/integration/operator/
+    test_migrations.py); the operator reads the version."""
     body = split_runtime(name, **options)
     body["spec"]["migrations"] = {"enabled": False}
     return body

@@ -5,22 +5,29 @@ test forces the bad interleaving on the real apiserver: one writer reads the run
 writes its condition, then the first writes. Without the resourceVersion precondition (and the
 rebuild on 409) the second write would carry the stale list and drop or revert the other
 writer's condition; here both condition types must survive with their newest values.
+
+The runtime's pods are real (the runtime image on the node, the deployment controller writes the
+Deployments' status): Ready becomes True when they are, and False when the relay really stops
+answering its readiness probe (its processes are stopped, so it also publishes nothing).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubernetes import client
 
+from smartflow_devstack import kafka
 from smartflow_operator.autoscaling.loop import Autoscaler
-from smartflow_operator.kube import DEPLOYMENTS, RUNTIMES, KubeClient, ResourceKind, load_api_client
+from smartflow_operator.kube import RUNTIMES, KubeClient, ResourceKind, load_api_client
 from smartflow_operator.names import Role
 from smartflow_operator.reconcile import reconcile
+from tests.integration.realpods import frozen, pod_dsn, wait_deployments_ready, wait_ready_count
 
-from .conftest import insert_events
+from .conftest import create_topic, insert_events
 from .operator_harness import Cluster, fast_autoscaling, runtime_body
 
 NAME = "race"
@@ -44,49 +51,40 @@ class InterleavingKube(KubeClient):
         return await super().patch_status(kind, namespace, name, patch, **kwargs)
 
 
-async def _set_ready(kube: KubeClient, namespace: str, name: str, ready: int) -> None:
-    deployment = await kube.get(DEPLOYMENTS, namespace, name)
-    assert deployment is not None
-    replicas = deployment["spec"].get("replicas", 1)
-    await kube.patch_status(
-        DEPLOYMENTS,
-        namespace,
-        name,
-        {
-            "observedGeneration": deployment["metadata"]["generation"],
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": min(ready, replicas),
-            "availableReplicas": min(ready, replicas),
-        },
-    )
-
-
 async def _noop(namespace: str, name: str) -> None:
     return None
 
 
 async def test_reconcile_and_autoscaler_status_writes_keep_each_others_conditions(
-    cluster: Cluster, kubeconfig: str, outbox_dsn: str, bootstrap_servers: str, names: Callable[[str], str]
+    cluster: Cluster,
+    kubeconfig: str,
+    outbox_dsn: str,
+    bootstrap_servers: str,
+    kafka_server: kafka.KafkaInfo,
+    node_images: dict[str, str],
+    names: Callable[[str], str],
 ) -> None:
     ns = cluster.namespace
-    cluster.create_secret("db", {"dsn": outbox_dsn})
+    topic = names("outbox")
+    await create_topic(bootstrap_servers, topic, 4)
+    cluster.create_secret("db", {"dsn": pod_dsn(outbox_dsn)})
     cluster.create_runtime(
         runtime_body(
             NAME,
-            bootstrap_servers=bootstrap_servers,
-            topic=names("outbox"),
+            bootstrap_servers=kafka_server.pod_bootstrap_servers,
+            topic=topic,
             group=names("group"),
             relay=fast_autoscaling(),
+            image=node_images["runtime"],
         )
     )
+    deployments = [f"{NAME}-{role}" for role in ("api", "relay", "consumer", "memory-worker")]
     kube = KubeClient(load_api_client(kubeconfig))
     autoscaler = Autoscaler(kube=kube, apply_replicas=_noop)
     try:
         await reconcile(ns, NAME, kube=kube)  # children created; no pod ready yet
         assert cluster.condition(NAME, "Ready")["status"] == "False"
-        for role in ("api", "relay", "consumer", "memory-worker"):
-            await _set_ready(kube, ns, f"{NAME}-{role}", ready=1)
+        await asyncio.to_thread(wait_deployments_ready, cluster.apps, ns, deployments)
 
         # 1. The reconciler has read the runtime (Ready is about to become True) when the
         #    autoscaler reports the relay's lag and writes RelayAutoscaling.
@@ -106,18 +104,19 @@ async def test_reconcile_and_autoscaler_status_writes_keep_each_others_condition
         assert reconciler_kube.calls["PATCH"] >= 2
 
         # 2. The autoscaler has read the runtime (a new backlog changes its condition) when the
-        #    reconciler writes Ready=False (a relay pod went away).
-        await insert_events(outbox_dsn, 7)
-        await _set_ready(kube, ns, f"{NAME}-relay", ready=0)
-        autoscaler_kube = InterleavingKube(
-            load_api_client(kubeconfig), lambda: reconcile(ns, NAME, kube=kube)
-        )
-        racing = Autoscaler(kube=autoscaler_kube, apply_replicas=_noop)
-        try:
-            await racing.poll(ns, NAME, Role.RELAY, logger=log)
-        finally:
-            await racing.close()
-            autoscaler_kube.close()
+        #    reconciler writes Ready=False (the relay pod stopped answering: it hangs).
+        with frozen(cluster.core, ns, NAME, "relay"):
+            await asyncio.to_thread(wait_ready_count, cluster.apps, ns, f"{NAME}-relay", 0, timeout=60)
+            await insert_events(outbox_dsn, 7)  # nobody publishes them: the relay is stopped
+            autoscaler_kube = InterleavingKube(
+                load_api_client(kubeconfig), lambda: reconcile(ns, NAME, kube=kube)
+            )
+            racing = Autoscaler(kube=autoscaler_kube, apply_replicas=_noop)
+            try:
+                await racing.poll(ns, NAME, Role.RELAY, logger=log)
+            finally:
+                await racing.close()
+                autoscaler_kube.close()
         ready, relay = cluster.condition(NAME, "Ready"), cluster.condition(NAME, "RelayAutoscaling")
         assert ready is not None and ready["status"] == "False", "the reconciler's condition was reverted"
         assert "relay 0/1 ready" in ready["message"]

@@ -2,14 +2,15 @@
 chart's ServiceAccount token (RBAC enforced), driven through one scenario that touches every
 permission the chart grants:
 
-0. a split runtime (envFrom a ConfigMap, DSN from a Secret, api with 2 replicas) -> first only its
-   migration Job (created, watched, read by name); the Job fails (written by the test: there is no
-   node, see ``tests/integration/operator/job_controller.py``) -> Degraded/MigrationFailed, for which
-   the operator lists the Job's pod and reads its log; a new image -> a new Job, which succeeds;
+0. a split runtime (envFrom a ConfigMap, DSN from a Secret, api with 2 replicas) of an image that
+   cannot migrate -> first only its migration Job (created, watched, read by name); its pod fails
+   on the node -> Degraded/MigrationFailed, for which the operator lists the Job's pod and reads its
+   log; the runtime image -> a new Job, which succeeds on the node;
 1. -> four role Deployments, the api Service and the api PodDisruptionBudget, all created by
    server-side apply;
-2. the Deployments report ready (written by the test: there is no kubelet) -> status ``Ready``;
-3. due outbox rows appear -> the relay is scaled up from lag; the rows go -> it comes back down;
+2. the role pods get ready on the node (the deployment controller reports it) -> status ``Ready``;
+3. the relay hangs (its processes stopped) and due outbox rows appear -> the relay is scaled up from
+   lag; the rows go -> it comes back down;
 4. api back to 1 replica -> its disruption budget is pruned; mode ``all`` -> the role Deployments
    are pruned and one ``all`` Deployment replaces them.
 
@@ -35,7 +36,7 @@ from kubernetes.client.rest import ApiException
 
 from smartflow_devstack.process import alive, free_port, spawn, stop
 from smartflow_devstack.versions import REPO_ROOT
-from tests.integration.operator.job_controller import complete_job_as_job_controller
+from tests.integration.realpods import frozen, pod_dsn
 
 T = TypeVar("T")
 
@@ -48,6 +49,8 @@ RELAY = f"{RUNTIME}-relay"
 # matched only where a status code is printed, never inside a timestamp like "11:41:19,403".
 FORBIDDEN = re.compile(r"forbidden|status[=: ]+403\b|: 403\b", re.IGNORECASE)
 STEP_TIMEOUT = 45.0
+# Steps that wait for pods on the node (a Job's pod, role pods getting ready).
+POD_STEP_TIMEOUT = 120.0
 
 
 class ScenarioFailed(AssertionError):
@@ -101,12 +104,16 @@ class Scenario:
         *,
         dsn: str,
         kafka: dict[str, str],
+        images: dict[str, str],
     ) -> None:
+        """``dsn``: the migrated database from the host; ``kafka``: the runtime's ``spec.kafka`` (as
+        pods reach it); ``images``: the node's ``runtime`` and ``operator`` image references."""
         self.api = api
         self.namespace = namespace
         self.operator = operator
         self.dsn = dsn
         self.kafka = kafka
+        self.images = images
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.policy = client.PolicyV1Api(api)
@@ -158,12 +165,6 @@ class Scenario:
             b.metadata.name for b in self.policy.list_namespaced_pod_disruption_budget(self.namespace).items
         }
 
-    def unfinished_job(self) -> str | None:
-        for job in client.BatchV1Api(self.api).list_namespaced_job(self.namespace).items:
-            if not (job.status and job.status.conditions):
-                return str(job.metadata.name)
-        return None
-
     def event_reasons(self) -> set[str]:
         return {e.reason for e in self.core.list_namespaced_event(self.namespace).items}
 
@@ -171,10 +172,14 @@ class Scenario:
 
     def create_inputs(self) -> None:
         """The DSN Secret and a ConfigMap the runtime reads (the operator may only `get` them)."""
-        dsn = base64.b64encode(self.dsn.encode()).decode()
+        dsn = base64.b64encode(pod_dsn(self.dsn).encode()).decode()
         self.core.create_namespaced_secret(self.namespace, {"metadata": {"name": "db"}, "data": {"dsn": dsn}})
+        settings = {
+            "SMARTFLOW_LOG_LEVEL": "INFO",
+            "SMARTFLOW_KAFKA_TOPIC_PARTITIONS": "2",
+        }  # as the fixture made it
         self.core.create_namespaced_config_map(
-            self.namespace, {"metadata": {"name": "settings"}, "data": {"SMARTFLOW_LOG_LEVEL": "INFO"}}
+            self.namespace, {"metadata": {"name": "settings"}, "data": settings}
         )
 
     def create_runtime(self) -> None:
@@ -191,12 +196,13 @@ class Scenario:
             "kind": "SmartflowRuntime",
             "metadata": {"name": RUNTIME},
             "spec": {
-                "image": "ghcr.io/smartflow/runtime:0.1.0",
+                "image": self.images["operator"],  # a release that cannot run `migrate`
                 "mode": "split",
                 "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
                 "kafka": self.kafka,
                 "envFrom": [{"configMapRef": {"name": "settings"}}],
-                "migrations": {"outboxShards": 4},  # as the fixture migrated the database
+                # as the fixture migrated the database; no retries of the failing first Job
+                "migrations": {"outboxShards": 4, "backoffLimit": 0},
                 "roles": {
                     "api": {"replicas": 2},
                     "relay": {"replicas": 1, "autoscaling": scaling},
@@ -210,31 +216,7 @@ class Scenario:
     def patch_runtime(self, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, RUNTIME, patch)
 
-    def report_ready(self) -> bool:
-        """Play kubelet + deployment controller: every Deployment's pods are up to date and ready."""
-        for deployment in self.apps.list_namespaced_deployment(self.namespace).items:
-            want = int(deployment.spec.replicas or 0)
-            status = deployment.status
-            if (
-                (status.observed_generation or 0) >= deployment.metadata.generation
-                and (status.ready_replicas or 0) == want
-                and (status.updated_replicas or 0) == want
-            ):
-                continue
-            patch = {
-                "status": {
-                    "observedGeneration": deployment.metadata.generation,
-                    "replicas": want,
-                    "updatedReplicas": want,
-                    "readyReplicas": want,
-                    "availableReplicas": want,
-                }
-            }
-            self.apps.patch_namespaced_deployment_status(deployment.metadata.name, self.namespace, patch)
-        return True
-
     def ready(self) -> bool:
-        self.report_ready()
         condition = self.condition("Ready")
         return bool(condition and condition["status"] == "True")
 
@@ -246,38 +228,35 @@ class Scenario:
                 """
                 INSERT INTO outbox_events (event_id, event_type, aggregate_id, message_key, topic, payload,
                                            shard, status, available_at, created_at, updated_at)
-                SELECT gen_random_uuid(), 'test.event', 'agg-' || i, 'key-' || i, 'topic', '{}'::jsonb,
+                SELECT gen_random_uuid(), 'test.event', 'agg-' || i, 'key-' || i, $2, '{}'::jsonb,
                        0, 'pending', now() - interval '1 second', now(), now()
                 FROM generate_series(1, $1) AS i
                 """,
                 count,
+                self.kafka["topic"],
             )
         finally:
             await connection.close()
 
     # -- the scenario ----------------------------------------------------------------------------
 
-    async def finish_migration(self, *, succeeded: bool = True) -> None:
-        """Wait for the operator's migration Job and end it as the Job controller would (interim)."""
-        job = self.until(self.unfinished_job, "a migration Job")
-        await complete_job_as_job_controller(
-            self.api, self.namespace, job, succeeded=succeeded, migrate_dsn=self.dsn if succeeded else None
-        )
-
     async def run(self) -> None:
         self.create_inputs()
         self.create_runtime()
-        await self.finish_migration(succeeded=False)
         self.until(
             lambda: (self.condition("Degraded") or {}).get("reason") == "MigrationFailed",
-            "Degraded/MigrationFailed after the Job failed",
+            "Degraded/MigrationFailed after the Job's pod failed",
+            timeout=POD_STEP_TIMEOUT,
         )
         if self.deployment_names():
             raise ScenarioFailed(f"role Deployments before a migration succeeded: {self.deployment_names()}")
         self.done.append("migration failed")
-        self.patch_runtime({"spec": {"image": "ghcr.io/smartflow/runtime:0.1.1"}})
-        await self.finish_migration()
-        self.until(lambda: (self.condition("SchemaReady") or {}).get("status") == "True", "SchemaReady=True")
+        self.patch_runtime({"spec": {"image": self.images["runtime"]}})
+        self.until(
+            lambda: (self.condition("SchemaReady") or {}).get("status") == "True",
+            "SchemaReady=True",
+            timeout=POD_STEP_TIMEOUT,
+        )
         self.done.append("migrated")
 
         self.until(lambda: set(SPLIT_DEPLOYMENTS) <= self.deployment_names(), "the four role Deployments")
@@ -287,31 +266,34 @@ class Scenario:
         self.until(lambda: f"{RUNTIME}-api" in self.budgets(), "the api PodDisruptionBudget")
         self.done.append("children applied")
 
-        self.until(self.ready, "Ready=True once the Deployments report ready")
+        self.until(self.ready, "Ready=True once the role pods are ready", timeout=POD_STEP_TIMEOUT)
         self.until(lambda: "Applied" in self.event_reasons(), "an Applied Event")
         self.done.append("ready")
 
-        await self.set_due_rows(35)
-        self.until(lambda: self.replicas(RELAY) == 4, "relay scaled up to ceil(35/10)=4")
-        self.until(
-            lambda: (self.runtime()["status"]["roles"]["relay"].get("autoscaling") or {}).get(
-                "lastScaleTime"
-            ),
-            "the scaling decision in status.roles.relay.autoscaling",
-        )
-        self.until(lambda: "ScaledUp" in self.event_reasons(), "a ScaledUp Event")
+        # A hung relay publishes nothing: the due rows stay, and the lag scales the relay up.
+        with frozen(self.core, self.namespace, RUNTIME, "relay"):
+            await self.set_due_rows(35)
+            self.until(lambda: self.replicas(RELAY) == 4, "relay scaled up to ceil(35/10)=4")
+            self.until(
+                lambda: (self.runtime()["status"]["roles"]["relay"].get("autoscaling") or {}).get(
+                    "lastScaleTime"
+                ),
+                "the scaling decision in status.roles.relay.autoscaling",
+            )
+            self.until(lambda: "ScaledUp" in self.event_reasons(), "a ScaledUp Event")
         await self.set_due_rows(0)
         self.until(lambda: self.replicas(RELAY) == 1, "relay back to minReplicas after the window")
         self.done.append("autoscaled")
 
         self.patch_runtime({"spec": {"roles": {"api": {"replicas": 1}}}})
         self.until(lambda: f"{RUNTIME}-api" not in self.budgets(), "the api disruption budget pruned")
-        self.patch_runtime({"spec": {"mode": "all"}})
-        await self.finish_migration()  # a mode switch is a new migration hash
+        self.patch_runtime({"spec": {"mode": "all"}})  # a mode switch is a new migration Job first
         self.until(
-            lambda: self.deployment_names() == {f"{RUNTIME}-all"}, "the role Deployments pruned for mode all"
+            lambda: self.deployment_names() == {f"{RUNTIME}-all"},
+            "the role Deployments pruned for mode all",
+            timeout=POD_STEP_TIMEOUT,
         )
-        self.until(self.ready, "Ready=True in mode all")
+        self.until(self.ready, "Ready=True in mode all", timeout=POD_STEP_TIMEOUT)
         self.done.append("pruned")
 
 

@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client, config
 
 from smartflow_devstack import kube
+from smartflow_devstack.kafka import KafkaInfo
 from smartflow_devstack.process import free_port, spawn, stop, wait_until
 from smartflow_devstack.versions import kube_bin
 from smartflow_operator.rbac import as_policy_rules
@@ -44,7 +45,7 @@ from .operator_scenario import (
     service_account_token,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
 
 # The chart's rules: tests/unit/chart/test_rbac.py proves the rendered chart grants exactly these,
 # and test_the_installed_role_is_the_chart_role below that helm installed them. Taken from the code
@@ -120,9 +121,10 @@ class OperatorEnv:
     log: Path
     dsn: str
     kafka: dict[str, str]
+    images: dict[str, str]
 
     def scenario(self, operator: Any) -> Scenario:
-        return Scenario(self.api, self.watched, operator, dsn=self.dsn, kafka=self.kafka)
+        return Scenario(self.api, self.watched, operator, dsn=self.dsn, kafka=self.kafka, images=self.images)
 
 
 def _migrate(dsn: str) -> None:
@@ -156,6 +158,8 @@ async def operator_env(
     namespaces: Namespaces,
     database_dsn: str,
     bootstrap_servers: str,
+    kafka_server: KafkaInfo,
+    node_images: dict[str, str],
     unique_name: str,
     tmp_path: Path,
 ) -> OperatorEnv:
@@ -188,10 +192,11 @@ async def operator_env(
         log=tmp_path / "operator.log",
         dsn=database_dsn,
         kafka={
-            "bootstrapServers": bootstrap_servers,
+            "bootstrapServers": kafka_server.pod_bootstrap_servers,
             "topic": topic,
             "consumerGroup": f"group-{unique_name}",
         },
+        images=node_images,
     )
 
 

@@ -5,6 +5,7 @@ kubectl, and the operator's own API client with its request counter.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -13,15 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from smartflow_devstack.versions import REPO_ROOT, kube_bin
-from smartflow_operator import conditions as c
 from smartflow_operator.crd import CRD_FILENAME
-from smartflow_operator.kube import DEPLOYMENTS, RUNTIMES, KubeClient, load_api_client
-from smartflow_operator.reconcile import ReconcileResult, reconcile
-
-from .job_controller import complete_job_as_job_controller
+from smartflow_operator.kube import KubeClient, load_api_client
+from smartflow_operator.reconcile import reconcile
+from tests.integration.realpods import wait_deployments_ready
 
 EXAMPLES = REPO_ROOT / "examples"
 CRD_PATH = REPO_ROOT / "crds" / CRD_FILENAME
@@ -106,28 +106,21 @@ async def kube(kubeconfig: str) -> AsyncIterator[KubeClient]:
 
 @pytest.fixture
 def admin_api(kubeconfig: str) -> Iterator[client.ApiClient]:
-    """The official client as the cluster admin (for playing the Job controller)."""
+    """The official client as the cluster admin (to read what the Job controller did)."""
     api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
     yield api
     api.close()  # type: ignore[no-untyped-call]
 
 
-async def reconcile_through_migration(
-    namespace: str, name: str, *, kube: KubeClient, api: client.ApiClient, **options: Any
-) -> ReconcileResult:
-    """reconcile(); while the roles wait for a migration Job, finish it (interim, see
-    ``job_controller``) and reconcile again. For tests about something else than migrations: the
-    result is the pass that applied the spec."""
-    for _ in range(3):
-        result = await reconcile(namespace, name, kube=kube, **options)
-        runtime = await kube.get(RUNTIMES, namespace, name)
-        assert runtime is not None
-        status = runtime.get("status") or {}
-        schema = next((cond for cond in status.get("conditions", []) if cond["type"] == c.SCHEMA_READY), None)
-        if schema is None or schema["reason"] != c.MIGRATING:
-            return result
-        await complete_job_as_job_controller(api, namespace, status["schema"]["jobName"])
-    raise AssertionError("the runtime still waits for its migration")
+def example(filename: str) -> str:
+    """``examples/<filename>`` with the operator's migration Job off (``spec.migrations.enabled``),
+    for tests about the children the operator builds: they use the examples' placeholder image and
+    servers, which no pod can run. The Job itself runs on the node in ``test_migrations``."""
+    documents = list(yaml.safe_load_all((EXAMPLES / filename).read_text()))
+    for document in documents:
+        if document["kind"] == "SmartflowRuntime":
+            document["spec"].setdefault("migrations", {})["enabled"] = False
+    return yaml.safe_dump_all(documents)
 
 
 def children(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
@@ -143,21 +136,19 @@ def versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
     return {key: obj["metadata"]["resourceVersion"] for key, obj in children(kubectl, namespace).items()}
 
 
-async def mark_ready(kube: KubeClient, namespace: str, deployment: dict[str, Any]) -> None:
-    """Play the deployment controller (there is none): every desired pod updated and ready."""
-    replicas = deployment["spec"].get("replicas", 1)
-    await kube.patch_status(
-        DEPLOYMENTS,
-        namespace,
-        deployment["metadata"]["name"],
-        {
-            "observedGeneration": deployment["metadata"]["generation"],
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": replicas,
-            "availableReplicas": replicas,
-        },
+async def settled(
+    kubectl: Kubectl, namespace: str, name: str, *, kube: KubeClient, api: client.ApiClient, **options: Any
+) -> None:
+    """Let the deployment controller catch up with the runtime's Deployments (it writes their
+    status, and so their resourceVersion; pods of a placeholder image never get ready, that status
+    then stays) and reconcile once (``options`` go to ``reconcile``): the steady state a resync finds."""
+    deployments = [
+        key.split("/", 1)[1] for key in children(kubectl, namespace) if key.startswith("Deployment/")
+    ]
+    await asyncio.to_thread(
+        wait_deployments_ready, client.AppsV1Api(api), namespace, deployments, ready=False
     )
+    await reconcile(namespace, name, kube=kube, **options)
 
 
 def wait_for(check: Callable[[], bool], *, what: str, timeout: float = 60) -> None:

@@ -13,7 +13,7 @@ from smartflow_operator.errors import ConfigurationError
 from smartflow_operator.kube import KubeClient
 from smartflow_operator.reconcile import reconcile
 
-from .conftest import EXAMPLES, Kubectl, condition, reconcile_through_migration, versions
+from .conftest import Kubectl, condition, example, settled, versions
 
 RUNTIME = """
 apiVersion: smartflow.io/v1alpha1
@@ -32,6 +32,7 @@ spec:
       replicas: {replicas}
     relay:
       autoscaling: {{enabled: true, minReplicas: {min}, maxReplicas: {max}}}
+  migrations: {{enabled: false}}  # about bad input: the Job runs on the node in test_migrations
 """
 
 
@@ -86,7 +87,7 @@ def _warnings(kubectl: Kubectl, namespace: str, name: str) -> list[dict[str, obj
 
 
 async def test_missing_secret_is_degraded_with_one_event_until_it_appears(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient
 ) -> None:
     kubectl.apply(namespace, runtime(secret="nowhere"))
     with pytest.raises(ConfigurationError) as raised:
@@ -117,7 +118,7 @@ async def test_missing_secret_is_degraded_with_one_event_until_it_appears(
         "data": {"dsn": base64.b64encode(b"postgresql://u:p@db/x").decode()},
     }
     kubectl.apply(namespace, json.dumps(secret))
-    await reconcile_through_migration(namespace, "bad", kube=kube, api=admin_api)
+    await reconcile(namespace, "bad", kube=kube)
     status = kubectl.json("-n", namespace, "get", "sfr", "bad")
     assert condition(status, "Degraded")["status"] == "False"  # type: ignore[index]
     assert "Deployment/bad-api" in versions(kubectl, namespace)
@@ -128,8 +129,9 @@ async def test_missing_secret_is_degraded_with_one_event_until_it_appears(
 async def test_missing_key_leaves_running_workloads_untouched(
     kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    kubectl.apply(namespace, example("runtime-split.yaml"))
+    await reconcile(namespace, "demo", kube=kube)
+    await settled(kubectl, namespace, "demo", kube=kube, api=admin_api)
     before = versions(kubectl, namespace)
     patch = {
         "spec": {"image": "ghcr.io/smartflow/runtime:0.3.0", "database": {"dsnSecretRef": {"key": "nope"}}}
@@ -150,7 +152,7 @@ async def test_a_child_the_apiserver_refuses_is_degraded(
     kubectl: Kubectl, namespace: str, kube: KubeClient
 ) -> None:
     # Affinity is passed through loosely; the apiserver validates it on the Deployment.
-    kubectl.apply(namespace, EXAMPLES / "runtime-all.yaml")
+    kubectl.apply(namespace, example("runtime-all.yaml"))
     kubectl(
         "-n", namespace, "patch", "sfr", "monolith", "--type=merge",
         "-p", '{"spec":{"roles":{"all":{"affinity":{"nodeAffinity":{"bogus":1}}}}}}',

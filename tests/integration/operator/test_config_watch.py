@@ -28,7 +28,7 @@ def _runtime_without_autoscaling() -> str:
         if document["kind"] == "SmartflowRuntime":
             for role in ("relay", "consumer"):
                 document["spec"]["roles"][role]["autoscaling"]["enabled"] = False  # no lag to probe here
-            # This test is about the config check; no node runs the migration Job here.
+            # This test is about the config check; the migration Job runs on the node in test_migrations.
             document["spec"]["migrations"] = {"enabled": False}
     return yaml.safe_dump_all(documents)
 

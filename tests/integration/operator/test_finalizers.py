@@ -13,11 +13,9 @@ import time
 
 import pytest
 import yaml
-from kubernetes import client
 
 from ..autoscaling.operator_harness import running_operator
 from .conftest import EXAMPLES, Kubectl, children, wait_for
-from .job_controller import complete_next_job_as_job_controller
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,7 +29,7 @@ def _finalizers(kubectl: Kubectl, namespace: str) -> list[str]:
 
 
 def test_a_runtime_deleted_while_the_operator_is_stopped_goes_at_once(
-    kubectl: Kubectl, namespace: str, kubeconfig: str, admin_api: client.ApiClient
+    kubectl: Kubectl, namespace: str, kubeconfig: str
 ) -> None:
     # The example as users apply it: autoscaling on (its probes fail here; the loop runs anyway),
     # with the DSN and brokers on loopback so that nothing is resolved or dialled off the machine.
@@ -41,13 +39,14 @@ def test_a_runtime_deleted_while_the_operator_is_stopped_goes_at_once(
             document["stringData"]["dsn"] = "postgresql://smartflow:smartflow@127.0.0.1:9/smartflow"
         if document["kind"] == "SmartflowRuntime":
             document["spec"]["kafka"]["bootstrapServers"] = "127.0.0.1:9"
+            # This test is about deletion; the migration Job runs on the node in test_migrations.
+            document["spec"]["migrations"]["enabled"] = False
     kubectl.apply(namespace, yaml.safe_dump_all(documents))
     # A finalizer left behind by an operator version that had kopf daemons/timers.
     patch = json.dumps({"metadata": {"finalizers": [KOPF_FINALIZER]}})
     kubectl("-n", namespace, "patch", "sfr", "demo", "--type=merge", "-p", patch)
 
     with running_operator(kubeconfig, namespace, resync_seconds=1.0, config_check_seconds=1.0):
-        complete_next_job_as_job_controller(admin_api, namespace)  # interim: no node runs the Job
         wait_for(
             lambda: sum(key.startswith("Deployment/") for key in children(kubectl, namespace)) == 4,
             what="the four role Deployments",

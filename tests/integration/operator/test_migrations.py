@@ -1,14 +1,18 @@
-"""The schema migration Job gates the roles, against the real kube-apiserver and PostgreSQL.
+"""The schema migration Job gates the roles, against the real kube-apiserver, PostgreSQL and node.
 
-The stack has no node yet: the Job's end is written by ``complete_job_as_job_controller`` (interim,
-see ``job_controller``), which also runs ``migrate`` against the test's database as the Job's pod
-would. The operator reads the schema version from that database through the lag probes' pool.
+The real Job controller runs the operator's Job as a pod from the runtime image on the node: it
+runs ``smartflow-runtime migrate`` against the test's database (through the node's forwarder) and
+Kafka, and the tests wait for the Job to finish. The operator reads the schema version from that
+database through the lag probes' pool. The role Deployments are asked for 0 pods: these tests are
+about when they are created and rolled, and their pods would only load the shared node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,15 +20,17 @@ import pytest
 import yaml
 from kubernetes import client
 
+from smartflow_devstack import kafka
+from smartflow_devstack.node.start import NodeInfo
 from smartflow_operator import conditions as c
 from smartflow_operator.autoscaling.probes import Probes
 from smartflow_operator.errors import ConfigurationError
 from smartflow_operator.kube import JOBS, KubeClient, load_api_client
 from smartflow_operator.reconcile import reconcile
 from smartflow_runtime.db import MIGRATIONS
+from tests.integration.realpods import pod_dsn, runtime_image_tag, wait_job
 
-from .conftest import Kubectl, children, condition, versions
-from .job_controller import complete_job_as_job_controller
+from .conftest import Kubectl, children, condition, settled, versions
 
 LATEST = max(migration.version for migration in MIGRATIONS)
 ROLES = ("api", "relay", "consumer", "memory-worker")
@@ -37,20 +43,61 @@ async def probes() -> AsyncIterator[Probes]:
     await shared.close()
 
 
-def _manifest(dsn: str, *, image: str = "ghcr.io/smartflow/runtime:0.1.0", **spec: Any) -> str:
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "stringData": {"dsn": dsn}}
-    runtime = {
-        "apiVersion": "smartflow.io/v1alpha1",
-        "kind": "SmartflowRuntime",
-        "metadata": {"name": "shop"},
-        "spec": {
-            "image": image,
-            "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
-            "kafka": {"bootstrapServers": "127.0.0.1:9"},  # never dialled: no pod runs here
-            **spec,
-        },
-    }
-    return yaml.safe_dump_all([secret, runtime])
+@dataclass(frozen=True)
+class Images:
+    """Runtime image references on the node: ``first`` and two later releases of it, and
+    ``broken``, a release that cannot migrate (an image without ``smartflow-runtime``)."""
+
+    first: str
+    second: str
+    third: str
+    broken: str
+
+
+@pytest.fixture(scope="module")
+def images(node_images: dict[str, str], node_server: NodeInfo) -> Images:
+    runtime = node_images["runtime"]
+    return Images(
+        first=runtime,
+        second=runtime_image_tag(node_server, runtime, "v2"),
+        third=runtime_image_tag(node_server, runtime, "v21"),
+        broken=node_images["operator"],
+    )
+
+
+Manifest = Callable[..., str]
+
+
+@pytest.fixture
+def manifest(images: Images, kafka_server: kafka.KafkaInfo, unique_name: str) -> Manifest:
+    """``manifest(dsn, image=..., **spec)``: the DSN Secret (as pods dial it) and runtime ``shop``."""
+
+    def build(dsn: str, *, image: str = images.first, **spec: Any) -> str:
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}}
+        secret["stringData"] = {"dsn": pod_dsn(dsn)}
+        runtime = {
+            "apiVersion": "smartflow.io/v1alpha1",
+            "kind": "SmartflowRuntime",
+            "metadata": {"name": "shop"},
+            "spec": {
+                "image": image,
+                "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
+                "kafka": {
+                    "bootstrapServers": kafka_server.pod_bootstrap_servers,
+                    "topic": f"mig.{unique_name}",
+                },
+                "roles": {role: {"replicas": 0} for role in ("api", "relay", "consumer", "memoryWorker")},
+                **spec,
+            },
+        }
+        return yaml.safe_dump_all([secret, runtime])
+
+    return build
+
+
+async def _job_finished(api: client.ApiClient, namespace: str, name: str) -> str:
+    """What the real Job controller made of Job ``name``: ``Complete`` or ``Failed``."""
+    return await asyncio.to_thread(wait_job, client.BatchV1Api(api), namespace, name)
 
 
 def _jobs(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
@@ -85,13 +132,14 @@ def _set_image(kubectl: Kubectl, namespace: str, image: str) -> None:
 
 
 async def _migrated(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, api: client.ApiClient, probes: Probes, dsn: str
+    kubectl: Kubectl, namespace: str, kube: KubeClient, api: client.ApiClient, probes: Probes
 ) -> None:
-    """Reconcile until the current spec is migrated and rolled out."""
+    """Reconcile until the current spec is migrated (its Job ran on the node) and rolled out."""
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
     job = _runtime(kubectl, namespace)["status"]["schema"]["jobName"]
-    await complete_job_as_job_controller(api, namespace, job, migrate_dsn=dsn)
+    assert await _job_finished(api, namespace, job) == "Complete"
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
+    await settled(kubectl, namespace, "shop", kube=kube, api=api, schema_versions=probes)
 
 
 async def test_a_fresh_runtime_runs_the_job_first_and_the_roles_after_it_succeeded(
@@ -101,8 +149,9 @@ async def test_a_fresh_runtime_runs_the_job_first_and_the_roles_after_it_succeed
     admin_api: client.ApiClient,
     probes: Probes,
     database_dsn: str,
+    manifest: Manifest,
 ) -> None:
-    kubectl.apply(namespace, _manifest(database_dsn))
+    kubectl.apply(namespace, manifest(database_dsn))
     first = await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
 
     (job,) = _jobs(kubectl, namespace)
@@ -123,7 +172,7 @@ async def test_a_fresh_runtime_runs_the_job_first_and_the_roles_after_it_succeed
     assert not waiting.changed and kube.writes == writes
     assert len(_jobs(kubectl, namespace)) == 1 and _deployments(kubectl, namespace) == {}
 
-    await complete_job_as_job_controller(admin_api, namespace, name, migrate_dsn=database_dsn)
+    assert await _job_finished(admin_api, namespace, name) == "Complete"
     done = await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
 
     deployments = _deployments(kubectl, namespace)
@@ -143,7 +192,7 @@ async def test_a_fresh_runtime_runs_the_job_first_and_the_roles_after_it_succeed
         "migratedHash": name.rsplit("-", 1)[1],
     }
     assert [e["type"] for e in _events(kubectl, namespace, c.MIGRATED)] == ["Normal"]
-    # The namespace enforces `restricted` (its pod, made from the template, was admitted) and warns
+    # The namespace enforces `restricted` (the Job's pod was admitted: it ran) and warns
     # on workload templates it would refuse: the apiserver said nothing about the Job.
     assert list(kube.warnings) == []
     printed = kubectl("-n", namespace, "get", "sfr", "shop", "-o", "wide").stdout
@@ -157,29 +206,29 @@ async def test_an_image_change_runs_a_new_job_before_the_roles_roll(
     admin_api: client.ApiClient,
     probes: Probes,
     database_dsn: str,
+    manifest: Manifest,
+    images: Images,
 ) -> None:
-    kubectl.apply(namespace, _manifest(database_dsn))
-    await _migrated(kubectl, namespace, kube, admin_api, probes, database_dsn)
+    kubectl.apply(namespace, manifest(database_dsn))
+    await _migrated(kubectl, namespace, kube, admin_api, probes)
     before = versions(kubectl, namespace)
 
-    _set_image(kubectl, namespace, "ghcr.io/smartflow/runtime:0.2.0")
+    _set_image(kubectl, namespace, images.second)
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
 
     jobs = {job["metadata"]["name"]: job for job in _jobs(kubectl, namespace)}
     assert len(jobs) == 2
     new = _runtime(kubectl, namespace)["status"]["schema"]["jobName"]
-    assert (
-        jobs[new]["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/smartflow/runtime:0.2.0"
-    )
+    assert jobs[new]["spec"]["template"]["spec"]["containers"][0]["image"] == images.second
     assert versions(kubectl, namespace) == before, "the roles were touched before the migration succeeded"
-    assert _images(kubectl, namespace) == {"ghcr.io/smartflow/runtime:0.1.0"}
+    assert _images(kubectl, namespace) == {images.first}
     runtime = _runtime(kubectl, namespace)
     assert condition(runtime, c.READY)["reason"] == c.SCHEMA_NOT_READY  # type: ignore[index]
     assert condition(runtime, c.PROGRESSING)["reason"] == c.MIGRATING  # type: ignore[index]
 
-    await complete_job_as_job_controller(admin_api, namespace, new, migrate_dsn=database_dsn)
+    assert await _job_finished(admin_api, namespace, new) == "Complete"
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
-    assert _images(kubectl, namespace) == {"ghcr.io/smartflow/runtime:0.2.0"}
+    assert _images(kubectl, namespace) == {images.second}
     rolled = _deployments(kubectl, namespace)
     completed = kubectl.json("-n", namespace, "get", "job", new)["status"]["completionTime"]
     for deployment in rolled.values():
@@ -197,15 +246,18 @@ async def test_a_failed_migration_is_degraded_leaves_the_roles_and_a_fixed_spec_
     admin_api: client.ApiClient,
     probes: Probes,
     database_dsn: str,
+    manifest: Manifest,
+    images: Images,
 ) -> None:
-    kubectl.apply(namespace, _manifest(database_dsn))
-    await _migrated(kubectl, namespace, kube, admin_api, probes, database_dsn)
+    # No retries: the Job fails with its first pod (the default, 2, only takes longer).
+    kubectl.apply(namespace, manifest(database_dsn, migrations={"backoffLimit": 0}))
+    await _migrated(kubectl, namespace, kube, admin_api, probes)
     before = versions(kubectl, namespace)
 
-    _set_image(kubectl, namespace, "ghcr.io/smartflow/runtime:0.2.0")
+    _set_image(kubectl, namespace, images.broken)  # a release whose image cannot run `migrate`
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
     failing = _runtime(kubectl, namespace)["status"]["schema"]["jobName"]
-    await complete_job_as_job_controller(admin_api, namespace, failing, succeeded=False)
+    assert await _job_finished(admin_api, namespace, failing) == "Failed"
 
     with pytest.raises(ConfigurationError) as raised:
         await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
@@ -214,11 +266,13 @@ async def test_a_failed_migration_is_degraded_leaves_the_roles_and_a_fixed_spec_
     degraded = condition(runtime, c.DEGRADED)
     assert degraded is not None and (degraded["status"], degraded["reason"]) == ("True", c.MIGRATION_FAILED)
     assert f"migration Job {failing} failed (BackoffLimitExceeded" in degraded["message"]
+    # The failed pod's own log, read through the kubelet.
+    assert "invalid choice: 'migrate'" in degraded["message"]
     assert condition(runtime, c.SCHEMA_READY)["reason"] == c.MIGRATION_FAILED  # type: ignore[index]
     (warning,) = _events(kubectl, namespace, c.MIGRATION_FAILED)
     assert warning["type"] == "Warning" and warning["message"] == degraded["message"]
     assert versions(kubectl, namespace) == before, "a failed migration touched the running roles"
-    assert _images(kubectl, namespace) == {"ghcr.io/smartflow/runtime:0.1.0"}
+    assert _images(kubectl, namespace) == {images.first}
 
     # Retried (kopf's backoff, resyncs): no new Job, no new Event, nothing written.
     writes = kube.writes
@@ -228,10 +282,10 @@ async def test_a_failed_migration_is_degraded_leaves_the_roles_and_a_fixed_spec_
     assert len(_events(kubectl, namespace, c.MIGRATION_FAILED)) == 1
 
     # A fixed spec (here: another image) is a new hash, so a new Job; it succeeds and the roles roll.
-    _set_image(kubectl, namespace, "ghcr.io/smartflow/runtime:0.2.1")
-    await _migrated(kubectl, namespace, kube, admin_api, probes, database_dsn)
+    _set_image(kubectl, namespace, images.third)
+    await _migrated(kubectl, namespace, kube, admin_api, probes)
     assert len(_jobs(kubectl, namespace)) == 3
-    assert _images(kubectl, namespace) == {"ghcr.io/smartflow/runtime:0.2.1"}
+    assert _images(kubectl, namespace) == {images.third}
     runtime = _runtime(kubectl, namespace)
     assert condition(runtime, c.DEGRADED)["status"] == "False"  # type: ignore[index]
     assert condition(runtime, c.SCHEMA_READY)["status"] == "True"  # type: ignore[index]
@@ -246,19 +300,19 @@ async def test_resyncs_and_a_restart_start_no_second_job_and_a_gone_job_is_not_r
     admin_api: client.ApiClient,
     probes: Probes,
     database_dsn: str,
+    manifest: Manifest,
 ) -> None:
-    kubectl.apply(namespace, _manifest(database_dsn))
+    kubectl.apply(namespace, manifest(database_dsn))
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
     restarted = KubeClient(load_api_client(kubeconfig))  # a new operator process knows nothing
     try:
         await reconcile(namespace, "shop", kube=restarted, schema_versions=Probes())
         (job,) = _jobs(kubectl, namespace)
-        await complete_job_as_job_controller(
-            admin_api, namespace, job["metadata"]["name"], migrate_dsn=database_dsn
-        )
+        assert await _job_finished(admin_api, namespace, job["metadata"]["name"]) == "Complete"
         await reconcile(namespace, "shop", kube=restarted, schema_versions=probes)
         assert len(_deployments(kubectl, namespace)) == 4
+        await settled(kubectl, namespace, "shop", kube=restarted, api=admin_api, schema_versions=probes)
 
         # The TTL controller (or a person) deletes the finished Job: the hash is migrated, no rerun.
         await kube.delete(JOBS, namespace, job["metadata"]["name"])
@@ -277,9 +331,10 @@ async def test_a_migrated_runtimes_resync_makes_zero_writes(
     admin_api: client.ApiClient,
     probes: Probes,
     database_dsn: str,
+    manifest: Manifest,
 ) -> None:
-    kubectl.apply(namespace, _manifest(database_dsn))
-    await _migrated(kubectl, namespace, kube, admin_api, probes, database_dsn)
+    kubectl.apply(namespace, manifest(database_dsn))
+    await _migrated(kubectl, namespace, kube, admin_api, probes)
     before, runtime_version = (
         versions(kubectl, namespace),
         _runtime(kubectl, namespace)["metadata"]["resourceVersion"],
@@ -293,10 +348,16 @@ async def test_a_migrated_runtimes_resync_makes_zero_writes(
 
 
 async def test_with_migrations_disabled_no_job_is_created_and_the_version_is_reported(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, probes: Probes, database_dsn: str
+    kubectl: Kubectl,
+    namespace: str,
+    kube: KubeClient,
+    probes: Probes,
+    database_dsn: str,
+    manifest: Manifest,
+    images: Images,
 ) -> None:
     # The team migrates in its own pipeline (here: first not yet, then it has).
-    kubectl.apply(namespace, _manifest(database_dsn, migrations={"enabled": False}))
+    kubectl.apply(namespace, manifest(database_dsn, migrations={"enabled": False}))
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
     assert len(_deployments(kubectl, namespace)) == 4
     runtime = _runtime(kubectl, namespace)
@@ -317,9 +378,9 @@ async def test_with_migrations_disabled_no_job_is_created_and_the_version_is_rep
     runtime = _runtime(kubectl, namespace)
     assert runtime["status"]["schema"] == {"version": LATEST}
     assert f"the database reports schema version {LATEST}" in condition(runtime, c.SCHEMA_READY)["message"]  # type: ignore[index]
-    _set_image(kubectl, namespace, "ghcr.io/smartflow/runtime:0.2.0")
+    _set_image(kubectl, namespace, images.second)
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
-    assert _images(kubectl, namespace) == {"ghcr.io/smartflow/runtime:0.2.0"}
+    assert _images(kubectl, namespace) == {images.second}
     assert _jobs(kubectl, namespace) == []
 
 
@@ -352,19 +413,18 @@ async def test_a_user_without_ddl_rights_fails_with_the_database_error_and_a_fix
     probes: Probes,
     database_dsn: str,
     no_ddl_dsn: str,
+    manifest: Manifest,
 ) -> None:
-    kubectl.apply(namespace, _manifest(no_ddl_dsn))
+    kubectl.apply(namespace, manifest(no_ddl_dsn, migrations={"backoffLimit": 0}))
     await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
     failing = _runtime(kubectl, namespace)["status"]["schema"]["jobName"]
-    await complete_job_as_job_controller(
-        admin_api, namespace, failing, succeeded=False, migrate_dsn=no_ddl_dsn
-    )
+    assert await _job_finished(admin_api, namespace, failing) == "Failed"  # `migrate` ran in its pod
 
     with pytest.raises(ConfigurationError):
         await reconcile(namespace, "shop", kube=kube, schema_versions=probes)
     degraded = condition(_runtime(kubectl, namespace), c.DEGRADED)
     assert degraded is not None and degraded["reason"] == c.MIGRATION_FAILED
-    # PostgreSQL's own words, quoted from what the failed pod printed.
+    # PostgreSQL's own words, quoted from the failed pod's log.
     assert "last log lines: " in degraded["message"]
     assert "permission denied for schema public" in degraded["message"]
     (warning,) = _events(kubectl, namespace, c.MIGRATION_FAILED)
@@ -373,11 +433,11 @@ async def test_a_user_without_ddl_rights_fails_with_the_database_error_and_a_fix
 
     # The fix is in the Secret (a user with DDL rights): its value is a migration input, so a new Job.
     fixed = kubectl(
-        "-n", namespace, "create", "secret", "generic", "db", f"--from-literal=dsn={database_dsn}",
+        "-n", namespace, "create", "secret", "generic", "db", f"--from-literal=dsn={pod_dsn(database_dsn)}",
         "--dry-run=client", "-o", "yaml",
     ).stdout  # fmt: skip
     kubectl("-n", namespace, "apply", "-f", "-", stdin=fixed)
-    await _migrated(kubectl, namespace, kube, admin_api, probes, database_dsn)
+    await _migrated(kubectl, namespace, kube, admin_api, probes)
     assert len(_jobs(kubectl, namespace)) == 2
     assert len(_deployments(kubectl, namespace)) == 4
     runtime = _runtime(kubectl, namespace)

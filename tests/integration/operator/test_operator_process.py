@@ -1,9 +1,9 @@
 """End to end: the real `smartflow-operator run` process against the real apiserver.
 
-One good runtime and one whose Secret is missing live in the same namespace: the good one gets
-its children and becomes Ready (we play the deployment controller by writing Deployment status),
-the bad one is Degraded, the process keeps serving, a steady state makes no writes, and creating
-the Secret heals the bad one on the next resync. The operator runs as a ServiceAccount granted
+One good runtime and one whose Secret is missing live in the same namespace: the good one runs its
+migration Job and its role pods on the node and becomes Ready when they are, the bad one is
+Degraded, the process keeps serving, a steady state makes no writes, and creating the Secret heals
+the bad one on the next resync. The operator runs as a ServiceAccount granted
 exactly the permissions ``smartflow_operator.rbac`` declares.
 """
 
@@ -23,16 +23,16 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
+from smartflow_devstack.kafka import KafkaInfo
 from smartflow_devstack.kube import KubeInfo, write_kubeconfig
 from smartflow_devstack.process import free_port
 from smartflow_operator.rbac import as_policy_rules
+from tests.integration.realpods import pod_dsn, runnable
 
 from .conftest import EXAMPLES, Kubectl, children, condition, wait_for
-from .job_controller import complete_next_job_as_job_controller
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(480)
 
 BAD_RUNTIME = """
 apiVersion: smartflow.io/v1alpha1
@@ -45,20 +45,21 @@ spec:
     dsnSecretRef: {name: not-yet, key: dsn}
   kafka:
     bootstrapServers: kafka:9092
+  migrations: {enabled: false}  # about the missing Secret; its pods never run (placeholder image)
 """
 
 
-def _without_autoscaling(example: Path) -> str:
-    """The example with lag autoscaling off: there is no Kafka or Postgres here to measure lag, and
-    the autoscaler's probe-failure reports would be writes of their own in the steady state."""
+def _runnable_without_autoscaling(
+    example: Path, *, image: str, dsn: str, bootstrap_servers: str, topic: str
+) -> str:
+    """The example on the node (runtime image, the test's database and Kafka), with lag autoscaling
+    off: the steady state below counts the reconciler's writes; the autoscaler's have their own tests."""
     documents = list(yaml.safe_load_all(example.read_text()))
     for document in documents:
-        if document["kind"] == "Secret":  # loopback only: the operator reads the schema version
-            document["stringData"]["dsn"] = "postgresql://smartflow:smartflow@127.0.0.1:9/smartflow"
         if document["kind"] == "SmartflowRuntime":
             for role in ("relay", "consumer"):
                 document["spec"]["roles"][role]["autoscaling"]["enabled"] = False
-    return yaml.safe_dump_all(documents)
+    return runnable(documents, image=image, host_dsn=dsn, bootstrap_servers=bootstrap_servers, topic=topic)
 
 
 class OperatorProcess:
@@ -147,17 +148,32 @@ def operator(operator_kubeconfig: str, namespace: str, tmp_path: Path) -> Iterat
 
 
 def test_operator_process_end_to_end(
-    kubectl: Kubectl, namespace: str, operator: OperatorProcess, admin_api: client.ApiClient
+    kubectl: Kubectl,
+    namespace: str,
+    operator: OperatorProcess,
+    node_images: dict[str, str],
+    database_dsn: str,
+    kafka_server: KafkaInfo,
+    unique_name: str,
 ) -> None:
     kubectl.apply(namespace, BAD_RUNTIME)
-    kubectl.apply(namespace, _without_autoscaling(EXAMPLES / "runtime-split.yaml"))
-    complete_next_job_as_job_controller(admin_api, namespace)  # interim: no node runs the Job
+    good = _runnable_without_autoscaling(
+        EXAMPLES / "runtime-split.yaml",
+        image=node_images["runtime"],
+        dsn=database_dsn,
+        bootstrap_servers=kafka_server.pod_bootstrap_servers,
+        topic=f"process.{unique_name}",
+    )
+    kubectl.apply(namespace, good)
 
     def deployments() -> dict[str, dict[str, Any]]:
         return {k: v for k, v in children(kubectl, namespace).items() if k.startswith("Deployment/")}
 
-    wait_for(lambda: len(deployments()) == 4, what="the good runtime's four Deployments")
+    # The migration Job runs on the node first; the roles follow once it succeeded.
+    wait_for(lambda: len(deployments()) == 4, what="the good runtime's four Deployments", timeout=180)
     assert all(key.startswith("Deployment/demo-") for key in deployments())
+    (job,) = kubectl.json("-n", namespace, "get", "jobs")["items"]
+    assert job["status"]["succeeded"] == 1
 
     def degraded_reason() -> str | None:
         found = condition(kubectl.json("-n", namespace, "get", "sfr", "broken"), "Degraded")
@@ -165,22 +181,8 @@ def test_operator_process_end_to_end(
 
     wait_for(lambda: degraded_reason() == "SecretNotFound", what="the broken runtime to be Degraded")
 
-    # Play the deployment controller; the operator sees the Deployment events and reports Ready.
-    for obj in deployments().values():
-        replicas = obj["spec"].get("replicas", 1)
-        status = {
-            "observedGeneration": obj["metadata"]["generation"],
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": replicas,
-            "availableReplicas": replicas,
-        }
-        name = obj["metadata"]["name"]
-        patch = json.dumps({"status": status})
-        kubectl(
-            "-n", namespace, "patch", "deployment", name, "--subresource=status", "--type=merge", "-p", patch
-        )
-    kubectl("-n", namespace, "wait", "--for=condition=Ready", "sfr/demo", "--timeout=30s")
+    # The role pods get ready on the node; the operator sees the Deployment events and reports Ready.
+    kubectl("-n", namespace, "wait", "--for=condition=Ready", "sfr/demo", "--timeout=240s", timeout=260)
 
     assert operator.process.poll() is None, operator.log.read_text()
     assert operator.get(operator.health_port, "/healthz") is not None
@@ -200,10 +202,9 @@ def test_operator_process_end_to_end(
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "not-yet"},
-        "data": {"dsn": base64.b64encode(b"postgresql://u:p@127.0.0.1:9/x").decode()},
+        "data": {"dsn": base64.b64encode(pod_dsn(database_dsn).encode()).decode()},
     }
     kubectl.apply(namespace, json.dumps(secret))
-    complete_next_job_as_job_controller(admin_api, namespace)
     wait_for(lambda: degraded_reason() == "AsExpected", what="the broken runtime to recover", timeout=30)
     assert "Deployment/broken-api" in deployments()
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
+from smartflow_devstack import kafka
 from smartflow_operator.kube import KubeClient
 from smartflow_operator.names import ANNOTATION_CONFIG_HASH
 from smartflow_operator.reconcile import reconcile
+from tests.integration.realpods import runnable, wait_deployments_ready, wait_job
 
-from .conftest import EXAMPLES, Kubectl, children, mark_ready, reconcile_through_migration, versions, wait_for
+from .conftest import EXAMPLES, Kubectl, children, example, settled, versions, wait_for
 
 SPLIT_CHILDREN = {
     "Deployment/demo-api",
@@ -36,10 +40,10 @@ def _env(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_split_example_yields_exactly_the_role_children(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    result = await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    kubectl.apply(namespace, example("runtime-split.yaml"))
+    result = await reconcile(namespace, "demo", kube=kube)
     assert len(result.applied) == len(SPLIT_CHILDREN)
 
     found = children(kubectl, namespace)
@@ -83,10 +87,10 @@ async def test_split_example_yields_exactly_the_role_children(
 
 
 async def test_all_example_yields_one_deployment_and_the_api_service(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-all.yaml")
-    await reconcile_through_migration(namespace, "monolith", kube=kube, api=admin_api)
+    kubectl.apply(namespace, example("runtime-all.yaml"))
+    await reconcile(namespace, "monolith", kube=kube)
     found = children(kubectl, namespace)
     assert set(found) == {"Deployment/monolith-all", "Service/monolith-api"}
     assert _container(found["Deployment/monolith-all"])["args"] == ["run", "--role", "all"]
@@ -97,8 +101,9 @@ async def test_all_example_yields_one_deployment_and_the_api_service(
 async def test_a_second_reconcile_writes_nothing(
     kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    kubectl.apply(namespace, example("runtime-split.yaml"))
+    await reconcile(namespace, "demo", kube=kube)
+    await settled(kubectl, namespace, "demo", kube=kube, api=admin_api)
     before, writes, reads = versions(kubectl, namespace), kube.writes, kube.calls["GET"]
     runtime_version = kubectl.json("-n", namespace, "get", "sfr", "demo")["metadata"]["resourceVersion"]
 
@@ -113,11 +118,9 @@ async def test_a_second_reconcile_writes_nothing(
     )
 
 
-async def test_editing_the_image_rolls_every_role(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
-) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+async def test_editing_the_image_rolls_every_role(kubectl: Kubectl, namespace: str, kube: KubeClient) -> None:
+    kubectl.apply(namespace, example("runtime-split.yaml"))
+    await reconcile(namespace, "demo", kube=kube)
     kubectl(
         "-n",
         namespace,
@@ -128,7 +131,7 @@ async def test_editing_the_image_rolls_every_role(
         "-p",
         '{"spec":{"image":"ghcr.io/smartflow/runtime:0.2.0"}}',
     )
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    await reconcile(namespace, "demo", kube=kube)
     found = children(kubectl, namespace)
     for role in ("api", "relay", "consumer", "memory-worker"):
         deployment = found[f"Deployment/demo-{role}"]
@@ -140,14 +143,15 @@ async def test_editing_the_image_rolls_every_role(
 async def test_editing_one_role_touches_only_its_deployment(
     kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    kubectl.apply(namespace, example("runtime-split.yaml"))
+    await reconcile(namespace, "demo", kube=kube)
+    await settled(kubectl, namespace, "demo", kube=kube, api=admin_api)
     before = versions(kubectl, namespace)
     kubectl(
         "-n", namespace, "patch", "sfr", "demo", "--type=merge",
         "-p", '{"spec":{"roles":{"relay":{"nodeSelector":{"pool":"relays"}}}}}',
     )  # fmt: skip
-    result = await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    result = await reconcile(namespace, "demo", kube=kube)
     after = versions(kubectl, namespace)
     assert result.applied == ["Deployment/demo-relay (updated)"]
     assert [key for key in before if before[key] != after[key]] == ["Deployment/demo-relay"]
@@ -158,8 +162,9 @@ async def test_editing_one_role_touches_only_its_deployment(
 async def test_changing_the_secret_changes_the_pod_template_hash(
     kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    kubectl.apply(namespace, example("runtime-split.yaml"))
+    await reconcile(namespace, "demo", kube=kube)
+    await settled(kubectl, namespace, "demo", kube=kube, api=admin_api)
 
     def hashes() -> dict[str, str]:
         return {
@@ -184,19 +189,19 @@ async def test_changing_the_secret_changes_the_pod_template_hash(
     kubectl(
         "-n", namespace, "patch", "secret", "smartflow-database", "-p", f'{{"data":{{"dsn":"{new_dsn}"}}}}'
     )
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    await reconcile(namespace, "demo", kube=kube)
     after = hashes()
     assert set(after) == set(before)
     assert all(after[key] != before[key] for key in before)
 
 
 async def test_all_to_split_to_all_leaves_no_stale_children(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-all.yaml")
-    await reconcile_through_migration(namespace, "monolith", kube=kube, api=admin_api)
+    kubectl.apply(namespace, example("runtime-all.yaml"))
+    await reconcile(namespace, "monolith", kube=kube)
     kubectl("-n", namespace, "patch", "sfr", "monolith", "--type=merge", "-p", '{"spec":{"mode":"split"}}')
-    result = await reconcile_through_migration(namespace, "monolith", kube=kube, api=admin_api)
+    result = await reconcile(namespace, "monolith", kube=kube)
     assert result.pruned == ["Deployment/monolith-all"]
     assert {k for k in children(kubectl, namespace) if k.startswith("Deployment/")} == {
         "Deployment/monolith-api",
@@ -205,29 +210,27 @@ async def test_all_to_split_to_all_leaves_no_stale_children(
         "Deployment/monolith-memory-worker",
     }
     kubectl("-n", namespace, "patch", "sfr", "monolith", "--type=merge", "-p", '{"spec":{"mode":"all"}}')
-    await reconcile_through_migration(namespace, "monolith", kube=kube, api=admin_api)
+    await reconcile(namespace, "monolith", kube=kube)
     assert set(children(kubectl, namespace)) == {"Deployment/monolith-all", "Service/monolith-api"}
     status = kubectl.json("-n", namespace, "get", "sfr", "monolith")["status"]
     assert set(status["roles"]) == {"all"} and status["mode"] == "all"
 
 
-async def test_someone_elses_edit_is_reverted(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
-) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-all.yaml")
-    await reconcile_through_migration(namespace, "monolith", kube=kube, api=admin_api)
+async def test_someone_elses_edit_is_reverted(kubectl: Kubectl, namespace: str, kube: KubeClient) -> None:
+    kubectl.apply(namespace, example("runtime-all.yaml"))
+    await reconcile(namespace, "monolith", kube=kube)
     kubectl("-n", namespace, "set", "image", "deployment/monolith-all", "runtime=evil/image:1")
-    result = await reconcile_through_migration(namespace, "monolith", kube=kube, api=admin_api)
+    result = await reconcile(namespace, "monolith", kube=kube)
     assert result.applied == ["Deployment/monolith-all (updated)"]
     image = _container(children(kubectl, namespace)["Deployment/monolith-all"])["image"]
     assert image == "ghcr.io/smartflow/runtime:0.1.0"
 
 
 async def test_deleting_the_runtime_removes_its_children(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    kubectl.apply(namespace, example("runtime-split.yaml"))
+    await reconcile(namespace, "demo", kube=kube)
     assert children(kubectl, namespace)
     kubectl("-n", namespace, "delete", "sfr", "demo", "--wait=false")
     wait_for(
@@ -239,18 +242,38 @@ async def test_deleting_the_runtime_removes_its_children(
 
 
 async def test_kubectl_wait_for_ready(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
+    kubectl: Kubectl,
+    namespace: str,
+    kube: KubeClient,
+    admin_api: client.ApiClient,
+    node_images: dict[str, str],
+    database_dsn: str,
+    kafka_server: kafka.KafkaInfo,
+    unique_name: str,
 ) -> None:
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    # The split example on the node: its migration Job and its role pods really run.
+    documents = list(yaml.safe_load_all((EXAMPLES / "runtime-split.yaml").read_text()))
+    kubectl.apply(
+        namespace,
+        runnable(
+            documents,
+            image=node_images["runtime"],
+            host_dsn=database_dsn,
+            bootstrap_servers=kafka_server.pod_bootstrap_servers,
+            topic=f"ready.{unique_name}",
+        ),
+    )
+    await reconcile(namespace, "demo", kube=kube)
+    job = kubectl.json("-n", namespace, "get", "sfr", "demo")["status"]["schema"]["jobName"]
+    assert await asyncio.to_thread(wait_job, client.BatchV1Api(admin_api), namespace, job) == "Complete"
+    await reconcile(namespace, "demo", kube=kube)
     waiting = kubectl(
         "-n", namespace, "wait", "--for=condition=Ready", "sfr/demo", "--timeout=1s", check=False
     )
     assert waiting.returncode != 0
-    for key, obj in children(kubectl, namespace).items():
-        if key.startswith("Deployment/"):
-            await mark_ready(kube, namespace, obj)
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
+    deployments = [f"demo-{role}" for role in ("api", "relay", "consumer", "memory-worker")]
+    await asyncio.to_thread(wait_deployments_ready, client.AppsV1Api(admin_api), namespace, deployments)
+    await reconcile(namespace, "demo", kube=kube)
     kubectl("-n", namespace, "wait", "--for=condition=Ready", "sfr/demo", "--timeout=10s")
     status = kubectl.json("-n", namespace, "get", "sfr", "demo")["status"]
     assert status["roles"]["consumer"]["replicas"] == "2/2"
@@ -260,12 +283,12 @@ async def test_kubectl_wait_for_ready(
 
 
 async def test_role_pods_pass_restricted_admission(
-    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient
 ) -> None:
     """Pod Security enforces on Pods, not Deployments: create each role's pod from its template."""
-    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
-    await reconcile_through_migration(namespace, "demo", kube=kube, api=admin_api)
-    # No controller makes it here (the interim Job controller stand-in may have made it already).
+    kubectl.apply(namespace, example("runtime-split.yaml"))
+    await reconcile(namespace, "demo", kube=kube)
+    # The serviceaccount controller makes it, perhaps not yet (pods are admitted only with it).
     kubectl("-n", namespace, "create", "serviceaccount", "default", check=False)
     for key, obj in children(kubectl, namespace).items():
         if not key.startswith("Deployment/"):
