@@ -131,7 +131,7 @@ def test_compacting_the_history_never_changes_stabilization() -> None:
                 for s in sorted(rng.sample(range(1, 400), 25), reverse=True)
             )
         )
-        compact = full.pruned(NOW, keep_recommendations=300, keep_events=15)
+        compact = full.pruned(NOW, keep_recommendations=300)
         assert len(compact.recommendations) <= 7
         for desired in range(0, 8):
             for current in range(0, 8):
