@@ -95,4 +95,5 @@ def register(registry: kopf.OperatorRegistry) -> None:
         # Readiness of a role changed (or someone edited/deleted our Deployment): refresh its runtime.
         if LABEL_INSTANCE in labels:
             controller: Controller = memo.controller
-            await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger)
+            # Nothing the pods read changed: the pass reuses the configuration the last one read.
+            await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger, reuse_config=True)

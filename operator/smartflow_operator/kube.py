@@ -100,6 +100,7 @@ class KubeClient:
         self.field_manager = field_manager
         self._timeout = timeout_seconds
         self.calls: Counter[str] = Counter()
+        self.requests: Counter[tuple[str, str]] = Counter()  # (method, path): what tests count
         self.warnings: deque[str] = deque(maxlen=100)  # the latest apiserver warnings
         self._on_request = on_request
 
@@ -131,6 +132,7 @@ class KubeClient:
         if content_type:
             headers["Content-Type"] = content_type
         self.calls[method] += 1
+        self.requests[(method, path)] += 1
         if self._on_request is not None:
             self._on_request(method)
         try:
@@ -252,6 +254,17 @@ class KubeClient:
             "PATCH",
             kind.item(namespace, name) + "/status",
             body=body,
+            content_type=MERGE_PATCH_CONTENT_TYPE,
+        )
+
+    async def scale(self, kind: ResourceKind, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """Set ``spec.replicas`` through the scale subresource, as the HPA does: one merge patch of
+        the one field, under our field manager, nothing else of the object sent or changed."""
+        return await self._request(
+            "PATCH",
+            kind.item(namespace, name) + "/scale",
+            query=[("fieldManager", self.field_manager)],
+            body={"spec": {"replicas": replicas}},
             content_type=MERGE_PATCH_CONTENT_TYPE,
         )
 

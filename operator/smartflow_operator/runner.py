@@ -55,8 +55,11 @@ async def serve(
     )
     autoscaler = Autoscaler(
         kube=controller.kube,
-        # A new decision is applied by the same serialized reconcile pass as any spec change.
-        apply_replicas=lambda namespace, name: controller.resync(namespace, name, logger=_autoscaling_log),
+        # A decision reaches the Deployment in one direction: the scale write and its report, in
+        # the runtime's serialized gate.
+        scale=lambda namespace, name, deployment, replicas, report: controller.scale(
+            namespace, name, deployment, replicas, report=report, logger=_autoscaling_log
+        ),
         metrics=AutoscalingMetrics(controller.metrics.registry),
     )
     loops: dict[str, Loop] = {

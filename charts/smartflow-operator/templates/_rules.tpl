@@ -18,15 +18,19 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: ["smartflow.io"]
   resources: ["smartflowruntimes/finalizers"]
   verbs: ["update"]
-# One Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness, scale.
+# One Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The autoscaler's decision: replicas through the scale subresource, as the HPA writes them.
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["patch"]
 # The API role's Service: listed by label, server-side applied; wanted in every mode, never pruned.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "create", "patch"]
-# A disruption budget per role with two or more replicas: listed by label, applied, pruned.
+# A disruption budget per role that can run two or more pods: listed by label, applied, pruned.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "create", "patch", "delete"]

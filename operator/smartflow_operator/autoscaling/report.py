@@ -4,7 +4,7 @@ Called by :mod:`.loop` after each poll. The status lives under ``status.roles.<r
 ``status.roles.<role>.autoscaling`` (fields the reconciler preserves and never writes), and one
 condition per role, ``RelayAutoscaling`` / ``ConsumerAutoscaling``: True while the lag is
 measured (reason: the decision's), False with reason ``LagProbeFailed`` while it is not.
-:func:`.replicas.replicas_for` reads ``desiredReplicas`` back when the Deployment is applied.
+``desiredReplicas`` only reports the decision: it reaches the Deployment through ``Controller.scale``.
 """
 
 from __future__ import annotations

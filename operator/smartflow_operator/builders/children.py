@@ -24,8 +24,15 @@ def manifest_hash(manifest: Mapping[str, Any]) -> str:
 
 
 def stamp_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``manifest`` with ``smartflow.io/applied-hash`` set to the hash of the rest."""
-    digest = manifest_hash(manifest)
+    """A copy of ``manifest`` with ``smartflow.io/applied-hash`` set to the hash of the rest.
+
+    A Deployment's ``spec.replicas`` is left out of the hash: the autoscaler writes it through the
+    scale subresource, and the reconciler then applies the live count, so a scale change must not
+    read as a changed manifest (``drift.contains`` still compares the field itself)."""
+    hashed = manifest
+    if manifest.get("kind") == "Deployment" and "replicas" in manifest.get("spec", {}):
+        hashed = {**manifest, "spec": {k: v for k, v in manifest["spec"].items() if k != "replicas"}}
+    digest = manifest_hash(hashed)
     metadata = dict(manifest["metadata"])
     metadata["annotations"] = {**metadata.get("annotations", {}), ANNOTATION_APPLIED_HASH: digest}
     return {**manifest, "metadata": metadata}
@@ -43,7 +50,7 @@ def desired_children(
         children.append(
             build_deployment(runtime, role, replicas=replicas[role], config_hash=config_hashes[role])
         )
-        if wants_disruption_budget(replicas[role]):
+        if wants_disruption_budget(runtime.spec.roles.for_role(role)):
             children.append(build_disruption_budget(runtime, role))
     children.append(build_api_service(runtime))
     return [stamp_applied_hash(child) for child in children]
