@@ -7,11 +7,12 @@ mapping of errors to kopf's retry semantics. Held in kopf's ``memo`` and called 
 * Errors that retrying can fix become ``kopf.TemporaryError`` with an exponential delay (10 s,
   20 s, ... capped at 5 min): a missing Secret is retried, not crash-looped, and logged once per
   attempt instead of flooding. Errors that cannot be fixed by waiting become ``PermanentError``.
-* An autoscaling decision arrives typed (:meth:`Controller.scale`): one write of the scale
-  subresource, then a pass in the same gate that writes the status once (the reconciler's view and
-  the autoscaler's report together) and reads no Secret (the configuration of the last full pass is
-  reused while the runtime's generation is the same). A child Deployment event reuses it too; spec
-  changes, retries, the configuration check and the periodic resync always read afresh.
+* An autoscaling decision arrives typed (:meth:`Controller.scale`) and is applied by a pass in the
+  same gate: the role's Deployment applied once with the new count, the status written once (the
+  reconciler's view and the autoscaler's report together), no Secret read (the configuration of
+  the last full pass is reused while the runtime's generation is the same). A child Deployment
+  event reuses it too; spec changes, retries, the configuration check and the periodic resync
+  always read afresh.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,8 +29,9 @@ import kopf
 
 from .config_refs import Kind
 from .errors import ConfigurationError, KubeError, OperatorError
-from .kube import DEPLOYMENTS, KubeClient
+from .kube import KubeClient
 from .metrics import OperatorMetrics
+from .names import Role
 from .reconcile import FetchConfig, ReconcileResult, fetch_config, reconcile
 from .resource import SmartflowRuntime
 from .status_writer import PatchFor
@@ -103,16 +105,16 @@ class Controller:
             logger.warning("resync failed, will retry: %s", error)
 
     async def scale(
-        self, namespace: str, name: str, deployment: str, replicas: int, *, report: PatchFor, logger: Logger
+        self, namespace: str, name: str, role: Role, replicas: int, *, report: PatchFor, logger: Logger
     ) -> None:
-        """Apply an autoscaling decision: ``deployment`` to ``replicas`` through the scale
-        subresource, then, in the same gate, the pass that reports it (``report``: the autoscaler's
-        status patch, written together with the reconciler's). Raises ``KubeError``; a problem the
-        pass finds (Degraded) is already reported by it and does not undo the scale."""
+        """Apply an autoscaling decision: the pass that sets ``role``'s Deployment to ``replicas``
+        and writes ``report`` (the autoscaler's status patch) with its own status. Raises
+        ``KubeError``; a problem the pass finds (Degraded) is reported by it."""
 
         async def run() -> ReconcileResult:
-            await self.kube.scale(DEPLOYMENTS, namespace, deployment, replicas)
-            return await self._measured(namespace, name, logger, reuse_config=True, also_status=report)
+            return await self._measured(
+                namespace, name, logger, reuse_config=True, also_status=report, replicas={role: replicas}
+            )
 
         try:
             await self._serialized((namespace, name), run)
@@ -164,6 +166,7 @@ class Controller:
         *,
         reuse_config: bool = False,
         also_status: PatchFor | None = None,
+        replicas: Mapping[Role, int] | None = None,
     ) -> ReconcileResult:
         started = time.monotonic()
         key = (namespace, name)
@@ -175,6 +178,7 @@ class Controller:
                 logger=logger,
                 fetch=self._fetcher(key, reuse=reuse_config),
                 also_status=also_status,
+                replicas=replicas,
             )
             if not result.found:
                 self._config.pop(key, None)

@@ -257,17 +257,6 @@ class KubeClient:
             content_type=MERGE_PATCH_CONTENT_TYPE,
         )
 
-    async def scale(self, kind: ResourceKind, namespace: str, name: str, replicas: int) -> dict[str, Any]:
-        """Set ``spec.replicas`` through the scale subresource, as the HPA does: one merge patch of
-        the one field, under our field manager, nothing else of the object sent or changed."""
-        return await self._request(
-            "PATCH",
-            kind.item(namespace, name) + "/scale",
-            query=[("fieldManager", self.field_manager)],
-            body={"spec": {"replicas": replicas}},
-            content_type=MERGE_PATCH_CONTENT_TYPE,
-        )
-
     async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         await self._request("POST", EVENTS.collection(namespace), body=dict(event))
 

@@ -13,13 +13,12 @@ the apiserver rejects) stop the pass *before* anything is changed, are reported 
 (plus one Warning Event per new problem) and raised as ``ConfigurationError`` so the caller
 retries with backoff. API errors propagate as ``KubeError`` and are retried the same way.
 
-Autoscaling hooks in through ``replicas_for`` (the only source of Deployment replicas: the live
-count for an autoscaled role, which the autoscaler sets through the scale subresource) and through
+Autoscaling hooks in through ``replicas_for`` (the source of Deployment replicas: for an
+autoscaled role the live count, which only a scale pass changes) and through
 ``status.roles.<role>.{lag,autoscaling}``, which this module preserves and never writes itself. A
-scale change runs this pass right after the scale write (``Controller.scale``) with the
-autoscaler's report as ``also_status``, so the decision, its report and the roles' replicas reach
-the status in one write, and with the configuration already fetched (``fetch``), so no Secret is
-read again.
+scale change is this pass run by ``Controller.scale`` with the decided count (``replicas``), the
+autoscaler's report (``also_status``, so decision, report and the roles' replicas reach the
+status in one write) and the configuration already fetched (``fetch``, so no Secret is read again).
 """
 
 from __future__ import annotations
@@ -80,11 +79,14 @@ async def reconcile(
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     fetch: FetchConfig | None = None,
     also_status: PatchFor | None = None,
+    replicas: Mapping[Role, int] | None = None,
 ) -> ReconcileResult:
     """Bring the children and status of runtime ``namespace/name`` in line with its spec.
 
     ``fetch`` reads the referenced Secrets/ConfigMaps (default: GET each); ``also_status`` adds
-    another writer's patch (the autoscaler's report) to this pass's one status write."""
+    another writer's patch (the autoscaler's report) to this pass's one status write;
+    ``replicas`` are the autoscaler's decided counts for autoscaled roles (clamped to the spec's
+    maxReplicas like the live count)."""
     log = logger or logging.getLogger(__name__)
     body = await kube.get(RUNTIMES, namespace, name)
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
@@ -98,7 +100,7 @@ async def reconcile(
         runtime = _parse(body)
         fetched = await (fetch or fetch_config)(runtime, kube)
         live = await _live_children_of(namespace, name, kube)
-        children = _desired(runtime, fetched, live)
+        children = _desired(runtime, fetched, live, replicas or {})
         await _apply_changed(children, live, kube, result)
         await _prune(runtime, children, live, kube, result)
     except ConfigurationError as error:
@@ -200,14 +202,20 @@ def _data_of(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _desired(
-    runtime: SmartflowRuntime, fetched: FetchedConfig, live: Mapping[ChildKey, Mapping[str, Any]]
+    runtime: SmartflowRuntime,
+    fetched: FetchedConfig,
+    live: Mapping[ChildKey, Mapping[str, Any]],
+    decided: Mapping[Role, int],
 ) -> list[dict[str, Any]]:
     roles = runtime.spec.active_roles()
     hashes = {
         role: config_hash(referenced_config(runtime.spec, role), fetched, namespace=runtime.namespace)
         for role in roles
     }
-    replicas = {role: replicas_for(runtime.spec, role, _live_replicas(live, runtime, role)) for role in roles}
+    replicas = {
+        role: replicas_for(runtime.spec, role, decided.get(role, _live_replicas(live, runtime, role)))
+        for role in roles
+    }
     return desired_children(runtime, config_hashes=hashes, replicas=replicas)
 
 

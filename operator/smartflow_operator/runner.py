@@ -55,10 +55,10 @@ async def serve(
     )
     autoscaler = Autoscaler(
         kube=controller.kube,
-        # A decision reaches the Deployment in one direction: the scale write and its report, in
-        # the runtime's serialized gate.
-        scale=lambda namespace, name, deployment, replicas, report: controller.scale(
-            namespace, name, deployment, replicas, report=report, logger=_autoscaling_log
+        # A decision reaches the Deployment in one direction: one pass in the runtime's serialized
+        # gate applies it and writes its report.
+        scale=lambda namespace, name, role, replicas, report: controller.scale(
+            namespace, name, role, replicas, report=report, logger=_autoscaling_log
         ),
         metrics=AutoscalingMetrics(controller.metrics.registry),
     )

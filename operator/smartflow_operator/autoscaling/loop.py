@@ -4,9 +4,10 @@ One of the per-runtime loops (``runtime_loops``) runs :meth:`Autoscaler.run`, wh
 independent loop per scalable role. Each poll: read the runtime and the role's Deployment,
 measure the lag at the source (:mod:`.probes`), decide (:func:`.decision.decide`,
 pure, clock passed in), and report the result in ``status.roles.<role>`` with a condition. When
-the count changes, the typed decision goes to the controller (``scale``: one write of the scale
-subresource, then one status write carrying this report and the roles' new replicas, in the
-runtime's serialized gate) and an Event is posted; the decision never travels through the status.
+the count changes, the typed decision goes to the controller (``scale``: a pass in the runtime's
+serialized gate that applies the role's Deployment with the new count and writes this report with
+the roles' new replicas in one status write) and an Event is posted; the decision never travels
+through the status.
 Paused or External: measured and reported, no replicas written. A failed probe holds the count
 and says why in the condition.
 
@@ -29,7 +30,7 @@ import binascii
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -56,8 +57,10 @@ from .report import (
     ConditionValue,
     autoscaling_changed,
     autoscaling_status,
+    carried_over,
     condition,
     condition_type,
+    confirms_last_scale,
     history_of,
     timestamp,
 )
@@ -67,8 +70,8 @@ SCALED_ROLES = (Role.RELAY, Role.CONSUMER)
 IDLE_INTERVAL_SECONDS = 5.0
 
 Clock = Callable[[], datetime]
-# (namespace, runtime, deployment, replicas, the status report to write with it)
-Scale = Callable[[str, str, str, int, PatchFor], Awaitable[object]]
+# (namespace, runtime, role, replicas, the status report to write with it)
+Scale = Callable[[str, str, Role, int, PatchFor], Awaitable[object]]
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
@@ -172,9 +175,13 @@ class Autoscaler:
         fragment = autoscaling_status(
             role, decision, reading=reading, error=error, previous=previous, now=now
         )
-        report = self._report(role, fragment, decision, error, reading, now)
+        wanted = condition(role, decision, error=error)
+        if previous is not None and confirms_last_scale(previous, fragment):
+            fragment = carried_over(previous, fragment)
+            wanted = replace(wanted, reason=str(fragment["reason"]), message=str(fragment["message"]))
+        report = self._report(role, fragment, wanted, reading, now)
         if decision.changed and decision.writes_replicas:
-            await self._scale(namespace, name, deployment["metadata"]["name"], decision.desired, report)
+            await self._scale(namespace, name, role, decision.desired, report)
             direction = "up" if decision.desired > current else "down"
             self.metrics.scale_events.labels(role=role.value, direction=direction).inc()
             await self._event(body, "Normal", decision.reason.value, fragment["message"], now)
@@ -245,8 +252,7 @@ class Autoscaler:
         self,
         role: Role,
         fragment: dict[str, Any],
-        decision: ScalingDecision,
-        error: ProbeError | None,
+        wanted: ConditionValue,
         reading: Reading | None,
         now: datetime,
     ) -> PatchFor:
@@ -256,7 +262,6 @@ class Autoscaler:
         Written under the read's resourceVersion (:mod:`..status_writer`): when the reconciler or
         the other role's loop wrote status meanwhile, the patch is rebuilt from the fresh object.
         """
-        wanted = condition(role, decision, error=error)
 
         def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
             status = current.get("status") or {}

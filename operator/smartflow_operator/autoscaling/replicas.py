@@ -6,9 +6,9 @@
 - autoscaling ``paused`` or mode ``External``: ``None``, meaning "leave the field out of the
   applied object", so server-side apply never fights the other owner (the reconciler hands
   the field over first, see :mod:`.handover`);
-- otherwise the count the Deployment has now: the autoscaler writes its decisions through the
-  scale subresource (``Controller.scale``), so the reconciler keeps what it finds, never above the
-  spec's current maxReplicas (lowering it applies at once; the lower bound is the autoscaler's,
+- otherwise the autoscaler's count: the decided one in the pass that applies a decision
+  (``Controller.scale``), else the count the Deployment has now, never above the spec's current
+  maxReplicas (lowering it applies at once; the lower bound is the autoscaler's,
   which may sit below minReplicas when the partition or shard count is smaller). Before the
   Deployment exists: ``replicas`` within [min, max]. The decision never travels through the
   status: ``status.roles.<role>.autoscaling`` only reports it.
@@ -24,7 +24,8 @@ from .spec import ScalingMode
 def replicas_for(spec: SmartflowRuntimeSpec, role: Role, live_replicas: int | None) -> int | None:
     """Replicas for ``role``'s Deployment, or None to leave ``replicas`` to someone else.
 
-    ``live_replicas``: the Deployment's ``spec.replicas`` as it is now (None: no Deployment yet)."""
+    ``live_replicas``: the decided count, or the Deployment's ``spec.replicas`` as it is now (None:
+    no Deployment yet)."""
     workload = spec.roles.for_role(role)
     if not isinstance(workload, ScalableWorkloadSpec) or not workload.autoscaling.enabled:
         return workload.replicas

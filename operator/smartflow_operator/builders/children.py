@@ -26,9 +26,9 @@ def manifest_hash(manifest: Mapping[str, Any]) -> str:
 def stamp_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``manifest`` with ``smartflow.io/applied-hash`` set to the hash of the rest.
 
-    A Deployment's ``spec.replicas`` is left out of the hash: the autoscaler writes it through the
-    scale subresource, and the reconciler then applies the live count, so a scale change must not
-    read as a changed manifest (``drift.contains`` still compares the field itself)."""
+    A Deployment's ``spec.replicas`` is left out of the hash: for an autoscaled role it follows the
+    autoscaler, and a new count is one apply of the Deployment, not a changed manifest that would
+    make every later pass apply again (``drift.contains`` still compares the field itself)."""
     hashed = manifest
     if manifest.get("kind") == "Deployment" and "replicas" in manifest.get("spec", {}):
         hashed = {**manifest, "spec": {k: v for k, v in manifest["spec"].items() if k != "replicas"}}

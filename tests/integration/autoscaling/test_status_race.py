@@ -62,7 +62,7 @@ async def _set_ready(kube: KubeClient, namespace: str, name: str, ready: int) ->
     )
 
 
-async def _noop(namespace: str, name: str, deployment: str, replicas: int, report: object) -> None:
+async def _noop(namespace: str, name: str, role: object, replicas: int, report: object) -> None:
     return None
 
 
