@@ -26,7 +26,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from .errors import Conflict, Invalid, KubeError, NotFound
+from .errors import Conflict, Invalid, KubeError, NotFound, NotLeading
 from .names import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
 logger = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ DISRUPTION_BUDGETS = ResourceKind("policy/v1", "poddisruptionbudgets", "PodDisru
 SECRETS = ResourceKind("v1", "secrets", "Secret")
 CONFIG_MAPS = ResourceKind("v1", "configmaps", "ConfigMap")
 EVENTS = ResourceKind("v1", "events", "Event")
+LEASES = ResourceKind("coordination.k8s.io/v1", "leases", "Lease")
 
 CHILD_KINDS = (DEPLOYMENTS, SERVICES, DISRUPTION_BUDGETS)
 _BY_KIND = {kind.kind: kind for kind in (RUNTIMES, *CHILD_KINDS, SECRETS, CONFIG_MAPS, EVENTS)}
@@ -95,6 +96,7 @@ class KubeClient:
         field_manager: str = FIELD_MANAGER,
         timeout_seconds: float = 30.0,
         on_request: Callable[[str], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self._api = api_client
         self.field_manager = field_manager
@@ -103,6 +105,8 @@ class KubeClient:
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, path): what tests count
         self.warnings: deque[str] = deque(maxlen=100)  # the latest apiserver warnings
         self._on_request = on_request
+        # Leader election's guard (``LeaderElector.may_write``): checked right before each write.
+        self.may_write = may_write
 
     @property
     def configuration(self) -> client.Configuration:
@@ -128,6 +132,8 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
     ) -> dict[str, Any]:
+        if method in WRITE_METHODS and self.may_write is not None and not self.may_write():
+            raise NotLeading(f"{method} {path}: refused, this replica does not hold the leader lease")
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -256,6 +262,16 @@ class KubeClient:
             body=body,
             content_type=MERGE_PATCH_CONTENT_TYPE,
         )
+
+    async def create(self, kind: ResourceKind, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._request("POST", kind.collection(namespace), body=dict(body))
+
+    async def replace(
+        self, kind: ResourceKind, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PUT (an ``update``): with the body's ``metadata.resourceVersion`` it fails with Conflict
+        when the object changed since it was read (leader election relies on this)."""
+        return await self._request("PUT", kind.item(namespace, name), body=dict(body))
 
     async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         await self._request("POST", EVENTS.collection(namespace), body=dict(event))

@@ -36,10 +36,11 @@ from typing import Any
 
 from .errors import Conflict, KubeError
 from .kube import LEASES, KubeClient
+from .names import LEASE_NAME
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_NAME = "smartflow-operator"
+DEFAULT_LEASE_NAME = LEASE_NAME
 DEFAULT_LEASE_DURATION_SECONDS = 15.0
 DEFAULT_RENEW_DEADLINE_SECONDS = 10.0
 DEFAULT_RETRY_PERIOD_SECONDS = 2.0
@@ -200,12 +201,22 @@ class LeaderElector:
                 if not may_acquire(self._observed, identity=self.identity, now=started):
                     self._lease = lease
                     return False
-                updated = {**lease, "spec": {**(lease.get("spec") or {}), **acquired_spec(record, self.settings, self._wall())}}
-                self._lease = await self.kube.replace(LEASES, self.settings.namespace, self.settings.name, updated)
+                updated = {
+                    **lease,
+                    "spec": {
+                        **(lease.get("spec") or {}),
+                        **acquired_spec(record, self.settings, self._wall()),
+                    },
+                }
+                self._lease = await self.kube.replace(
+                    LEASES, self.settings.namespace, self.settings.name, updated
+                )
         except Conflict:
             return False  # another candidate wrote first: read again next time
         except KubeError as error:
-            log.warning("leader election: lease %s/%s: %s", self.settings.namespace, self.settings.name, error)
+            log.warning(
+                "leader election: lease %s/%s: %s", self.settings.namespace, self.settings.name, error
+            )
             return False
         self._observed = observe(self._observed, Record.of(self._lease), started)
         self._renewed_at = started
@@ -213,7 +224,12 @@ class LeaderElector:
 
     async def acquire(self, stopping: asyncio.Event) -> bool:
         """Wait until this process leads (True) or ``stopping`` is set (False)."""
-        log.info("leader election: waiting for lease %s/%s as %s", self.settings.namespace, self.settings.name, self.identity)
+        log.info(
+            "leader election: waiting for lease %s/%s as %s",
+            self.settings.namespace,
+            self.settings.name,
+            self.identity,
+        )
         while not stopping.is_set():
             if await self.try_acquire_or_renew():
                 self.lost.clear()
@@ -243,7 +259,11 @@ class LeaderElector:
             if not ok and not self.may_write():
                 self.leading.clear()
                 self.lost.set()
-                log.error("leader election: %s lost the lease (no renewal within %.0f s)", self.identity, self.settings.renew_deadline)
+                log.error(
+                    "leader election: %s lost the lease (no renewal within %.0f s)",
+                    self.identity,
+                    self.settings.renew_deadline,
+                )
                 return
 
     async def release(self) -> None:
@@ -253,7 +273,10 @@ class LeaderElector:
         lease = self._lease
         if not was_leading or lease is None or Record.of(lease).holder != self.identity:
             return
-        updated = {**lease, "spec": {**(lease.get("spec") or {}), **released_spec(Record.of(lease), self._wall())}}
+        updated = {
+            **lease,
+            "spec": {**(lease.get("spec") or {}), **released_spec(Record.of(lease), self._wall())},
+        }
         try:
             await asyncio.wait_for(
                 self.kube.replace(LEASES, self.settings.namespace, self.settings.name, updated),

@@ -47,3 +47,19 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
+
+{{/*
+The leader election rules (operator/smartflow_operator/rbac.py, leader_election_permissions):
+a Role in the release namespace only. create cannot be narrowed to a name; get and update can.
+*/}}
+{{- define "smartflow-operator.leaderElectionRules" -}}
+# Create the leader Lease the first time any replica starts.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+# Read, renew and release the leader Lease (update with resourceVersion: one leader).
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
+  verbs: ["get", "update"]
+{{- end }}
