@@ -13,8 +13,9 @@ The algorithm is client-go's ``leaderelection`` (what controller-runtime and KED
   moment, the operator's API client refuses every write from then on (``KubeClient`` write
   guard), and kopf and the loops are stopped. A candidate can only take over ``lease_duration``
   after the last renewal it saw, so the two never write at the same time;
-- on SIGTERM the leader stops its work and then releases the Lease (empty holder, duration 1 s),
-  so a candidate takes over at its next retry instead of after a full lease duration.
+- on SIGTERM the leader refuses every further write (``may_write`` turns False before anything
+  else) and releases the Lease (empty holder, duration 1 s), so a candidate takes over at its next
+  retry instead of after a full lease duration; kopf and the loops then stop.
 
 Writes use ``update`` with the read's ``resourceVersion`` (optimistic concurrency): of two
 candidates racing for an expired Lease, one gets 409 Conflict and stays a follower.

@@ -4,8 +4,8 @@ run kopf and the per-runtime loops while this replica leads.
 Leader election (:mod:`.leadership`, a ``coordination.k8s.io/v1`` Lease) gates everything that
 writes: a replica waits as a candidate (alive, not ready, no kopf, no loops, no writes) until it
 holds the Lease, then starts kopf's operator and the per-runtime loops; it stops them when it
-loses the Lease (and becomes a candidate again) or on SIGTERM (and then releases the Lease so the
-other replica takes over at its next retry).
+loses the Lease (and becomes a candidate again) or on SIGTERM (first refusing every further write
+and releasing the Lease, so the other replica takes over at its next retry, then stopping kopf).
 
 Why not kopf's own peering: it is not lease-based. Peers announce themselves in a
 ``KopfPeering`` object and an operator pauses when it sees a peer of higher priority, but nothing
@@ -132,7 +132,7 @@ async def serve(
     finally:
         health.set_ready(False, "stopping")
         if elector is not None:
-            await elector.release()  # after every loop stopped: the next leader starts at once
+            await elector.release()  # a no-op when the term already released it
             elector.kube.close()
         await health.stop()
         if watch_stop is not None:
@@ -202,7 +202,8 @@ async def _lead(
     try:
         while True:
             done, _ = await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
-            if waits["ready"] in done and not waits["ready"].cancelled():
+            ready = waits.get("ready")
+            if ready is not None and ready in done:
                 waits.pop("ready")
                 _on_signals(stopping.set)  # kopf installed its own; ours stop it gently
                 health.set_ready(True, "leading")
@@ -215,6 +216,11 @@ async def _lead(
             break
     finally:
         health.set_ready(False, "not leading")
+        if elector is not None and not lost:
+            # Shutdown: refuse every write from now on (``may_write`` turns False) and hand the
+            # Lease over at once; stopping kopf and the loops takes seconds the other replica
+            # need not wait for.
+            await elector.release()
         kopf_stop.set()
         with contextlib.suppress(Exception):
             await kopf_task  # a kopf failure was logged by kopf
