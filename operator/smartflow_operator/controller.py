@@ -32,7 +32,7 @@ from .errors import ConfigurationError, KubeError, OperatorError
 from .kube import KubeClient
 from .metrics import OperatorMetrics
 from .names import Role
-from .reconcile import FetchConfig, ReconcileResult, fetch_config, reconcile
+from .reconcile import ConsumerRegistry, FetchConfig, ReconcileResult, fetch_config, reconcile
 from .resource import SmartflowRuntime
 from .status_writer import PatchFor
 
@@ -71,6 +71,8 @@ class Controller:
         self._gates: defaultdict[Key, _Gate] = defaultdict(_Gate)
         # The configuration the last full pass read, by runtime: (generation, fetched objects).
         self._config: dict[Key, tuple[int, dict[tuple[Kind, str], Any]]] = {}
+        # Every runtime's consumer-group identity, for the conflict check (conflicts.py).
+        self._consumers: ConsumerRegistry = {}
 
     async def reconcile(self, namespace: str, name: str, *, logger: Logger, retry: int = 0) -> None:
         """For create/update/resume handlers: always runs; failures are retried by kopf with backoff."""
@@ -120,6 +122,11 @@ class Controller:
             await self._serialized((namespace, name), run)
         except ConfigurationError as error:
             logger.debug("scaled, but the runtime is still %s", error.reason)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The runtime is gone (or going): drop what this controller remembers of it."""
+        self._config.pop((namespace, name), None)
+        self._consumers.pop((namespace, name), None)
 
     async def run_resync(
         self, namespace: str, name: str, *, interval: float, stopped: Stopped, logger: Logger
@@ -179,9 +186,11 @@ class Controller:
                 fetch=self._fetcher(key, reuse=reuse_config),
                 also_status=also_status,
                 replicas=replicas,
+                consumers=self._consumers,
             )
             if not result.found:
                 self._config.pop(key, None)
+                self._consumers.pop(key, None)
         except ConfigurationError as error:
             self.metrics.reconciles.labels(result="degraded").inc()
             self.metrics.errors.labels(reason=error.reason).inc()

@@ -81,6 +81,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
         # unlike kopf timers and daemons, an event handler puts no finalizer on the runtime.
         loops: RuntimeLoops = memo.runtime_loops
         await loops.observe(type, body, logger=logger)
+        metadata = body.get("metadata") or {}
+        if type == "DELETED" or metadata.get("deletionTimestamp"):
+            # Its consumer group is free again (conflicts.py) and its configuration not needed.
+            controller: Controller = memo.controller
+            controller.forget(str(metadata.get("namespace")), str(metadata.get("name")))
 
     @kopf.on.event(
         "apps",

@@ -37,6 +37,13 @@ from .autoscaling.replicas import replicas_for
 from .builders.children import desired_children
 from .builders.labels import child_name, instance_labels
 from .config_refs import FetchedConfig, Kind, all_referenced_objects, config_hash, referenced_config
+from .conflicts import (
+    CONSUMER_GROUP_CONFLICT,
+    ConsumerIdentity,
+    conflict_message,
+    conflicting_runtime,
+    identity_of,
+)
 from .drift import contains
 from .errors import ConfigurationError, Invalid
 from .events import build_event
@@ -49,6 +56,7 @@ from .status_writer import PatchFor, write_status
 
 Clock = Callable[[], datetime]
 FetchConfig = Callable[[SmartflowRuntime, KubeClient], Awaitable[dict[tuple[Kind, str], Any]]]
+ConsumerRegistry = dict[tuple[str, str], ConsumerIdentity]  # (namespace, name) -> identity
 
 
 def utc_now() -> datetime:
@@ -80,13 +88,15 @@ async def reconcile(
     fetch: FetchConfig | None = None,
     also_status: PatchFor | None = None,
     replicas: Mapping[Role, int] | None = None,
+    consumers: ConsumerRegistry | None = None,
 ) -> ReconcileResult:
     """Bring the children and status of runtime ``namespace/name`` in line with its spec.
 
     ``fetch`` reads the referenced Secrets/ConfigMaps (default: GET each); ``also_status`` adds
     another writer's patch (the autoscaler's report) to this pass's one status write;
     ``replicas`` are the autoscaler's decided counts for autoscaled roles (clamped to the spec's
-    maxReplicas like the live count)."""
+    maxReplicas like the live count); ``consumers``: every runtime's consumer-group identity as
+    last seen, for the conflict check (:mod:`.conflicts`), updated with this runtime's."""
     log = logger or logging.getLogger(__name__)
     body = await kube.get(RUNTIMES, namespace, name)
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
@@ -99,6 +109,8 @@ async def reconcile(
     try:
         runtime = _parse(body)
         fetched = await (fetch or fetch_config)(runtime, kube)
+        if consumers is not None:
+            _check_consumer_group(runtime, fetched, str(metadata.get("creationTimestamp") or ""), consumers)
         live = await _live_children_of(namespace, name, kube)
         children = _desired(runtime, fetched, live, replicas or {})
         await _apply_changed(children, live, kube, result)
@@ -162,6 +174,18 @@ def _parse(body: Mapping[str, Any]) -> SmartflowRuntime:
         first = error.errors()[0]
         where = "spec." + ".".join(str(part) for part in first["loc"])
         raise ConfigurationError(c.INVALID_SPEC, f"{where}: {first['msg']}") from error
+
+
+def _check_consumer_group(
+    runtime: SmartflowRuntime, fetched: FetchedConfig, created: str, consumers: ConsumerRegistry
+) -> None:
+    """Refuse (Degraded, nothing changed) a runtime joining an older runtime's consumer group on
+    another database."""
+    me = identity_of(runtime, fetched, created=created)
+    consumers[(runtime.namespace, runtime.name)] = me
+    other = conflicting_runtime(me, consumers.values())
+    if other is not None:
+        raise ConfigurationError(CONSUMER_GROUP_CONFLICT, conflict_message(me, other))
 
 
 def merge_status_patches(
