@@ -258,7 +258,7 @@ class TestDesiredChildren:
                 del unstamped["metadata"]["annotations"]
             if child["kind"] == "Deployment":
                 # replicas is not part of a Deployment's hash (the autoscaler scales through /scale)
-                unstamped["spec"] = {k: v for k, v in child["spec"].items() if k != "replicas"}
+                unstamped["spec"] = {**child["spec"], "replicas": "set"}
             assert stamped == manifest_hash(unstamped)
 
     def test_a_deployment_hash_ignores_replicas(self) -> None:
@@ -269,6 +269,11 @@ class TestDesiredChildren:
             return str(deployment["metadata"]["annotations"][ANNOTATION_APPLIED_HASH])
 
         assert deployment_hash(1) == deployment_hash(3)
+        # Leaving replicas to an HPA (None: the field omitted) is a change of the manifest.
+        children = self._children(with_spec(mode="all"), {Role.ALL: None})
+        deployment = next(c for c in children if c["kind"] == "Deployment")
+        assert "replicas" not in deployment["spec"]
+        assert deployment["metadata"]["annotations"][ANNOTATION_APPLIED_HASH] != deployment_hash(1)
 
     def test_hash_changes_with_the_spec_and_only_for_the_changed_role(self) -> None:
         replicas: dict[Role, int | None] = {
