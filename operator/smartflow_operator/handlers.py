@@ -28,9 +28,15 @@ from .runtime_loops import RuntimeLoops
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """kopf's bookkeeping under our own prefix, and no automatic Events (we post our own, on change)."""
+    """kopf's bookkeeping under our own prefix, and no automatic Events (we post our own, on change).
+
+    The diff base (the last handled spec, which kopf compares to tell an update from a resync) lives
+    in ``status.kopf``, not in an annotation: all annotations of an object share 256 KiB, so a
+    runtime with a large spec (a 300 KB env value) was accepted but kopf could never record it, and
+    the create handler ran again on every event. In the status the bound is the object's own
+    (etcd's 1.5 MiB for spec plus this copy), so specs up to about 700 KB work."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(name="kopf")
     settings.posting.enabled = False
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watch: fewer permissions
     settings.watching.server_timeout = 300
