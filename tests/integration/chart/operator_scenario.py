@@ -43,6 +43,14 @@ RELAY = f"{RUNTIME}-relay"
 # matched only where a status code is printed, never inside a timestamp like "11:41:19,403".
 FORBIDDEN = re.compile(r"forbidden|status[=: ]+403\b|: 403\b", re.IGNORECASE)
 STEP_TIMEOUT = 45.0
+# Refusals that come from an admission plugin, not from RBAC: OwnerReferencesPermissionEnforcement
+# checks ``update`` on the owner's finalizers and says so in its own words.
+ADMISSION_REFUSALS = {
+    (
+        "smartflowruntimes/finalizers",
+        "update",
+    ): "ownerReference refers to a resource you can't set finalizers on",
+}
 
 
 class ScenarioFailed(AssertionError):
@@ -69,9 +77,9 @@ class OperatorProcess:
         return [line for line in self.text().splitlines() if FORBIDDEN.search(line)]
 
     def refused(self, resource: str, verb: str) -> list[str]:
-        """The log lines where the apiserver refused ``verb`` on ``resource`` (its RBAC message:
-        ``cannot <verb> resource "<resource>"``)."""
-        wanted = f'cannot {verb} resource "{resource}"'
+        """The log lines where the apiserver refused ``verb`` on ``resource``: its RBAC message
+        ``cannot <verb> resource "<resource>"``, or the admission plugin's own words for it."""
+        wanted = ADMISSION_REFUSALS.get((resource, verb), f'cannot {verb} resource "{resource}"')
         return [line for line in self.forbidden_lines() if wanted in line]
 
 
