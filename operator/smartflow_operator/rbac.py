@@ -43,12 +43,6 @@ PERMISSIONS: tuple[Permission, ...] = (
         "one Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness",
     ),
     Permission(
-        "apps",
-        "deployments/scale",
-        ("patch",),
-        "the autoscaler's decision: replicas set through the scale subresource, as the HPA does",
-    ),
-    Permission(
         "",
         "services",
         ("list", "create", "patch"),

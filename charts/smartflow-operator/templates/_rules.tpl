@@ -18,14 +18,10 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: ["smartflow.io"]
   resources: ["smartflowruntimes/finalizers"]
   verbs: ["update"]
-# One Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness.
+# One Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness, scale.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The autoscaler's decision: replicas through the scale subresource, as the HPA writes them.
-- apiGroups: ["apps"]
-  resources: ["deployments/scale"]
-  verbs: ["patch"]
 # The API role's Service: listed by label, server-side applied; wanted in every mode, never pruned.
 - apiGroups: [""]
   resources: ["services"]
