@@ -1,6 +1,6 @@
 """`smartflow-operator`: run the operator, or generate the CRD from the spec models.
 
-smartflow-operator run [--namespace NS]... | --all-namespaces
+smartflow-operator run [--namespace NS]... | --all-namespaces  [--no-leader-elect] [--lease-...]
 smartflow-operator crds --output crds
 """
 
@@ -10,6 +10,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from .leadership import (
+    DEFAULT_LEASE_DURATION_SECONDS,
+    DEFAULT_LEASE_NAME,
+    DEFAULT_RENEW_DEADLINE_SECONDS,
+    DEFAULT_RETRY_PERIOD_SECONDS,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +41,38 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="how often each runtime's referenced Secrets/ConfigMaps are checked for changes (0: off)",
+    )
+    election = run.add_argument_group(
+        "leader election", "a coordination.k8s.io/v1 Lease: only the replica holding it reconciles and writes"
+    )
+    election.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="take part in leader election (default: on; --no-leader-elect for a single local process)",
+    )
+    election.add_argument("--lease-name", default=DEFAULT_LEASE_NAME, help="the Lease's name")
+    election.add_argument(
+        "--lease-namespace",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the first --namespace)",
+    )
+    election.add_argument(
+        "--lease-duration-seconds",
+        type=float,
+        default=DEFAULT_LEASE_DURATION_SECONDS,
+        help="how long a candidate waits after the leader's last renewal before taking over",
+    )
+    election.add_argument(
+        "--lease-renew-deadline-seconds",
+        type=float,
+        default=DEFAULT_RENEW_DEADLINE_SECONDS,
+        help="the leader stops writing when it could not renew for this long (< lease duration)",
+    )
+    election.add_argument(
+        "--lease-retry-period-seconds",
+        type=float,
+        default=DEFAULT_RETRY_PERIOD_SECONDS,
+        help="how often the leader renews and a candidate retries",
     )
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.add_argument("--log-format", choices=("json", "text"), default="json")
@@ -64,7 +103,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_check_seconds=args.config_check_seconds,
         log_level=args.log_level.upper(),
         log_format=args.log_format,
+        leader_election=args.leader_elect,
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace,
+        lease_duration_seconds=args.lease_duration_seconds,
+        lease_renew_deadline_seconds=args.lease_renew_deadline_seconds,
+        lease_retry_period_seconds=args.lease_retry_period_seconds,
     )
+    try:
+        config.lease_settings()
+    except ValueError as error:
+        print(f"smartflow-operator: {error}", file=sys.stderr)
+        return 2
     return run_operator(config)
 
 

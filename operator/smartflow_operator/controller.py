@@ -7,6 +7,12 @@ mapping of errors to kopf's retry semantics. Held in kopf's ``memo`` and called 
 * Errors that retrying can fix become ``kopf.TemporaryError`` with an exponential delay (10 s,
   20 s, ... capped at 5 min): a missing Secret is retried, not crash-looped, and logged once per
   attempt instead of flooding. Errors that cannot be fixed by waiting become ``PermanentError``.
+* An autoscaling decision arrives typed (:meth:`Controller.scale`) and is applied by a pass in the
+  same gate: the role's Deployment applied once with the new count, the status written once (the
+  reconciler's view and the autoscaler's report together), no Secret read (the configuration of
+  the last full pass is reused while the runtime's generation is the same). A child Deployment
+  event reuses it too; spec changes, retries, the configuration check and the periodic resync
+  always read afresh.
 """
 
 from __future__ import annotations
@@ -15,17 +21,21 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import kopf
 
+from .config_refs import Kind
 from .errors import ConfigurationError, KubeError, OperatorError
 from .kube import KubeClient
 from .metrics import OperatorMetrics
 from .migration import SchemaVersionReader
-from .reconcile import ReconcileResult, reconcile
+from .names import Role
+from .reconcile import ConsumerRegistry, FetchConfig, ReconcileResult, fetch_config, reconcile
+from .resource import SmartflowRuntime
+from .status_writer import PatchFor
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -52,6 +62,9 @@ class _Gate:
     queued: int = 0
 
 
+Key = tuple[str, str]
+
+
 class Controller:
     def __init__(
         self,
@@ -63,7 +76,11 @@ class Controller:
         self.kube = kube
         self.metrics = metrics
         self.schema_versions = schema_versions  # the lag probes: status.schema.version
-        self._gates: defaultdict[tuple[str, str], _Gate] = defaultdict(_Gate)
+        self._gates: defaultdict[Key, _Gate] = defaultdict(_Gate)
+        # The configuration the last full pass read, by runtime: (generation, fetched objects).
+        self._config: dict[Key, tuple[int, dict[tuple[Kind, str], Any]]] = {}
+        # Every runtime's consumer-group identity, for the conflict check (conflicts.py).
+        self._consumers: ConsumerRegistry = {}
 
     async def reconcile(self, namespace: str, name: str, *, logger: Logger, retry: int = 0) -> None:
         """For create/update/resume handlers: always runs; failures are retried by kopf with backoff."""
@@ -78,20 +95,46 @@ class Controller:
                 raise kopf.PermanentError(str(error)) from error
             raise kopf.TemporaryError(str(error), delay=backoff_delay(retry)) from error
 
-    async def resync(self, namespace: str, name: str, *, logger: Logger) -> None:
+    async def resync(self, namespace: str, name: str, *, logger: Logger, reuse_config: bool = False) -> None:
         """For the periodic timer and child events: best effort, coalesced, never raises.
 
         A problem is already in the status and retried by the change handlers; here it is only
         logged at debug level so a broken runtime does not flood the log every resync.
+        ``reuse_config``: take the Secrets/ConfigMaps the last pass read (child events: nothing the
+        pods read has changed).
         """
         try:
             await self._serialized(
-                (namespace, name), lambda: self._measured(namespace, name, logger), coalesce=True
+                (namespace, name),
+                lambda: self._measured(namespace, name, logger, reuse_config=reuse_config),
+                coalesce=True,
             )
         except ConfigurationError as error:
             logger.debug("resync: still %s", error.reason)
         except KubeError as error:
             logger.warning("resync failed, will retry: %s", error)
+
+    async def scale(
+        self, namespace: str, name: str, role: Role, replicas: int, *, report: PatchFor, logger: Logger
+    ) -> None:
+        """Apply an autoscaling decision: the pass that sets ``role``'s Deployment to ``replicas``
+        and writes ``report`` (the autoscaler's status patch) with its own status. Raises
+        ``KubeError``; a problem the pass finds (Degraded) is reported by it."""
+
+        async def run() -> ReconcileResult:
+            return await self._measured(
+                namespace, name, logger, reuse_config=True, also_status=report, replicas={role: replicas}
+            )
+
+        try:
+            await self._serialized((namespace, name), run)
+        except ConfigurationError as error:
+            logger.debug("scaled, but the runtime is still %s", error.reason)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The runtime is gone (or going): drop what this controller remembers of it."""
+        self._config.pop((namespace, name), None)
+        self._consumers.pop((namespace, name), None)
 
     async def run_resync(
         self, namespace: str, name: str, *, interval: float, stopped: Stopped, logger: Logger
@@ -116,13 +159,47 @@ class Controller:
             return await run()
         finally:
             gate.lock.release()
+            if gate.queued == 0 and self._gates.get(key) is gate:
+                del self._gates[key]  # nobody holds or waits for it: a runtime gone leaves nothing behind
 
-    async def _measured(self, namespace: str, name: str, logger: Logger) -> ReconcileResult:
+    def _fetcher(self, key: Key, *, reuse: bool) -> FetchConfig:
+        async def fetch(runtime: SmartflowRuntime, kube: KubeClient) -> dict[tuple[Kind, str], Any]:
+            known = self._config.get(key)
+            if reuse and known is not None and known[0] == runtime.generation:
+                return known[1]
+            fetched = await fetch_config(runtime, kube)
+            self._config[key] = (runtime.generation, fetched)
+            return fetched
+
+        return fetch
+
+    async def _measured(
+        self,
+        namespace: str,
+        name: str,
+        logger: Logger,
+        *,
+        reuse_config: bool = False,
+        also_status: PatchFor | None = None,
+        replicas: Mapping[Role, int] | None = None,
+    ) -> ReconcileResult:
         started = time.monotonic()
+        key = (namespace, name)
         try:
             result = await reconcile(
-                namespace, name, kube=self.kube, logger=logger, schema_versions=self.schema_versions
+                namespace,
+                name,
+                kube=self.kube,
+                logger=logger,
+                schema_versions=self.schema_versions,
+                fetch=self._fetcher(key, reuse=reuse_config),
+                also_status=also_status,
+                replicas=replicas,
+                consumers=self._consumers,
             )
+            if not result.found:
+                self._config.pop(key, None)
+                self._consumers.pop(key, None)
         except ConfigurationError as error:
             self.metrics.reconciles.labels(result="degraded").inc()
             self.metrics.errors.labels(reason=error.reason).inc()

@@ -37,6 +37,11 @@ class Conflict(KubeError):
     """The write conflicts with the object's current state (HTTP 409)."""
 
 
+class NotLeading(KubeError):
+    """A write refused before it was sent: this operator replica does not hold the leader Lease
+    (or its last renewal is older than the renew deadline). Retried once it leads again."""
+
+
 class Invalid(KubeError):
     """The apiserver rejected the object (HTTP 422 or 400): retrying the same object will not help."""
 

@@ -29,9 +29,15 @@ from .runtime_metrics import RuntimeStatusMetrics
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """kopf's bookkeeping under our own prefix, and no automatic Events (we post our own, on change)."""
+    """kopf's bookkeeping under our own prefix, and no automatic Events (we post our own, on change).
+
+    The diff base (the last handled spec, which kopf compares to tell an update from a resync) lives
+    in ``status.kopf``, not in an annotation: all annotations of an object share 256 KiB, so a
+    runtime with a large spec (a 300 KB env value) was accepted but kopf could never record it, and
+    the create handler ran again on every event. In the status the bound is the object's own
+    (etcd's 1.5 MiB for spec plus this copy), so specs up to about 700 KB work."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(name="kopf")
     settings.posting.enabled = False
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watch: fewer permissions
     settings.watching.server_timeout = 300
@@ -85,6 +91,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
         runtime_metrics.observe(type, body)
         loops: RuntimeLoops = memo.runtime_loops
         await loops.observe(type, body, logger=logger)
+        metadata = body.get("metadata") or {}
+        if type == "DELETED" or metadata.get("deletionTimestamp"):
+            # Its consumer group is free again (conflicts.py) and its configuration not needed.
+            controller: Controller = memo.controller
+            controller.forget(str(metadata.get("namespace")), str(metadata.get("name")))
 
     @kopf.on.event(
         "apps",
@@ -99,7 +110,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
         # Readiness of a role changed (or someone edited/deleted our Deployment): refresh its runtime.
         if LABEL_INSTANCE in labels:
             controller: Controller = memo.controller
-            await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger)
+            # Nothing the pods read changed: the pass reuses the configuration the last one read.
+            await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger, reuse_config=True)
 
     @kopf.on.event(
         "batch",

@@ -26,7 +26,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-from .errors import Conflict, Invalid, KubeError, NotFound
+from .errors import Conflict, Invalid, KubeError, NotFound, NotLeading
 from .names import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ CONFIG_MAPS = ResourceKind("v1", "configmaps", "ConfigMap")
 EVENTS = ResourceKind("v1", "events", "Event")
 JOBS = ResourceKind("batch/v1", "jobs", "Job")
 PODS = ResourceKind("v1", "pods", "Pod")
+LEASES = ResourceKind("coordination.k8s.io/v1", "leases", "Lease")
 
 CHILD_KINDS = (DEPLOYMENTS, SERVICES, DISRUPTION_BUDGETS)  # pruned by label; Jobs are not (see migration)
 _BY_KIND = {kind.kind: kind for kind in (RUNTIMES, *CHILD_KINDS, SECRETS, CONFIG_MAPS, EVENTS, JOBS, PODS)}
@@ -97,13 +98,17 @@ class KubeClient:
         field_manager: str = FIELD_MANAGER,
         timeout_seconds: float = 30.0,
         on_request: Callable[[str], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self._api = api_client
         self.field_manager = field_manager
         self._timeout = timeout_seconds
         self.calls: Counter[str] = Counter()
+        self.requests: Counter[tuple[str, str]] = Counter()  # (method, path): what tests count
         self.warnings: deque[str] = deque(maxlen=100)  # the latest apiserver warnings
         self._on_request = on_request
+        # Leader election's guard (``LeaderElector.may_write``): checked right before each write.
+        self.may_write = may_write
 
     @property
     def configuration(self) -> client.Configuration:
@@ -130,12 +135,15 @@ class KubeClient:
         content_type: str | None = None,
         text: bool = False,
     ) -> Any:
+        if method in WRITE_METHODS and self.may_write is not None and not self.may_write():
+            raise NotLeading(f"{method} {path}: refused, this replica does not hold the leader lease")
         # pods/log answers text/plain, but its errors are Status objects: without JSON in the Accept
         # list the apiserver replaces any such error by a 406 that hides the real one.
         headers = {"Accept": "text/plain, application/json" if text else "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         self.calls[method] += 1
+        self.requests[(method, path)] += 1
         if self._on_request is not None:
             self._on_request(method)
         try:
@@ -283,6 +291,17 @@ class KubeClient:
             body=body,
             content_type=MERGE_PATCH_CONTENT_TYPE,
         )
+
+    async def create_in(self, kind: ResourceKind, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` into ``kind``'s collection in ``namespace`` (e.g. the leader Lease)."""
+        return await self._request("POST", kind.collection(namespace), body=dict(body))
+
+    async def replace(
+        self, kind: ResourceKind, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PUT (an ``update``): with the body's ``metadata.resourceVersion`` it fails with Conflict
+        when the object changed since it was read (leader election relies on this)."""
+        return await self._request("PUT", kind.item(namespace, name), body=dict(body))
 
     async def create_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         await self._request("POST", EVENTS.collection(namespace), body=dict(event))

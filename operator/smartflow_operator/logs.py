@@ -42,12 +42,40 @@ class RoutineSuccessFilter(logging.Filter):
         return True
 
 
+_TEMPORARY_FAILURE = re.compile(r"^Handler '.*' failed temporarily")
+
+
+class TemporaryFailureFilter(logging.Filter):
+    """kopf logs every retry of a handler that raised ``TemporaryError`` at ERROR, next to the
+    reconciler's own WARNING (said once per new problem, with its condition reason). kopf's line
+    goes to WARNING and is said once per object and message: a retry of the same problem is
+    silent, a new problem (or the same one after a success) is said again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ref = getattr(record, "k8s_ref", None)
+        key = f"{ref.get('namespace')}/{ref.get('name')}" if isinstance(ref, dict) else record.name
+        message = str(record.msg)
+        if _TEMPORARY_FAILURE.match(message):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            if self._last.get(key) == message:
+                return False
+            self._last[key] = message
+        elif _ROUTINE_SUCCESS.match(message):
+            self._last.pop(key, None)
+        return True
+
+
 def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(TemporaryFailureFilter())  # before RoutineSuccessFilter: it sees successes first
     handler.addFilter(RoutineSuccessFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class OperatorMetrics:
@@ -31,5 +31,16 @@ class OperatorMetrics:
             "smartflow_operator_reconcile_duration_seconds",
             "Wall time of one reconcile pass.",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "smartflow_operator_leader",
+            "1 while this replica holds the leader Lease (only the leader reconciles and writes).",
+            registry=self.registry,
+        )
+        self.lease_requests = Counter(
+            "smartflow_operator_lease_requests_total",
+            "Requests leader election sent to the Kubernetes API (the Lease), by HTTP method.",
+            ["method"],
             registry=self.registry,
         )

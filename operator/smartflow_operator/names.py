@@ -17,6 +17,7 @@ CATEGORIES = ("smartflow",)
 CRD_NAME = f"{PLURAL}.{GROUP}"
 
 FIELD_MANAGER = "smartflow-operator"
+LEASE_NAME = "smartflow-operator"  # the leader election Lease (leadership.py), default name
 OPERATOR_NAME = "smartflow-operator"
 
 LABEL_NAME = "app.kubernetes.io/name"

@@ -2,12 +2,15 @@
 
 The Helm chart's (Cluster)Role must grant at least these (a test checks the chart against this
 list); nothing in the operator may need more. Scope: a ClusterRole bound cluster-wide for
-``--all-namespaces``, or a Role per watched namespace for ``--namespace``.
+``--all-namespaces``, or a Role per watched namespace for ``--namespace``; plus the leader
+election Role in the operator's own namespace (:func:`leader_election_permissions`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .names import LEASE_NAME
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,7 @@ class Permission:
     resource: str
     verbs: tuple[str, ...]
     why: str
+    resource_names: tuple[str, ...] = ()  # empty: every object of the resource
 
 
 PERMISSIONS: tuple[Permission, ...] = (
@@ -65,13 +69,37 @@ PERMISSIONS: tuple[Permission, ...] = (
 )
 
 
-def as_policy_rules() -> list[dict[str, list[str]]]:
+def leader_election_permissions(lease_name: str = LEASE_NAME) -> tuple[Permission, ...]:
+    """The Lease rights, granted by a Role in the operator's own namespace only (the chart's
+    ``<release>-leader-election``). RBAC cannot narrow ``create`` to a name (the object does not
+    exist yet when it is checked), so ``get``/``update`` name the one Lease and ``create`` does not."""
+    return (
+        Permission(
+            "coordination.k8s.io",
+            "leases",
+            ("create",),
+            "create the leader Lease the first time any replica starts",
+        ),
+        Permission(
+            "coordination.k8s.io",
+            "leases",
+            ("get", "update"),
+            "read, renew and release the leader Lease (update with resourceVersion: one leader)",
+            resource_names=(lease_name,),
+        ),
+    )
+
+
+def as_policy_rules(permissions: tuple[Permission, ...] = PERMISSIONS) -> list[dict[str, list[str]]]:
     """The permissions as RBAC ``rules`` (what a ClusterRole/Role manifest holds)."""
-    return [
-        {
+    rules: list[dict[str, list[str]]] = []
+    for permission in permissions:
+        rule = {
             "apiGroups": [permission.api_group],
             "resources": [permission.resource],
             "verbs": list(permission.verbs),
         }
-        for permission in PERMISSIONS
-    ]
+        if permission.resource_names:
+            rule["resourceNames"] = list(permission.resource_names)
+        rules.append(rule)
+    return rules

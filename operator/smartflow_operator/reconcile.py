@@ -14,14 +14,18 @@ the apiserver rejects) stop the pass *before* anything is changed, are reported 
 (plus one Warning Event per new problem) and raised as ``ConfigurationError`` so the caller
 retries with backoff. API errors propagate as ``KubeError`` and are retried the same way.
 
-Autoscaling hooks in through ``replicas_for`` (the only source of Deployment replicas) and through
-``status.roles.<role>.{lag,autoscaling}``, which this module preserves and never writes.
+Autoscaling hooks in through ``replicas_for`` (the source of Deployment replicas: for an
+autoscaled role the live count, which only a scale pass changes) and through
+``status.roles.<role>.{lag,autoscaling}``, which this module preserves and never writes itself. A
+scale change is this pass run by ``Controller.scale`` with the decided count (``replicas``), the
+autoscaler's report (``also_status``, so decision, report and the roles' replicas reach the
+status in one write) and the configuration already fetched (``fetch``, so no Secret is read again).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,21 +36,30 @@ from . import conditions as c
 from .autoscaling.handover import hand_over_replicas
 from .autoscaling.replicas import replicas_for
 from .builders.children import desired_children
-from .builders.labels import instance_labels
+from .builders.labels import child_name, instance_labels
 from .config_refs import FetchedConfig, Kind, all_referenced_objects, config_hash, referenced_config
+from .conflicts import (
+    CONSUMER_GROUP_CONFLICT,
+    ConsumerIdentity,
+    conflict_message,
+    conflicting_runtime,
+    identity_of,
+)
 from .drift import contains
 from .errors import ConfigurationError, Invalid
 from .events import build_event
 from .kube import CHILD_KINDS, CONFIG_MAPS, DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient, kind_of
 from .migration import SchemaVersionReader, gate_schema
-from .names import ANNOTATION_APPLIED_HASH, KIND
+from .names import ANNOTATION_APPLIED_HASH, KIND, Role
 from .resource import SmartflowRuntime
 from .runtime_status import Problem, compute_status, status_patch
 from .schema_gate import SchemaGate
 from .status import SmartflowRuntimeStatus
-from .status_writer import write_status
+from .status_writer import PatchFor, write_status
 
 Clock = Callable[[], datetime]
+FetchConfig = Callable[[SmartflowRuntime, KubeClient], Awaitable[dict[tuple[Kind, str], Any]]]
+ConsumerRegistry = dict[tuple[str, str], ConsumerIdentity]  # (namespace, name) -> identity
 
 
 def utc_now() -> datetime:
@@ -76,11 +89,20 @@ async def reconcile(
     clock: Clock = utc_now,
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     schema_versions: SchemaVersionReader | None = None,
+    fetch: FetchConfig | None = None,
+    also_status: PatchFor | None = None,
+    replicas: Mapping[Role, int] | None = None,
+    consumers: ConsumerRegistry | None = None,
 ) -> ReconcileResult:
     """Bring the children and status of runtime ``namespace/name`` in line with its spec.
 
     ``schema_versions`` reads the database's schema version for ``status.schema`` (the operator's
-    lag probes); without it the version is not reported."""
+    lag probes); without it the version is not reported. ``fetch`` reads the referenced
+    Secrets/ConfigMaps (default: GET each); ``also_status`` adds another writer's patch (the
+    autoscaler's report) to this pass's one status write; ``replicas`` are the autoscaler's decided
+    counts for autoscaled roles (clamped to the spec's maxReplicas like the live count);
+    ``consumers``: every runtime's consumer-group identity as last seen, for the conflict check
+    (:mod:`.conflicts`), updated with this runtime's."""
     log = logger or logging.getLogger(__name__)
     body = await kube.get(RUNTIMES, namespace, name)
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
@@ -93,7 +115,9 @@ async def reconcile(
     schema: SchemaGate | None = None
     try:
         runtime = _parse(body)
-        fetched = await _fetch_config(runtime, kube)
+        fetched = await (fetch or fetch_config)(runtime, kube)
+        if consumers is not None:
+            _check_consumer_group(runtime, fetched, str(metadata.get("creationTimestamp") or ""), consumers)
         step = await gate_schema(runtime, fetched, kube=kube, versions=schema_versions, logger=log)
         schema = step.gate
         if step.created:
@@ -102,7 +126,7 @@ async def reconcile(
             raise ConfigurationError(schema.problem.reason, schema.problem.message)
         live = await _live_children_of(namespace, name, kube)
         if schema.open:  # else the roles wait for the migration, as they are
-            children = _desired(runtime, fetched)
+            children = _desired(runtime, fetched, live, replicas or {})
             await _apply_changed(children, live, kube, result)
             await _prune(runtime, children, live, kube, result)
     except ConfigurationError as error:
@@ -134,7 +158,10 @@ async def reconcile(
 
     def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
         # Rebuilt from the fresh object when the autoscaler wrote status since our read.
-        return status_patch(current.get("status") or {}, desired_status_for(current))
+        patch = status_patch(current.get("status") or {}, desired_status_for(current))
+        if also_status is not None:
+            patch = merge_status_patches(current.get("status") or {}, patch, also_status(current))
+        return patch
 
     result.status_written = await write_status(kube, RUNTIMES, body=body, patch_for=patch_for) is not None
     await _emit_events(body, previous, desired_status_for(body), result, kube, now)
@@ -166,7 +193,41 @@ def _parse(body: Mapping[str, Any]) -> SmartflowRuntime:
         raise ConfigurationError(c.INVALID_SPEC, f"{where}: {first['msg']}") from error
 
 
-async def _fetch_config(runtime: SmartflowRuntime, kube: KubeClient) -> dict[tuple[Kind, str], Any]:
+def _check_consumer_group(
+    runtime: SmartflowRuntime, fetched: FetchedConfig, created: str, consumers: ConsumerRegistry
+) -> None:
+    """Refuse (Degraded, nothing changed) a runtime joining an older runtime's consumer group on
+    another database."""
+    me = identity_of(runtime, fetched, created=created)
+    consumers[(runtime.namespace, runtime.name)] = me
+    other = conflicting_runtime(me, consumers.values())
+    if other is not None:
+        raise ConfigurationError(CONSUMER_GROUP_CONFLICT, conflict_message(me, other))
+
+
+def merge_status_patches(
+    status: Mapping[str, Any], ours: Mapping[str, Any], theirs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One merge patch doing both: ``roles`` merged per role, ``conditions`` as ours (or the live
+    list) with the condition types ``theirs`` changed taken from theirs. Pure."""
+    merged = {**theirs, **ours}
+    roles: dict[str, Any] = {}
+    for patch in (theirs, ours):
+        for key, fields in (patch.get("roles") or {}).items():
+            roles[key] = None if fields is None else {**(roles.get(key) or {}), **fields}
+    if roles:
+        merged["roles"] = roles
+    if "conditions" in theirs:
+        # The types theirs changed (their list is the live one with their own types replaced).
+        live = {cond.get("type"): cond for cond in status.get("conditions") or []}
+        changed = [cond for cond in theirs["conditions"] if live.get(cond["type"]) != cond]
+        base = ours.get("conditions", status.get("conditions"))
+        merged["conditions"] = c.merge_by_type(base, changed, owned_types=[cond["type"] for cond in changed])
+    return merged
+
+
+async def fetch_config(runtime: SmartflowRuntime, kube: KubeClient) -> dict[tuple[Kind, str], Any]:
+    """GET every Secret/ConfigMap the spec references (None for a missing one)."""
     fetched: dict[tuple[Kind, str], Any] = {}
     for kind, name in all_referenced_objects(runtime.spec):
         obj = await kube.get(SECRETS if kind == "Secret" else CONFIG_MAPS, runtime.namespace, name)
@@ -181,17 +242,34 @@ def _data_of(obj: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _desired(runtime: SmartflowRuntime, fetched: FetchedConfig) -> list[dict[str, Any]]:
+def _desired(
+    runtime: SmartflowRuntime,
+    fetched: FetchedConfig,
+    live: Mapping[ChildKey, Mapping[str, Any]],
+    decided: Mapping[Role, int],
+) -> list[dict[str, Any]]:
     roles = runtime.spec.active_roles()
     hashes = {
         role: config_hash(referenced_config(runtime.spec, role), fetched, namespace=runtime.namespace)
         for role in roles
     }
-    replicas = {role: replicas_for(runtime.spec, role, runtime.status) for role in roles}
+    replicas = {
+        role: replicas_for(runtime.spec, role, decided.get(role, _live_replicas(live, runtime, role)))
+        for role in roles
+    }
     return desired_children(runtime, config_hashes=hashes, replicas=replicas)
 
 
 ChildKey = tuple[str, str]  # (kind, name)
+
+
+def _live_replicas(
+    live: Mapping[ChildKey, Mapping[str, Any]], runtime: SmartflowRuntime, role: Role
+) -> int | None:
+    deployment = live.get((DEPLOYMENTS.kind, child_name(runtime, role)))
+    if deployment is None:
+        return None
+    return int((deployment.get("spec") or {}).get("replicas", 1))
 
 
 def _key(obj: Mapping[str, Any]) -> ChildKey:

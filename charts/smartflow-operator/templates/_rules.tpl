@@ -26,7 +26,7 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "create", "patch"]
-# A disruption budget per role with two or more replicas: listed by label, applied, pruned.
+# A disruption budget per role that can run two or more pods: listed by label, applied, pruned.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "create", "patch", "delete"]
@@ -55,4 +55,20 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/*
+The leader election rules (operator/smartflow_operator/rbac.py, leader_election_permissions):
+a Role in the release namespace only. create cannot be narrowed to a name; get and update can.
+*/}}
+{{- define "smartflow-operator.leaderElectionRules" -}}
+# Create the leader Lease the first time any replica starts.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+# Read, renew and release the leader Lease (update with resourceVersion: one leader).
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
+  verbs: ["get", "update"]
 {{- end }}

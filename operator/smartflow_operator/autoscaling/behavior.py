@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from .history import ScalingHistory
+from .history import ScalingHistory, replicas_changed
 from .spec import PolicyType, ScalingBehavior, ScalingPolicy, ScalingRules, SelectPolicy
 
 DEFAULT_SCALE_UP_WINDOW_SECONDS = 0
@@ -79,14 +79,21 @@ def stabilize(
     return stabilized
 
 
+def _period_start(current: int, history: ScalingHistory, period_seconds: int, now: datetime) -> int:
+    """The count at the start of a policy period: what scale-ups added taken off, what
+    scale-downs removed put back (both lists are read for either direction, as by the HPA)."""
+    added = replicas_changed(history.scale_up_events, period_seconds=period_seconds, now=now)
+    removed = replicas_changed(history.scale_down_events, period_seconds=period_seconds, now=now)
+    return current - added + removed
+
+
 def scale_up_limit(current: int, *, history: ScalingHistory, rules: Rules, now: datetime) -> int:
     """The highest count the up policies allow now (never below ``current``)."""
     if rules.select is SelectPolicy.DISABLED or not rules.policies:
         return current
     proposals = []
     for policy in rules.policies:
-        added, removed = history.change_since(now - timedelta(seconds=policy.period_seconds))
-        start = current - added + removed
+        start = _period_start(current, history, policy.period_seconds, now)
         if policy.type is PolicyType.PODS:
             proposals.append(start + policy.value)
         else:
@@ -102,8 +109,7 @@ def scale_down_limit(current: int, *, history: ScalingHistory, rules: Rules, now
         return current
     proposals = []
     for policy in rules.policies:
-        added, removed = history.change_since(now - timedelta(seconds=policy.period_seconds))
-        start = current - added + removed
+        start = _period_start(current, history, policy.period_seconds, now)
         if policy.type is PolicyType.PODS:
             proposals.append(start - policy.value)
         else:

@@ -2,12 +2,17 @@
 
 Called by the autoscaling loop (:mod:`.loop`) once per poll and per role. Semantics:
 
-- desired = ceil(metric / targetPerReplica), within a tolerance band around the current count
-  (HPA ``AverageValue`` metric), clamped to [minReplicas, min(maxReplicas, cap)] where the cap
-  is the partition count (consumer) or outbox shard count (relay). The cap also wins over
+- desired = ceil(metric / targetPerReplica), unless ``metric / (target x current)`` lies within
+  ``[1 - tolerance, 1 + tolerance]`` (bounds included; HPA ``AverageValue`` metric), clamped to
+  [minReplicas, min(maxReplicas, cap)] where the cap is the partition count (consumer) or outbox
+  shard count (relay). The cap also wins over
   ``minReplicas``: replicas past it would only idle.
 - HPA v2 behavior: stabilisation windows over the recorded recommendations (0 s up, 300 s
-  down) and per-period rate-limit policies (:mod:`.behavior`).
+  down) and per-period rate-limit policies (:mod:`.behavior`). Step for step the HPA controller
+  of Kubernetes 1.34 with ``behavior`` set (``normalizeDesiredReplicasWithBehaviors``): the
+  tolerance test of ``Tolerances.isWithin``, the current count recorded as the first
+  recommendation of a new history, scale-up and scale-down events kept apart
+  (``storeScaleEvent``).
 - KEDA activation: with ``minReplicas`` 0 a metric at or below ``activationThreshold`` asks
   for zero (the scale-down window acts as the cooldown); above it, zero goes to at least one.
 - A failed probe holds the current count (it is never read as zero lag); after
@@ -25,7 +30,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from .behavior import Limit, ResolvedBehavior, limit_rate, stabilize
-from .history import Recommendation, ScaleEvent, ScalingHistory
+from .history import Recommendation, ScalingHistory
 from .lag import Reading, effective_lag
 from .spec import AutoscalingSpec, ScalingMode
 
@@ -111,11 +116,16 @@ def recommend(metric: int, *, current: int, spec: AutoscalingSpec) -> int:
     active = metric > spec.activation_threshold
     if not active and spec.min_replicas == 0:
         return 0
-    if current > 0:
-        ratio = metric / (spec.target_per_replica * current)
-        if abs(1.0 - ratio) <= spec.tolerance:
-            return current
+    if current > 0 and within_tolerance(metric / (spec.target_per_replica * current), spec.tolerance):
+        return current
     return math.ceil(metric / spec.target_per_replica)
+
+
+def within_tolerance(ratio: float, tolerance: float) -> bool:
+    """The HPA's ``Tolerances.isWithin`` (Kubernetes >= 1.33): both bounds are inside the band, so a
+    ratio of exactly 1 + tolerance makes no change (the older ``abs(1 - ratio) > tolerance`` scaled
+    there, since ``abs(1 - 1.1)`` is 0.10000000000000009 in float64)."""
+    return (1.0 - tolerance) <= ratio <= (1.0 + tolerance)
 
 
 def decide(
@@ -145,6 +155,11 @@ def decide(
         return ScalingDecision(current, Reason.EXTERNAL, inputs, history)
     if spec.paused:
         return ScalingDecision(current, Reason.PAUSED, inputs, history)
+    if not history.started:
+        # The HPA's recordInitialRecommendation: a new autoscaler's first recommendation is the
+        # current count, whatever the windows, so neither window moves the count before it has
+        # seen a full window of lag.
+        history = history.model_copy(update={"recommendations": (Recommendation(at=now, replicas=current),)})
     if reading is None:
         return _probe_failed(spec, current=current, history=history, bounds=bounds, inputs=inputs, now=now)
 
@@ -156,9 +171,6 @@ def decide(
     )
     inputs = replace(inputs, effective_metric=lag.metric, excluded_partitions=lag.excluded)
     history = history.model_copy(update={"consecutive_failures": 0, "committed_offsets": lag.committed})
-    if not history.recommendations and behavior.down.window_seconds > 0:
-        # As the HPA does for a new autoscaler: no scale-down before one full window has passed.
-        history = history.model_copy(update={"recommendations": (Recommendation(at=now, replicas=current),)})
 
     if current > bounds.upper:
         desired, reason = bounds.upper, Reason.ABOVE_MAXIMUM
@@ -244,12 +256,13 @@ def _record(
     history: ScalingHistory, *, current: int, desired: int, behavior: ResolvedBehavior, now: datetime
 ) -> ScalingHistory:
     """Remember a scale event (for the rate limits) and forget what no window can see any more."""
-    if desired != current:
-        history = history.model_copy(
-            update={"scale_events": (*history.scale_events, ScaleEvent(at=now, change=desired - current))}
-        )
+    history = history.with_scale_event(
+        current=current,
+        desired=desired,
+        up_period_seconds=behavior.up.longest_period,
+        down_period_seconds=behavior.down.longest_period,
+        now=now,
+    )
     return history.pruned(
-        now,
-        keep_recommendations=max(behavior.up.window_seconds, behavior.down.window_seconds),
-        keep_events=max(behavior.up.longest_period, behavior.down.longest_period),
+        now, keep_recommendations=max(behavior.up.window_seconds, behavior.down.window_seconds)
     )

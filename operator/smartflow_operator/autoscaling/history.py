@@ -18,8 +18,9 @@ shortens a window (it may lengthen the standing value's by the operator's downti
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -35,15 +36,45 @@ class Recommendation(_Value):
 
 
 class ScaleEvent(_Value):
-    """One change the autoscaler made: positive for scale-up, negative for scale-down."""
+    """One change the autoscaler made, by ``change`` replicas (positive; the list it is in says
+    whether up or down), as the HPA's ``timestampedScaleEvent``."""
 
     at: datetime
     change: int
+    # Older than its direction's longest policy period when the last event of that direction was
+    # stored: the next event of that direction takes its slot (the HPA's ``outdated`` flag).
+    outdated: bool = False
+
+
+def replicas_changed(events: tuple[ScaleEvent, ...], *, period_seconds: int, now: datetime) -> int:
+    """Replicas changed by ``events`` strictly after ``now - period`` (``getReplicasChangePerPeriod``)."""
+    cutoff = now - timedelta(seconds=period_seconds)
+    return sum(e.change for e in events if e.at > cutoff)
+
+
+def stored_event(
+    events: tuple[ScaleEvent, ...], *, change: int, longest_period_seconds: int, now: datetime
+) -> tuple[ScaleEvent, ...]:
+    """``events`` with a new one (the HPA's ``storeScaleEvent`` for one direction): events older
+    than the direction's longest policy period are marked outdated and the last outdated one is
+    replaced by the new event, else it is appended. Older events are kept, as by the HPA: the
+    other direction's policies (with longer periods) still count them until they are replaced."""
+    cutoff = now - timedelta(seconds=longest_period_seconds)
+    marked = [e.model_copy(update={"outdated": True}) if e.at < cutoff else e for e in events]
+    new = ScaleEvent(at=now, change=change)
+    slot = max((i for i, e in enumerate(marked) if e.outdated), default=None)
+    if slot is None:
+        return (*marked, new)
+    marked[slot] = new
+    return tuple(marked)
 
 
 class ScalingHistory(_Value):
     recommendations: tuple[Recommendation, ...] = ()
-    scale_events: tuple[ScaleEvent, ...] = ()
+    # Kept apart per direction, as the HPA does: each direction's policies subtract what it added
+    # and add back what the other removed within their period.
+    scale_up_events: tuple[ScaleEvent, ...] = ()
+    scale_down_events: tuple[ScaleEvent, ...] = ()
     consecutive_failures: int = 0
     # Consumer only, for persistent-lag exclusion: the group's committed offset per partition
     # at the previous poll (JSON keys are strings; pydantic converts them back).
@@ -53,28 +84,65 @@ class ScalingHistory(_Value):
         """Recommendations strictly after ``cutoff`` (the HPA's ``timestamp.After(cutoff)``)."""
         return [r.replicas for r in self.recommendations if r.at > cutoff]
 
-    def change_since(self, cutoff: datetime) -> tuple[int, int]:
-        """Replicas (added, removed) by scale events strictly after ``cutoff``."""
-        recent = [e.change for e in self.scale_events if e.at > cutoff]
-        return sum(c for c in recent if c > 0), -sum(c for c in recent if c < 0)
+    @model_validator(mode="before")
+    @classmethod
+    def _split_legacy_events(cls, value: Any) -> Any:
+        """A status written before the directions were kept apart: one signed ``scaleEvents`` list."""
+        if not isinstance(value, dict) or "scaleEvents" not in value:
+            return value
+        value = dict(value)
+        legacy = value.pop("scaleEvents") or []
+        if isinstance(legacy, list) and all(isinstance(e, dict) for e in legacy):
+            changes = [(e, int(e.get("change") or 0)) for e in legacy]
+            value.setdefault("scaleUpEvents", [{**e, "change": c} for e, c in changes if c > 0])
+            value.setdefault("scaleDownEvents", [{**e, "change": -c} for e, c in changes if c < 0])
+        return value
 
-    def pruned(self, now: datetime, *, keep_recommendations: int, keep_events: int) -> ScalingHistory:
-        """Drop entries older than what any window or policy period can still look at."""
-        rec_cutoff = now - timedelta(seconds=keep_recommendations)
-        event_cutoff = now - timedelta(seconds=keep_events)
-        recent = [r for r in self.recommendations if r.at > rec_cutoff]
-        # A recommendation followed by a later one of the same value can never be the min or max of
-        # a window the later one is not also in: dropping it keeps the history at a few entries.
+    @property
+    def started(self) -> bool:
+        """Whether a decision was made before (the HPA's ``recommendations[key] != nil``)."""
+        return bool(self.recommendations)
+
+    def pruned(self, now: datetime, *, keep_recommendations: int) -> ScalingHistory:
+        """Drop recommendations no stabilization window can see any more, keeping the latest.
+
+        The HPA keeps a fixed slot list and overwrites a slot once it is older than both windows;
+        dropping such entries, and an entry followed by a later one of the same value (it can never
+        be the min or max of a window the later one is not also in), gives the same windows with a
+        few entries. The latest one always stays, so a started history never looks new (a new one
+        records the current count first, :func:`.decision.decide`). Scale events are not pruned:
+        :func:`stored_event` reuses their slots exactly as the HPA does, so the list stays short.
+        """
+        cutoff = now - timedelta(seconds=keep_recommendations)
+        standing = self.standing
+        recent = [r for r in self.recommendations if r.at > cutoff or r is standing]
         latest: dict[int, Recommendation] = {}
         for r in recent:
             if r.replicas not in latest or r.at >= latest[r.replicas].at:
                 latest[r.replicas] = r
-        return self.model_copy(
-            update={
-                "recommendations": tuple(sorted(latest.values(), key=lambda r: r.at)),
-                "scale_events": tuple(e for e in self.scale_events if e.at > event_cutoff),
-            }
-        )
+        return self.model_copy(update={"recommendations": tuple(sorted(latest.values(), key=lambda r: r.at))})
+
+    def with_scale_event(
+        self, *, current: int, desired: int, up_period_seconds: int, down_period_seconds: int, now: datetime
+    ) -> ScalingHistory:
+        """This history after scaling ``current -> desired`` (unchanged when they are equal)."""
+        if desired > current:
+            events = stored_event(
+                self.scale_up_events,
+                change=desired - current,
+                longest_period_seconds=up_period_seconds,
+                now=now,
+            )
+            return self.model_copy(update={"scale_up_events": events})
+        if desired < current:
+            events = stored_event(
+                self.scale_down_events,
+                change=current - desired,
+                longest_period_seconds=down_period_seconds,
+                now=now,
+            )
+            return self.model_copy(update={"scale_down_events": events})
+        return self
 
     @property
     def standing(self) -> Recommendation | None:
@@ -97,14 +165,17 @@ class ScalingHistory(_Value):
         decides as this process would.
 
         Not worth a write: the standing recommendation repeated at a later time (see
-        :meth:`resumed`), entries pruned because no window or period can see them any more
+        :meth:`resumed`), recommendations pruned because no window can see them any more
         (``decide`` ignores those in ``stored`` too), and the consumer's committed offsets alone
         (after a restart they are at worst one poll old, which delays a stuck-partition exclusion
         by one poll and never excludes a partition that moved).
         """
         if self.consecutive_failures != stored.consecutive_failures:
             return True
-        if not set(self.scale_events) <= set(stored.scale_events):
+        if (self.scale_up_events, self.scale_down_events) != (
+            stored.scale_up_events,
+            stored.scale_down_events,
+        ):
             return True
         standing = self.standing
         if standing is None:

@@ -3,10 +3,13 @@
 One of the per-runtime loops (``runtime_loops``) runs :meth:`Autoscaler.run`, which drives one
 independent loop per scalable role. Each poll: read the runtime and the role's Deployment,
 measure the lag at the source (:mod:`.probes`), decide (:func:`.decision.decide`,
-pure, clock passed in), record the result in ``status.roles.<role>`` with a condition, and when
-the count changes, let the operator's normal reconcile apply it (``replicas_for`` reads the
-decision from the status) and post an Event. Paused or External: measured and reported, no
-replicas written. A failed probe holds the count and says why in the condition.
+pure, clock passed in), and report the result in ``status.roles.<role>`` with a condition. When
+the count changes, the typed decision goes to the controller (``scale``: a pass in the runtime's
+serialized gate that applies the role's Deployment with the new count and writes this report with
+the roles' new replicas in one status write) and an Event is posted; the decision never travels
+through the status.
+Paused or External: measured and reported, no replicas written. A failed probe holds the count
+and says why in the condition.
 
 Status is written through :mod:`..status_writer` (a merge patch under the read's
 resourceVersion, rebuilt from the fresh object on conflict): the reconciler and the two role loops
@@ -27,7 +30,7 @@ import binascii
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,7 +45,7 @@ from ..names import Role
 from ..resource import SmartflowRuntime
 from ..spec import Mode, ScalableWorkloadSpec
 from ..status import Condition, ConditionStatus
-from ..status_writer import write_status
+from ..status_writer import PatchFor, write_status
 from .decision import ScalingDecision, decide, metric_limit
 from .errors import ProbeConfigurationError, ProbeError
 from .history import ScalingHistory
@@ -54,8 +57,10 @@ from .report import (
     ConditionValue,
     autoscaling_changed,
     autoscaling_status,
+    carried_over,
     condition,
     condition_type,
+    confirms_last_scale,
     history_of,
     timestamp,
 )
@@ -65,7 +70,8 @@ SCALED_ROLES = (Role.RELAY, Role.CONSUMER)
 IDLE_INTERVAL_SECONDS = 5.0
 
 Clock = Callable[[], datetime]
-ApplyReplicas = Callable[[str, str], Awaitable[object]]
+# (namespace, runtime, role, replicas, the status report to write with it)
+Scale = Callable[[str, str, Role, int, PatchFor], Awaitable[object]]
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
@@ -94,7 +100,7 @@ class Autoscaler:
         self,
         *,
         kube: KubeClient,
-        apply_replicas: ApplyReplicas,
+        scale: Scale,
         probes: Probes | None = None,
         metrics: AutoscalingMetrics | None = None,
         clock: Clock = utc_now,
@@ -102,7 +108,7 @@ class Autoscaler:
         self.kube = kube
         self.probes = probes or Probes()
         self.metrics = metrics or AutoscalingMetrics()
-        self._apply_replicas = apply_replicas
+        self._scale = scale
         self._clock = clock
         self._states: dict[tuple[str, str, Role], _RoleState] = {}
 
@@ -170,13 +176,19 @@ class Autoscaler:
         fragment = autoscaling_status(
             role, decision, reading=reading, error=error, previous=previous, now=now
         )
-        await self._write_status(body, role, fragment, decision, error, reading, now)
+        wanted = condition(role, decision, error=error)
+        if previous is not None and confirms_last_scale(previous, fragment):
+            fragment = carried_over(previous, fragment)
+            wanted = replace(wanted, reason=str(fragment["reason"]), message=str(fragment["message"]))
+        report = self._report(role, fragment, wanted, reading, now)
         if decision.changed and decision.writes_replicas:
-            await self._apply_replicas(namespace, name)
+            await self._scale(namespace, name, role, decision.desired, report)
             direction = "up" if decision.desired > current else "down"
             self.metrics.scale_events.labels(role=role.value, direction=direction).inc()
             await self._event(body, "Normal", decision.reason.value, fragment["message"], now)
             logger.info("%s scaled %d -> %d: %s", role.value, current, decision.desired, fragment["message"])
+        else:
+            await write_status(self.kube, RUNTIMES, body=body, patch_for=report)
         if error is not None and error.reason != state.error_reason:
             await self._event(body, "Warning", error.reason, fragment["message"], now)
             logger.warning("%s", fragment["message"])
@@ -241,22 +253,20 @@ class Autoscaler:
             if reading.oldest_age_seconds is not None or role is Role.RELAY:
                 self.metrics.oldest_due_age.labels(*labels).set(reading.oldest_age_seconds or 0.0)
 
-    async def _write_status(
+    def _report(
         self,
-        body: Mapping[str, Any],
         role: Role,
         fragment: dict[str, Any],
-        decision: ScalingDecision,
-        error: ProbeError | None,
+        wanted: ConditionValue,
         reading: Reading | None,
         now: datetime,
-    ) -> None:
-        """Patch what changed, and nothing when nothing did (:func:`.report.autoscaling_changed`).
+    ) -> PatchFor:
+        """The status patch of this poll, for a given object: what changed, and nothing when
+        nothing did (:func:`.report.autoscaling_changed`).
 
         Written under the read's resourceVersion (:mod:`..status_writer`): when the reconciler or
         the other role's loop wrote status meanwhile, the patch is rebuilt from the fresh object.
         """
-        wanted = condition(role, decision, error=error)
 
         def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
             status = current.get("status") or {}
@@ -277,7 +287,7 @@ class Autoscaler:
                 patch["conditions"] = conditions
             return patch
 
-        await write_status(self.kube, RUNTIMES, body=body, patch_for=patch_for)
+        return patch_for
 
     async def _report_disabled(self, body: Mapping[str, Any], role: Role) -> None:
         disabled = ConditionValue(

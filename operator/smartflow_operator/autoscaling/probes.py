@@ -6,6 +6,12 @@ zero replicas. Connections are reused across polls: :class:`Probes` keeps one sm
 per distinct DSN and one Kafka client pair per bootstrap list, whatever the number of runtimes,
 and closes them on shutdown. Every failure is raised as a :class:`.errors.ProbeError` subclass
 with the driver's exception chained; a failure is never reported as zero lag.
+
+A probe is shared by every runtime on the same database or bootstrap list, and their loops poll
+concurrently: ``start``/``stop`` run under the probe's lock (concurrent first polls create one
+pool / one client pair), and a failed Kafka read retires the client pair it used instead of
+closing it under the other runtimes' reads: the next read gets a fresh pair, and the retired one
+is closed once its last in-flight read is done.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -69,31 +76,38 @@ class RelayProbe:
         self._timeout = timeout
         self._max_connections = max_connections
         self._pool: Any = None
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Create the pool; it connects lazily, so a database that is down does not fail this."""
-        if self._pool is not None:
-            return
-        try:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=0,
-                max_size=self._max_connections,
-                timeout=self._timeout,
-                command_timeout=self._timeout,
-                server_settings={"application_name": APPLICATION_NAME},
-            )
-        except (ValueError, asyncpg.ClientConfigurationError) as error:
-            raise ProbeConfigurationError(f"invalid database DSN: {error}") from error
+        await self._started_pool()
+
+    async def _started_pool(self) -> Any:
+        async with self._lock:
+            if self._pool is None:
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=0,
+                        max_size=self._max_connections,
+                        timeout=self._timeout,
+                        command_timeout=self._timeout,
+                        server_settings={"application_name": APPLICATION_NAME},
+                    )
+                except (ValueError, asyncpg.ClientConfigurationError) as error:
+                    raise ProbeConfigurationError(f"invalid database DSN: {error}") from error
+            return self._pool
 
     async def stop(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            await asyncio.wait_for(pool.close(), timeout=self._timeout)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            pool.terminate()
+        async with self._lock:
+            pool, self._pool = self._pool, None
+            if pool is None:
+                return
+            try:
+                # Waits for reads in flight to give their connection back.
+                await asyncio.wait_for(pool.close(), timeout=self._timeout)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pool.terminate()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -106,10 +120,10 @@ class RelayProbe:
 
     async def read(self, *, limit: int) -> Reading:
         """One reading; ``metric`` counts due rows up to ``limit`` (``truncated`` when it hit it)."""
-        await self.start()
+        pool = await self._started_pool()
         try:
             async with asyncio.timeout(self._timeout):
-                row = await self._pool.fetchrow(RELAY_LAG_SQL, limit)
+                row = await pool.fetchrow(RELAY_LAG_SQL, limit)
         except asyncpg.UndefinedTableError as error:
             raise OutboxNotMigrated(f"outbox tables missing: {error}") from error
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
@@ -150,12 +164,18 @@ class ConsumerProbe:
     def __init__(self, bootstrap_servers: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self._bootstrap = bootstrap_servers
         self._timeout = timeout
-        self._admin: Any = None
-        self._offsets: Any = None  # a consumer without a group: only asks for log start/end offsets
+        self._clients: _KafkaClients | None = None
+        self._made: list[_KafkaClients] = []  # every pair made and not known closed
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        if self._admin is not None:
-            return
+        async with self._lock:
+            await self._started()
+
+    async def _started(self) -> _KafkaClients:
+        """The current client pair, connected now if there is none (call under the lock)."""
+        if self._clients is not None:
+            return self._clients
         request_timeout_ms = int(self._timeout * 1000)
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self._bootstrap,
@@ -176,12 +196,25 @@ class ConsumerProbe:
         except (TimeoutError, OSError, KafkaError) as error:
             await _quietly(admin.close, offsets.stop)
             raise KafkaUnavailable(f"cannot reach Kafka at {self._bootstrap}: {_describe(error)}") from error
-        self._admin, self._offsets = admin, offsets
+        self._clients = _KafkaClients(admin=admin, offsets=offsets)
+        self._made = [c for c in self._made if not c.closed] + [self._clients]
+        return self._clients
 
     async def stop(self) -> None:
-        admin, offsets, self._admin, self._offsets = self._admin, self._offsets, None, None
-        if admin is not None:
-            await _quietly(admin.close, offsets.stop)
+        """Retire the current pair: closed now, or after the reads still using it."""
+        async with self._lock:
+            clients, self._clients = self._clients, None
+            if clients is None:
+                return
+            clients.retired = True
+            idle = clients.users == 0
+        if idle:
+            await clients.close()
+
+    @property
+    def open_clients(self) -> int:
+        """Client pairs not closed yet: the current one plus retired ones with reads in flight."""
+        return sum(1 for c in self._made if not c.closed)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -194,28 +227,40 @@ class ConsumerProbe:
 
     async def read(self, *, topic: str, group: str) -> Reading:
         """One reading: total lag, the partition count (the cap) and per-partition detail."""
-        await self.start()
+        async with self._lock:
+            clients = await self._started()
+            clients.users += 1
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._read(topic, group)
+                return await self._read(clients, topic, group)
         except TopicNotFound:
             raise
         except (TimeoutError, OSError, KafkaError) as error:
-            # The clients may hold dead connections; start afresh on the next poll.
-            await self.stop()
+            # The pair may hold dead connections: the next read starts afresh; other runtimes'
+            # reads in flight on this pair finish (or fail) on their own.
+            async with self._lock:
+                if self._clients is clients:
+                    self._clients = None
+                clients.retired = True
             raise KafkaUnavailable(f"consumer lag probe failed: {_describe(error)}") from error
+        finally:
+            async with self._lock:
+                clients.users -= 1
+                last = clients.retired and clients.users == 0
+            if last:
+                await clients.close()
 
-    async def _read(self, topic: str, group: str) -> Reading:
+    async def _read(self, clients: _KafkaClients, topic: str, group: str) -> Reading:
         # Metadata for all topics: asking for one by name would auto-create it on most brokers.
-        described = await self._admin.describe_topics()
+        described = await clients.admin.describe_topics()
         found = next((t for t in described if t["topic"] == topic), None)
         if found is None or found["error_code"] != 0 or not found["partitions"]:
             raise TopicNotFound(f"topic {topic!r} does not exist on {self._bootstrap}")
         partitions = [TopicPartition(topic, p["partition"]) for p in found["partitions"]]
         partitions.sort(key=lambda tp: tp.partition)
-        committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
-        starts = await self._offsets.beginning_offsets(partitions)
-        ends = await self._offsets.end_offsets(partitions)
+        committed = await clients.admin.list_consumer_group_offsets(group, partitions=partitions)
+        starts = await clients.offsets.beginning_offsets(partitions)
+        ends = await clients.offsets.end_offsets(partitions)
         lags = []
         for tp in partitions:
             offset = committed.get(tp)
@@ -228,6 +273,22 @@ class ConsumerProbe:
                 )
             )
         return Reading(metric=sum(p.lag for p in lags), cap=len(lags), partitions=tuple(lags))
+
+
+@dataclass(eq=False)
+class _KafkaClients:
+    """One connected admin client + offsets consumer, and who is reading through them."""
+
+    admin: Any
+    offsets: Any  # a consumer without a group: only asks for log start/end offsets
+    users: int = 0
+    retired: bool = False
+    closed: bool = False
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await _quietly(self.admin.close, self.offsets.stop)
 
 
 class Probes:
@@ -263,7 +324,7 @@ class Probes:
         """Forget ``user`` (a runtime); close the probes no runtime uses any more."""
         for key, users in list(self._users.items()):
             users.discard(user)
-            if users:
+            if users or self._users.get(key) is not users:
                 continue
             del self._users[key]
             kind, target = key

@@ -4,7 +4,7 @@ Called by :mod:`.loop` after each poll. The status lives under ``status.roles.<r
 ``status.roles.<role>.autoscaling`` (fields the reconciler preserves and never writes), and one
 condition per role, ``RelayAutoscaling`` / ``ConsumerAutoscaling``: True while the lag is
 measured (reason: the decision's), False with reason ``LagProbeFailed`` while it is not.
-:func:`.replicas.replicas_for` reads ``desiredReplicas`` back when the Deployment is applied.
+``desiredReplicas`` only reports the decision: it reaches the Deployment by ``Controller.scale``.
 """
 
 from __future__ import annotations
@@ -80,6 +80,40 @@ def autoscaling_status(
         "history": decision.history.to_status(),
     }
     return without_nulls(status)
+
+
+# What a poll measured and decided; equal to the previous report's, the scale it reported is all
+# that happened since.
+_OUTCOME = (
+    "desiredReplicas",
+    "metric",
+    "effectiveMetric",
+    "metricTruncated",
+    "cap",
+    "minReplicas",
+    "maxReplicas",
+    "recommendation",
+    "excludedPartitions",
+    "probeError",
+)
+
+
+def confirms_last_scale(previous: dict[str, Any] | None, fragment: dict[str, Any]) -> bool:
+    """Whether this poll only finds the previous report's scale done: that report changed the count
+    to the one running now, and the metric, bounds, cap and recommendation are the same. Its
+    reason and message (e.g. "lag 30: 1 -> 3 replicas (ScaledUp)") then stay, since they still
+    explain the count, and the scale costs no second status write."""
+    if previous is None or previous.get("currentReplicas") == previous.get("desiredReplicas"):
+        return False
+    if previous.get("desiredReplicas") != fragment.get("currentReplicas"):
+        return False
+    return all(previous.get(key) == fragment.get(key) for key in _OUTCOME)
+
+
+def carried_over(previous: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """``fragment`` with the previous report's account of the scale (see :func:`confirms_last_scale`)."""
+    kept = ("currentReplicas", "reason", "message", "lastScaleTime", "lastScaleReason")
+    return {**fragment, **{key: previous[key] for key in kept if key in previous}}
 
 
 def decision_message(role: Role, decision: ScalingDecision, *, error: ProbeError | None) -> str:

@@ -24,8 +24,16 @@ def manifest_hash(manifest: Mapping[str, Any]) -> str:
 
 
 def stamp_applied_hash(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``manifest`` with ``smartflow.io/applied-hash`` set to the hash of the rest."""
-    digest = manifest_hash(manifest)
+    """A copy of ``manifest`` with ``smartflow.io/applied-hash`` set to the hash of the rest.
+
+    A Deployment's ``spec.replicas`` value is left out of the hash (only whether it is set counts:
+    leaving the field to an HPA is a change): for an autoscaled role it follows the autoscaler, and
+    a new count is one apply of the Deployment, not a changed manifest that would make every later
+    pass apply again (``drift.contains`` still compares the value itself)."""
+    hashed = manifest
+    if manifest.get("kind") == "Deployment" and "replicas" in manifest.get("spec", {}):
+        hashed = {**manifest, "spec": {**manifest["spec"], "replicas": "set"}}
+    digest = manifest_hash(hashed)
     metadata = dict(manifest["metadata"])
     metadata["annotations"] = {**metadata.get("annotations", {}), ANNOTATION_APPLIED_HASH: digest}
     return {**manifest, "metadata": metadata}
@@ -43,7 +51,7 @@ def desired_children(
         children.append(
             build_deployment(runtime, role, replicas=replicas[role], config_hash=config_hashes[role])
         )
-        if wants_disruption_budget(replicas[role]):
+        if wants_disruption_budget(runtime.spec.roles.for_role(role)):
             children.append(build_disruption_budget(runtime, role))
     children.append(build_api_service(runtime))
     return [stamp_applied_hash(child) for child in children]

@@ -1,8 +1,10 @@
 """The PodDisruptionBudget of a role: at most one pod evicted at a time. Pure.
 
-Only built when it protects something: with one replica (or none) a budget either blocks node
-drains or allows everything, so the role gets none. Replicas owned elsewhere (``None``: an HPA)
-get one, since they usually run several pods.
+Decided from the spec, never from the live count (as CloudNativePG does): a role gets a budget when
+it can run two pods or more, i.e. fixed ``replicas >= 2`` or autoscaling with ``maxReplicas >= 2``
+(also when an HPA owns the count, ``mode: External``). An autoscaled role crossing 1 <-> 2 then
+neither creates nor deletes a budget; at one pod ``maxUnavailable: 1`` simply allows its eviction.
+With at most one replica possible a budget either blocks node drains or protects nothing.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from typing import Any
 
 from ..names import LABEL_VERSION, Role
 from ..resource import SmartflowRuntime
+from ..spec import ScalableWorkloadSpec, WorkloadSpec
 from .labels import child_name, role_labels, selector_labels
 
 
-def wants_disruption_budget(replicas: int | None) -> bool:
-    return replicas is None or replicas >= 2
+def wants_disruption_budget(workload: WorkloadSpec) -> bool:
+    if isinstance(workload, ScalableWorkloadSpec) and workload.autoscaling.enabled:
+        return workload.autoscaling.max_replicas >= 2
+    return workload.replicas >= 2
 
 
 def build_disruption_budget(runtime: SmartflowRuntime, role: Role) -> dict[str, Any]:

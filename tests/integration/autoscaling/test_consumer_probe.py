@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from smartflow_devstack.process import free_port
+from smartflow_devstack import kafka as kafka_stack
+from smartflow_devstack.process import free_port, stop
 from smartflow_operator.autoscaling.errors import KafkaUnavailable, TopicNotFound
 from smartflow_operator.autoscaling.probes import ConsumerProbe, Probes
 
@@ -136,3 +140,87 @@ async def test_clients_are_reused_across_polls_and_runtimes(
         assert established_connections_to(port) == after_first
     finally:
         await probes.close()
+
+
+async def _connections_settle_at(port: int, expected: int) -> int:
+    """This process's connections to ``port`` once they reach ``expected`` (closing takes a moment),
+    or as they are after 10 s."""
+    held = established_connections_to(port)
+    for _ in range(100):
+        if held == expected:
+            break
+        await asyncio.sleep(0.1)
+        held = established_connections_to(port)
+    return held
+
+
+async def test_many_runtimes_polling_one_bootstrap_list_at_once_share_one_client_pair(
+    bootstrap_servers: str, kafka_server: object, names: Callable[[str], str]
+) -> None:
+    """20 runtimes' first polls at the same moment make one client pair (the start is locked), and
+    nothing stays open after the probes close."""
+    topic, group = names("shared"), names("group")
+    await create_topic(bootstrap_servers, topic, 2)
+    await produce(bootstrap_servers, topic, {0: 3, 1: 4})
+    await commit(bootstrap_servers, topic, group, {0: 0})  # the group's coordinator is up
+    port = int(bootstrap_servers.rsplit(":", 1)[1])
+    baseline = established_connections_to(port)
+    async with ConsumerProbe(bootstrap_servers) as single:
+        await single.read(topic=topic, group=group)
+        one_pair = established_connections_to(port) - baseline
+    assert one_pair >= 1
+    assert await _connections_settle_at(port, baseline) == baseline
+
+    probes = Probes()
+    try:
+        users = [f"ns/runtime-{i}" for i in range(20)]
+        readings = await asyncio.gather(
+            *(probes.consumer(bootstrap_servers, user=user).read(topic=topic, group=group) for user in users)
+        )
+        assert {reading.metric for reading in readings} == {7}
+        assert probes.consumer(bootstrap_servers, user=users[0]).open_clients == 1
+        held = established_connections_to(port) - baseline
+        print(f"one client pair: {one_pair} connections; 20 runtimes polling at once: {held}")
+        assert held == one_pair
+    finally:
+        await probes.close()
+    assert await _connections_settle_at(port, baseline) == baseline
+
+
+async def test_a_failed_read_does_not_tear_down_the_clients_of_reads_in_flight(
+    tmp_path: Path, names: Callable[[str], str]
+) -> None:
+    """A broker that stops answering (SIGSTOP) makes the first runtime's read time out while a
+    second runtime's read is in flight on the same client pair. The failure retires the pair: the
+    in-flight read still completes once the broker answers again (SIGCONT), the next read gets a
+    fresh pair, and the retired pair is closed (no leak)."""
+    broker = await asyncio.to_thread(kafka_stack.start, tmp_path, partitions=2)
+    try:
+        topic, group = names("stall"), names("group")
+        await create_topic(broker.bootstrap_servers, topic, 2)
+        await produce(broker.bootstrap_servers, topic, {0: 5})
+        await commit(broker.bootstrap_servers, topic, group, {0: 1})
+        probes = Probes(timeout=3.0)
+        try:
+            probe = probes.consumer(broker.bootstrap_servers, user="ns/first")
+            assert probes.consumer(broker.bootstrap_servers, user="ns/second") is probe
+            assert (await probe.read(topic=topic, group=group)).metric == 4
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                first = asyncio.create_task(probe.read(topic=topic, group=group))
+                await asyncio.sleep(1.5)
+                second = asyncio.create_task(probe.read(topic=topic, group=group))
+                with pytest.raises(KafkaUnavailable):
+                    await first  # timed out after 3 s: the pair is retired, not closed
+                assert probe.open_clients == 1  # still open for the second read
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            assert (await second).metric == 4  # finished on the retired pair, which then closed
+            assert probe.open_clients == 0
+            assert (await probe.read(topic=topic, group=group)).metric == 4  # a fresh pair
+            assert probe.open_clients == 1
+        finally:
+            await probes.close()
+        assert await _connections_settle_at(broker.port, 0) == 0
+    finally:
+        stop(broker.pid)

@@ -51,7 +51,7 @@ class InterleavingKube(KubeClient):
         return await super().patch_status(kind, namespace, name, patch, **kwargs)
 
 
-async def _noop(namespace: str, name: str) -> None:
+async def _noop(namespace: str, name: str, role: object, replicas: int, report: object) -> None:
     return None
 
 
@@ -80,7 +80,7 @@ async def test_reconcile_and_autoscaler_status_writes_keep_each_others_condition
     )
     deployments = [f"{NAME}-{role}" for role in ("api", "relay", "consumer", "memory-worker")]
     kube = KubeClient(load_api_client(kubeconfig))
-    autoscaler = Autoscaler(kube=kube, apply_replicas=_noop)
+    autoscaler = Autoscaler(kube=kube, scale=_noop)
     try:
         await reconcile(ns, NAME, kube=kube)  # children created; no pod ready yet
         assert cluster.condition(NAME, "Ready")["status"] == "False"
@@ -111,7 +111,7 @@ async def test_reconcile_and_autoscaler_status_writes_keep_each_others_condition
             autoscaler_kube = InterleavingKube(
                 load_api_client(kubeconfig), lambda: reconcile(ns, NAME, kube=kube)
             )
-            racing = Autoscaler(kube=autoscaler_kube, apply_replicas=_noop)
+            racing = Autoscaler(kube=autoscaler_kube, scale=_noop)
             try:
                 await racing.poll(ns, NAME, Role.RELAY, logger=log)
             finally:

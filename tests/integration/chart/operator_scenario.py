@@ -51,6 +51,14 @@ FORBIDDEN = re.compile(r"forbidden|status[=: ]+403\b|: 403\b", re.IGNORECASE)
 STEP_TIMEOUT = 45.0
 # Steps that wait for pods on the node (a Job's pod, role pods getting ready).
 POD_STEP_TIMEOUT = 120.0
+# Refusals that come from an admission plugin, not from RBAC: OwnerReferencesPermissionEnforcement
+# checks ``update`` on the owner's finalizers and says so in its own words.
+ADMISSION_REFUSALS = {
+    (
+        "smartflowruntimes/finalizers",
+        "update",
+    ): "ownerReference refers to a resource you can't set finalizers on",
+}
 
 
 class ScenarioFailed(AssertionError):
@@ -76,13 +84,23 @@ class OperatorProcess:
     def forbidden_lines(self) -> list[str]:
         return [line for line in self.text().splitlines() if FORBIDDEN.search(line)]
 
+    def refused(self, resource: str, verb: str) -> list[str]:
+        """The log lines where the apiserver refused ``verb`` on ``resource``: its RBAC message
+        ``cannot <verb> resource "<resource>"``, or the admission plugin's own words for it."""
+        wanted = ADMISSION_REFUSALS.get((resource, verb), f'cannot {verb} resource "{resource}"')
+        return [line for line in self.forbidden_lines() if wanted in line]
+
 
 @contextmanager
-def operator_process(kubeconfig: Path, namespace: str, log: Path) -> Iterator[OperatorProcess]:
-    """``smartflow-operator run --namespace NS`` on loopback ports, stopped (SIGTERM) afterwards."""
+def operator_process(
+    kubeconfig: Path, namespace: str, log: Path, *, lease_namespace: str
+) -> Iterator[OperatorProcess]:
+    """``smartflow-operator run --namespace NS`` on loopback ports, stopped (SIGTERM) afterwards;
+    its leader Lease lives in ``lease_namespace`` (the release namespace, as the chart sets it)."""
     assert OPERATOR_CLI.exists(), f"{OPERATOR_CLI} is missing: run `make venv`"
     argv = [
         str(OPERATOR_CLI), "run", "--namespace", namespace, "--kubeconfig", str(kubeconfig),
+        "--lease-namespace", lease_namespace,
         "--health-address", "127.0.0.1", "--health-port", str(free_port()),
         "--metrics-port", str(free_port()), "--resync-seconds", "5", "--log-format", "text",
     ]  # fmt: skip

@@ -31,8 +31,8 @@ from smartflow_devstack import kube
 from smartflow_devstack.kafka import KafkaInfo
 from smartflow_devstack.process import free_port, spawn, stop, wait_until
 from smartflow_devstack.versions import kube_bin
-from smartflow_operator.rbac import as_policy_rules
-from tests.unit.chart.helm import OPERATOR_CHART, one, render
+from smartflow_operator.rbac import as_policy_rules, leader_election_permissions
+from tests.unit.chart.helm import OPERATOR_CHART, of_kind, render
 
 from .conftest import Namespaces, Releases
 from .operator_scenario import (
@@ -51,6 +51,8 @@ pytestmark = pytest.mark.timeout(600)
 # and test_the_installed_role_is_the_chart_role below that helm installed them. Taken from the code
 # at collection time so collecting this file needs no helm binary.
 CHART_RULES: list[dict[str, Any]] = [dict(rule) for rule in as_policy_rules()]
+# The leader-election Role's rules (in the release namespace), tested the same way.
+ELECTION_RULES: list[dict[str, Any]] = [dict(rule) for rule in as_policy_rules(leader_election_permissions())]
 
 
 def _rule_id(rule: dict[str, Any]) -> str:
@@ -115,6 +117,7 @@ def enforcing_apiserver(kube_server: kube.KubeInfo, test_state: Path) -> Iterato
 @dataclass
 class OperatorEnv:
     api: client.ApiClient
+    operator_ns: str
     watched: str
     role: str
     kubeconfig: Path
@@ -123,8 +126,15 @@ class OperatorEnv:
     kafka: dict[str, str]
     images: dict[str, str]
 
+    @property
+    def election_role(self) -> str:
+        return f"{self.role}-leader-election"
+
     def scenario(self, operator: Any) -> Scenario:
         return Scenario(self.api, self.watched, operator, dsn=self.dsn, kafka=self.kafka, images=self.images)
+
+    def operator(self) -> Any:
+        return operator_process(self.kubeconfig, self.watched, self.log, lease_namespace=self.operator_ns)
 
 
 def _migrate(dsn: str) -> None:
@@ -186,6 +196,7 @@ async def operator_env(
     )
     return OperatorEnv(
         api=api,
+        operator_ns=operator_ns,
         watched=watched,
         role=name,
         kubeconfig=operator_kubeconfig,
@@ -206,14 +217,17 @@ async def operator_env(
 def test_the_installed_role_is_the_chart_role(operator_env: OperatorEnv) -> None:
     # What the necessity tests below edit is exactly what helm installed from the chart.
     installed = role_rules(operator_env.api, operator_env.watched, operator_env.role)
-    assert installed == one(render(OPERATOR_CHART), "Role")["rules"] == CHART_RULES
+    roles = {role["metadata"]["name"]: role for role in of_kind(render(OPERATOR_CHART), "Role")}
+    assert installed == roles["sfo-smartflow-operator"]["rules"] == CHART_RULES
+    election = role_rules(operator_env.api, operator_env.operator_ns, operator_env.election_role)
+    assert election == roles["sfo-smartflow-operator-leader-election"]["rules"] == ELECTION_RULES
 
 
 async def test_operator_with_the_chart_rbac_reconciles_and_autoscales_without_403(
     operator_env: OperatorEnv,
 ) -> None:
     started = time.monotonic()
-    with operator_process(operator_env.kubeconfig, operator_env.watched, operator_env.log) as operator:
+    with operator_env.operator() as operator:
         scenario = operator_env.scenario(operator)
         try:
             await scenario.run()
@@ -227,30 +241,53 @@ async def test_operator_with_the_chart_rbac_reconciles_and_autoscales_without_40
 
 
 async def _run_expecting_failure(
-    operator_env: OperatorEnv, narrowed: list[dict[str, Any]], what: str
+    operator_env: OperatorEnv,
+    narrowed: list[dict[str, Any]],
+    removed: list[tuple[str, str]],
+    *,
+    election: bool = False,
 ) -> None:
-    """Install ``narrowed`` as the operator's Role, run the scenario, and require that it fails."""
-    replace_role_rules(operator_env.api, operator_env.watched, operator_env.role, narrowed)
-    with operator_process(operator_env.kubeconfig, operator_env.watched, operator_env.log) as operator:
+    """Install ``narrowed`` as the operator's Role (or its leader-election Role), run the scenario,
+    and require that the apiserver refused one of the ``removed`` (resource, verb) pairs: a step
+    timeout or a crash proves nothing about RBAC, a Forbidden naming another rule neither."""
+    namespace, role = (
+        (operator_env.operator_ns, operator_env.election_role)
+        if election
+        else (operator_env.watched, operator_env.role)
+    )
+    replace_role_rules(operator_env.api, namespace, role, narrowed)
+    what = ", ".join(f"{resource}:{verb}" for resource, verb in removed)
+    with operator_env.operator() as operator:
         scenario = operator_env.scenario(operator)
         try:
             await scenario.run()
         except Forbidden as failure:
-            print(f"without {what}: 403 after {scenario.done}: {str(failure)[:300]}")
+            named = [line for resource, verb in removed for line in operator.refused(resource, verb)]
+            assert named, (
+                f"without {what}: a Forbidden, but none names it: {str(failure)[:600]}\n"
+                f"--- forbidden lines ---\n" + "\n".join(operator.forbidden_lines()[:10])
+            )
+            print(f"without {what}: refused after {scenario.done}: {named[0][:300]}")
             return
         except ScenarioFailed as failure:
-            print(f"without {what}: stalled after {scenario.done}: {str(failure)[:300]}")
-            return
+            pytest.fail(
+                f"without {what}: the scenario failed without a Forbidden: {failure}\n"
+                + operator.text()[-3000:]
+            )
     pytest.fail(
         f"the operator completed the whole scenario without {what}: the chart grants more than it needs"
     )
+
+
+def _pairs(rule: dict[str, Any], verbs: list[str] | None = None) -> list[tuple[str, str]]:
+    return [(rule["resources"][0], verb) for verb in verbs or rule["verbs"]]
 
 
 @pytest.mark.parametrize("rule", CHART_RULES, ids=[_rule_id(rule) for rule in CHART_RULES])
 async def test_every_chart_rule_is_needed(operator_env: OperatorEnv, rule: dict[str, Any]) -> None:
     rules = role_rules(operator_env.api, operator_env.watched, operator_env.role)
     assert rule in rules
-    await _run_expecting_failure(operator_env, [r for r in rules if r != rule], _rule_id(rule))
+    await _run_expecting_failure(operator_env, [r for r in rules if r != rule], _pairs(rule))
 
 
 # Rules with one verb are covered above; for the others, each verb on its own.
@@ -265,4 +302,20 @@ async def test_every_verb_of_a_chart_rule_is_needed(
 ) -> None:
     rules = role_rules(operator_env.api, operator_env.watched, operator_env.role)
     narrowed = [r if r != rule else {**r, "verbs": [v for v in r["verbs"] if v != verb]} for r in rules]
-    await _run_expecting_failure(operator_env, narrowed, f"{_rule_id(rule)}:{verb}")
+    await _run_expecting_failure(operator_env, narrowed, _pairs(rule, [verb]))
+
+
+ELECTION_VERBS = [(rule, verb) for rule in ELECTION_RULES for verb in rule["verbs"]]
+
+
+@pytest.mark.parametrize(
+    ("rule", "verb"), ELECTION_VERBS, ids=[f"{_rule_id(rule)}:{verb}" for rule, verb in ELECTION_VERBS]
+)
+async def test_every_leader_election_verb_is_needed(
+    operator_env: OperatorEnv, rule: dict[str, Any], verb: str
+) -> None:
+    rules = role_rules(operator_env.api, operator_env.operator_ns, operator_env.election_role)
+    assert rules == ELECTION_RULES
+    narrowed = [r if r != rule else {**r, "verbs": [v for v in r["verbs"] if v != verb]} for r in rules]
+    narrowed = [r for r in narrowed if r["verbs"]]
+    await _run_expecting_failure(operator_env, narrowed, _pairs(rule, [verb]), election=True)

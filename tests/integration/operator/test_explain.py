@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .conftest import Kubectl
+import json
+
+from .conftest import EXAMPLES, Kubectl
 
 
 def test_explain_consumer_role_prints_descriptions(kubectl: Kubectl, crd: str) -> None:
@@ -17,7 +19,7 @@ def test_explain_autoscaling_bounds(kubectl: Kubectl, crd: str) -> None:
     assert "Upper bound." in out
 
 
-def test_short_name_and_printer_columns(kubectl: Kubectl, crd: str) -> None:
+def test_short_name(kubectl: Kubectl, crd: str) -> None:
     resources = kubectl("api-resources", "--api-group=smartflow.io").stdout
     assert "sfr" in resources and "SmartflowRuntime" in resources
 
@@ -37,3 +39,60 @@ def test_explain_migrations_teaches_the_opt_out(kubectl: Kubectl, crd: str) -> N
     assert "never create the Job (migrate in your own pipeline)" in enabled
     schema = kubectl("explain", "smartflowruntime.status.schema").stdout
     assert "migratedHash" in schema and "version" in schema
+
+
+def test_kubectl_get_prints_mode_roles_lag_and_ready(kubectl: Kubectl, namespace: str) -> None:
+    """The printer columns read, as ``kubectl get sfr`` prints them, from a status as the operator
+    writes it."""
+    kubectl.apply(namespace, EXAMPLES / "runtime-split.yaml")
+    status = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "RolesNotReady",
+                    "message": "relay 1/3 ready",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+            "roles": {
+                "api": {"replicas": "2/2", "lag": None},
+                "relay": {"replicas": "1/3", "lag": 250},
+                "consumer": {"replicas": "4/4", "lag": 1200},
+                "memoryWorker": {"replicas": "1/1"},
+            },
+        }
+    }
+    kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "sfr",
+        "demo",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(status),
+    )
+    lines = kubectl("-n", namespace, "get", "sfr", "demo").stdout.splitlines()
+    printed = _columns(lines[0], lines[1])
+    assert list(printed)[:10] == [
+        "NAME", "MODE", "READY", "API", "RELAY", "CONSUMER", "MEMORY", "ALL", "RELAY-LAG", "CONSUMER-LAG",
+    ]  # fmt: skip
+    assert (printed["NAME"], printed["MODE"], printed["READY"]) == ("demo", "split", "False")
+    assert (printed["API"], printed["RELAY"], printed["CONSUMER"], printed["MEMORY"]) == (
+        "2/2",
+        "1/3",
+        "4/4",
+        "1/1",
+    )
+    assert printed["ALL"] == ""  # no all role in split mode
+    assert (printed["RELAY-LAG"], printed["CONSUMER-LAG"]) == ("250", "1200")
+
+
+def _columns(header: str, row: str) -> dict[str, str]:
+    """A ``kubectl get`` row cut at its header's column starts (empty cells print as blanks)."""
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = [*starts[1:], None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, bounds, strict=True)}

@@ -27,7 +27,7 @@ import yaml
 from smartflow_devstack.kafka import KafkaInfo
 from smartflow_devstack.kube import KubeInfo, write_kubeconfig
 from smartflow_devstack.process import free_port
-from smartflow_operator.rbac import as_policy_rules
+from smartflow_operator.rbac import as_policy_rules, leader_election_permissions
 from tests.integration.realpods import pod_dsn, runnable
 
 from .conftest import EXAMPLES, Kubectl, children, condition, wait_for
@@ -85,13 +85,14 @@ class OperatorProcess:
 
 @pytest.fixture
 def operator_kubeconfig(kubectl: Kubectl, kube_server: KubeInfo, namespace: str, tmp_path: Path) -> str:
-    """A ServiceAccount holding exactly ``rbac.PERMISSIONS`` in the namespace: the operator runs as it,
-    so the declared permission list is proven sufficient."""
+    """A ServiceAccount holding exactly ``rbac.PERMISSIONS`` and the leader-election rules (its Lease
+    lives in the same namespace here) in the namespace: the operator runs as it, so the declared
+    permission lists are proven sufficient."""
     role = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": {"name": "smartflow-operator"},
-        "rules": as_policy_rules(),
+        "rules": as_policy_rules() + as_policy_rules(leader_election_permissions()),
     }
     kubectl.apply(namespace, json.dumps(role))
     kubectl("-n", namespace, "create", "serviceaccount", "smartflow-operator")

@@ -25,7 +25,8 @@ SPLIT_CHILDREN = {
     "Deployment/demo-consumer",
     "Deployment/demo-memory-worker",
     "Service/demo-api",
-    "PodDisruptionBudget/demo-api",
+    "PodDisruptionBudget/demo-api",  # replicas 2
+    "PodDisruptionBudget/demo-relay",  # autoscaled, maxReplicas 8: from the spec, not the count (1)
     "PodDisruptionBudget/demo-consumer",
 }
 

@@ -50,11 +50,10 @@ def history(
     **extra: Any,
 ) -> ScalingHistory:
     """A history from (replicas, seconds ago) recommendations and (seconds ago, size) events."""
-    events = [ScaleEvent(at=at(ago), change=c) for ago, c in up_events]
-    events += [ScaleEvent(at=at(ago), change=-c) for ago, c in down_events]
     return ScalingHistory(
         recommendations=tuple(Recommendation(at=at(ago), replicas=r) for r, ago in recommendations),
-        scale_events=tuple(sorted(events, key=lambda e: e.at)),
+        scale_up_events=tuple(ScaleEvent(at=at(ago), change=c) for ago, c in up_events),
+        scale_down_events=tuple(ScaleEvent(at=at(ago), change=c) for ago, c in down_events),
         **extra,
     )
 

@@ -22,9 +22,10 @@ OLD = [(1, 100_000)]  # a history that has run before (no "new autoscaler" seedi
 
 
 def hpa_average_value(metric: int, target: int, current: int, tolerance: float) -> int:
-    """The HPA's GetExternalPerPodMetricReplicas, written from its source for comparison."""
+    """Kubernetes 1.34's GetExternalPerPodMetricReplicas (replica_calculator.go), written from its
+    source for comparison: ``Tolerances.isWithin`` keeps both bounds inside the band."""
     usage_ratio = metric / (target * current)
-    if abs(1.0 - usage_ratio) > tolerance:
+    if not ((1.0 - tolerance) <= usage_ratio <= (1.0 + tolerance)):
         return math.ceil(metric / target)
     return current
 
@@ -32,7 +33,10 @@ def hpa_average_value(metric: int, target: int, current: int, tolerance: float) 
 @pytest.mark.parametrize(
     ("metric", "target", "current", "expected"),
     [
-        (330, 100, 3, 4),  # |1 - 1.1| is 0.10000000000000009 in float64, > 0.1 for the HPA too
+        (330, 100, 3, 3),  # a ratio of exactly 1.1 is inside the band (Kubernetes >= 1.33)
+        (11, 10, 1, 1),  # the same at one replica: the pre-1.33 abs() form would have said 2
+        (270, 100, 3, 3),  # exactly 1 - 0.1: inside too
+        (331, 100, 3, 4),
         (320, 100, 3, 3),
         (340, 100, 3, 4),
         (370, 100, 4, 4),
@@ -230,7 +234,8 @@ def test_scale_events_are_recorded_for_the_next_poll() -> None:
         spec=spec(), reading=Reading(metric=5000), current=2, history=history(recommendations=OLD), now=NOW
     )
     assert d.desired == 6
-    assert [(e.at, e.change) for e in d.history.scale_events] == [(NOW, 4)]
+    assert [(e.at, e.change) for e in d.history.scale_up_events] == [(NOW, 4)]
+    assert d.history.scale_down_events == ()
     again = decide(
         spec=spec(),
         reading=Reading(metric=5000),
@@ -478,11 +483,22 @@ def test_history_round_trips_through_the_status_as_json() -> None:
     assert ScalingHistory.from_status({"recommendations": "garbage"}) == ScalingHistory()
 
 
-def test_history_forgets_what_no_window_can_see() -> None:
+def test_history_forgets_recommendations_no_window_can_see_and_reuses_outdated_event_slots() -> None:
     state = history(recommendations=[(9, 400), (8, 200)], up_events=[(20, 3), (5, 1)])
     d = decide(spec=spec(), reading=Reading(metric=100), current=1, history=state, now=NOW)
     assert [r.replicas for r in d.history.recommendations] == [8, 1]  # 300 s window
-    assert [e.change for e in d.history.scale_events] == [1]  # longest policy period 15 s
+    assert [e.change for e in d.history.scale_up_events] == [3, 1]  # no new event: kept as they are
+    up = decide(spec=spec(), reading=Reading(metric=300), current=1, history=state, now=NOW)
+    assert up.desired == 3
+    # The event of 20 s ago is past the longest up period (15 s): the new event takes its slot.
+    assert [(e.change, e.outdated) for e in up.history.scale_up_events] == [(2, False), (1, False)]
+
+
+def test_a_started_history_keeps_its_latest_recommendation_even_past_every_window() -> None:
+    state = history(recommendations=[(4, 1000)])
+    d = decide(spec=spec(**NO_WINDOWS), reading=Reading(metric=400), current=4, history=state, now=NOW)
+    assert d.history.started
+    assert [r.replicas for r in d.history.recommendations] == [4]
 
 
 # --- the relay COUNT bound never changes the decision ------------------------------------------

@@ -17,7 +17,6 @@ from smartflow_operator.autoscaling.replicas import replicas_for
 from smartflow_operator.autoscaling.report import autoscaling_status, condition
 from smartflow_operator.names import Role
 from smartflow_operator.spec import SmartflowRuntimeSpec
-from smartflow_operator.status import SmartflowRuntimeStatus
 
 from .conftest import NOW, spec
 
@@ -32,25 +31,20 @@ def runtime_spec(relay: dict[str, object]) -> SmartflowRuntimeSpec:
     return SmartflowRuntimeSpec.model_validate({**BASE, "roles": {"relay": relay}})
 
 
-def status_with(desired: int | None) -> SmartflowRuntimeStatus:
-    autoscaling = {} if desired is None else {"desiredReplicas": desired}
-    return SmartflowRuntimeStatus.model_validate({"roles": {"relay": {"autoscaling": autoscaling}}})
-
-
 @pytest.mark.parametrize(
-    ("relay", "desired", "expected"),
+    ("relay", "live", "expected"),
     [
-        ({"replicas": 3}, 7, 3),  # autoscaling off: the spec's count
-        ({"replicas": 3, "autoscaling": {"enabled": True, "maxReplicas": 10}}, 7, 7),  # the decision
+        ({"replicas": 3}, 7, 3),  # autoscaling off: the spec's count, whatever runs now
+        ({"replicas": 3, "autoscaling": {"enabled": True, "maxReplicas": 10}}, 7, 7),  # kept as scaled
         ({"replicas": 3, "autoscaling": {"enabled": True, "maxReplicas": 5}}, 7, 5),  # max lowered since
-        ({"replicas": 3, "autoscaling": {"enabled": True, "minReplicas": 2}}, None, 3),  # before a decision
+        ({"replicas": 3, "autoscaling": {"enabled": True, "minReplicas": 2}}, None, 3),  # no Deployment yet
         ({"replicas": 0, "autoscaling": {"enabled": True, "minReplicas": 2}}, None, 2),
         ({"replicas": 3, "autoscaling": {"enabled": True, "paused": True}}, 7, None),  # write nothing
         ({"replicas": 3, "autoscaling": {"enabled": True, "mode": "External"}}, 7, None),
     ],
 )
-def test_replicas_for(relay: dict[str, object], desired: int | None, expected: int | None) -> None:
-    assert replicas_for(runtime_spec(relay), Role.RELAY, status_with(desired)) == expected
+def test_replicas_for(relay: dict[str, object], live: int | None, expected: int | None) -> None:
+    assert replicas_for(runtime_spec(relay), Role.RELAY, live) == expected
 
 
 def _deployment(manager: str, fields: dict[str, object]) -> dict[str, object]:
@@ -131,7 +125,7 @@ def test_compacting_the_history_never_changes_stabilization() -> None:
                 for s in sorted(rng.sample(range(1, 400), 25), reverse=True)
             )
         )
-        compact = full.pruned(NOW, keep_recommendations=300, keep_events=15)
+        compact = full.pruned(NOW, keep_recommendations=300)
         assert len(compact.recommendations) <= 7
         for desired in range(0, 8):
             for current in range(0, 8):

@@ -32,10 +32,51 @@ def test_helm_lint_is_clean() -> None:
         assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
 
 
-def test_one_replica_recreated_never_two_at_once() -> None:
-    spec = _deployment()["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+def test_two_replicas_rolled_one_at_a_time_on_different_nodes_with_a_budget() -> None:
+    manifests = render(OPERATOR_CHART, namespace=NAMESPACE)
+    spec = one(manifests, "Deployment")["spec"]
+    assert spec["replicas"] == 2
+    # The new pod starts before an old one stops; the stopped leader releases the Lease.
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    budget = one(manifests, "PodDisruptionBudget")
+    assert budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": spec["selector"]["matchLabels"]},
+    }
+    assert budget["metadata"]["namespace"] == NAMESPACE
+
+
+def test_a_given_affinity_replaces_the_default_and_one_replica_has_no_budget() -> None:
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    manifests = render(OPERATOR_CHART, namespace=NAMESPACE, values={"replicaCount": 1, "affinity": affinity})
+    assert one(manifests, "Deployment")["spec"]["template"]["spec"]["affinity"] == affinity
+    assert not of_kind(manifests, "PodDisruptionBudget")
+
+
+def test_two_replicas_without_leader_election_are_refused() -> None:
+    error = render_error(OPERATOR_CHART, values={"replicaCount": 2, "leaderElection": {"enabled": False}})
+    assert "needs leaderElection.enabled" in error
+
+
+def test_the_lease_timings_reach_the_operator_and_the_pod_knows_its_namespace() -> None:
+    values = {
+        "leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 20, "retryPeriodSeconds": 4}
+    }
+    container = _container(values)
+    assert {
+        "--lease-duration-seconds=30",
+        "--lease-renew-deadline-seconds=20",
+        "--lease-retry-period-seconds=4",
+    } <= set(container["args"])
+    (env,) = [e for e in container["env"] if e["name"] == "POD_NAMESPACE"]
+    assert env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
 def test_restricted_security_context() -> None:
@@ -55,8 +96,9 @@ def test_probes_hit_the_operators_health_endpoint() -> None:
     container = _container({"operator": {"healthPort": 9441}})
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports["health"] == 9441
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Ready only on the leader: the waiting replica is alive but not ready.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert "--health-port=9441" in container["args"]
 
 

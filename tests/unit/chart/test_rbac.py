@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from smartflow_operator.rbac import PERMISSIONS, as_policy_rules
+from smartflow_operator.rbac import PERMISSIONS, as_policy_rules, leader_election_permissions
 
 from .helm import OPERATOR_CHART, Manifest, of_kind, one, render, rule_set
 
@@ -22,8 +22,17 @@ SCOPES: dict[str, dict[str, Any]] = {
 CODE_RULES = rule_set(as_policy_rules())
 
 
+def _election(obj: Manifest) -> bool:
+    return str(obj["metadata"]["name"]).endswith("-leader-election")
+
+
+def _scoped(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    """The ``kind`` objects of the watch scope (the leader-election Role is tested on its own)."""
+    return [obj for obj in of_kind(manifests, kind) if not _election(obj)]
+
+
 def _roles(manifests: list[Manifest]) -> list[Manifest]:
-    return of_kind(manifests, "Role") + of_kind(manifests, "ClusterRole")
+    return _scoped(manifests, "Role") + of_kind(manifests, "ClusterRole")
 
 
 @pytest.mark.parametrize("scope", SCOPES)
@@ -78,8 +87,8 @@ def test_namespaced_scope_has_a_role_and_binding_per_watched_namespace(
 ) -> None:
     manifests = render(OPERATOR_CHART, namespace=NAMESPACE, values=values)
     assert not of_kind(manifests, "ClusterRole") and not of_kind(manifests, "ClusterRoleBinding")
-    roles = of_kind(manifests, "Role")
-    bindings = of_kind(manifests, "RoleBinding")
+    roles = _scoped(manifests, "Role")
+    bindings = _scoped(manifests, "RoleBinding")
     assert sorted(role["metadata"]["namespace"] for role in roles) == sorted(expected)
     assert sorted(binding["metadata"]["namespace"] for binding in bindings) == sorted(expected)
     account = one(manifests, "ServiceAccount")["metadata"]
@@ -97,7 +106,7 @@ def test_namespaced_scope_has_a_role_and_binding_per_watched_namespace(
 
 def test_cluster_scope_has_one_cluster_role_and_binding_and_no_roles() -> None:
     manifests = render(OPERATOR_CHART, namespace=NAMESPACE, values=SCOPES["cluster"])
-    assert not of_kind(manifests, "Role") and not of_kind(manifests, "RoleBinding")
+    assert not _scoped(manifests, "Role") and not _scoped(manifests, "RoleBinding")
     role = one(manifests, "ClusterRole")
     binding = one(manifests, "ClusterRoleBinding")
     assert binding["roleRef"]["kind"] == "ClusterRole"
@@ -118,6 +127,43 @@ def test_an_existing_service_account_is_bound_and_not_created() -> None:
     values = {"serviceAccount": {"create": False, "name": "platform-operator"}}
     manifests = render(OPERATOR_CHART, namespace=NAMESPACE, values=values)
     assert not of_kind(manifests, "ServiceAccount")
-    assert one(manifests, "RoleBinding")["subjects"][0]["name"] == "platform-operator"
+    assert {binding["subjects"][0]["name"] for binding in of_kind(manifests, "RoleBinding")} == {
+        "platform-operator"
+    }
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "platform-operator"
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_the_leader_election_role_is_the_code_list_in_the_release_namespace_only(scope: str) -> None:
+    manifests = render(OPERATOR_CHART, namespace=NAMESPACE, values=SCOPES[scope])
+    (role,) = [obj for obj in of_kind(manifests, "Role") if _election(obj)]
+    (binding,) = [obj for obj in of_kind(manifests, "RoleBinding") if _election(obj)]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == as_policy_rules(leader_election_permissions())
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = one(manifests, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+
+
+def test_the_lease_rules_name_the_configured_lease_and_only_create_is_unnamed() -> None:
+    values = {"leaderElection": {"leaseName": "shop-operator"}}
+    manifests = render(OPERATOR_CHART, namespace=NAMESPACE, values=values)
+    (role,) = [obj for obj in of_kind(manifests, "Role") if _election(obj)]
+    by_verbs = {tuple(rule["verbs"]): rule.get("resourceNames") for rule in role["rules"]}
+    assert by_verbs == {("create",): None, ("get", "update"): ["shop-operator"]}
+    (container,) = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--lease-name=shop-operator" in container["args"]
+    assert f"--lease-namespace={NAMESPACE}" in container["args"]
+
+
+def test_no_leader_election_role_when_leader_election_is_off() -> None:
+    values = {"replicaCount": 1, "leaderElection": {"enabled": False}}
+    manifests = render(OPERATOR_CHART, namespace=NAMESPACE, values=values)
+    assert not [obj for obj in of_kind(manifests, "Role") if _election(obj)]
+    (container,) = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--no-leader-elect" in container["args"]

@@ -50,7 +50,7 @@ def test_roles_env_and_mode_pass_through_to_the_spec() -> None:
     values = {
         **MINIMAL,
         "name": "orders-prod",
-        "mode": "split",
+        "mode": "all",  # not the default (split): a hard-coded mode would fail here
         "image": {"repository": "registry.local/smartflow", "tag": "1.2.3", "pullPolicy": "Always"},
         "env": [{"name": "SMARTFLOW_LOG_LEVEL", "value": "DEBUG"}],
         "envFrom": [{"configMapRef": {"name": "orders-settings"}}],
@@ -64,6 +64,7 @@ def test_roles_env_and_mode_pass_through_to_the_spec() -> None:
     body, _ = _runtime(values)
     runtime = SmartflowRuntime.from_object(body)
     assert runtime.name == "orders-prod"
+    assert body["spec"]["mode"] == "all" and runtime.spec.mode.value == "all"
     assert runtime.spec.image == "registry.local/smartflow:1.2.3"
     assert runtime.spec.image_pull_policy.value == "Always"
     assert body["spec"]["env"] == values["env"]

@@ -193,11 +193,19 @@ class TestBuildDisruptionBudget:
         assert budget["spec"]["maxUnavailable"] == 1
         assert budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "consumer"
 
-    def test_only_when_replicas_allow(self) -> None:
-        assert not wants_disruption_budget(0)
-        assert not wants_disruption_budget(1)
-        assert wants_disruption_budget(2)
-        assert wants_disruption_budget(None)
+    def test_decided_from_the_spec_never_from_the_live_count(self) -> None:
+        def wants(roles: dict[str, Any], role: Role) -> bool:
+            return wants_disruption_budget(make_runtime(with_spec(roles=roles)).spec.roles.for_role(role))
+
+        assert not wants({"api": {"replicas": 0}}, Role.API)
+        assert not wants({"api": {"replicas": 1}}, Role.API)
+        assert wants({"api": {"replicas": 2}}, Role.API)
+        # Autoscaled: whatever the count is now, maxReplicas decides (no churn across 1 <-> 2).
+        scaled = {"enabled": True, "minReplicas": 1, "maxReplicas": 4}
+        assert wants({"relay": {"replicas": 1, "autoscaling": scaled}}, Role.RELAY)
+        assert wants({"relay": {"replicas": 0, "autoscaling": {**scaled, "minReplicas": 0}}}, Role.RELAY)
+        assert not wants({"relay": {"replicas": 3, "autoscaling": {**scaled, "maxReplicas": 1}}}, Role.RELAY)
+        assert wants({"consumer": {"autoscaling": {**scaled, "mode": "External"}}}, Role.CONSUMER)
 
 
 class TestDesiredChildren:
@@ -213,7 +221,13 @@ class TestDesiredChildren:
             Role.CONSUMER: None,
             Role.MEMORY_WORKER: 1,
         }
-        children = self._children(with_spec(), replicas)
+        spec = with_spec(
+            roles={
+                "api": {"replicas": 2},
+                "consumer": {"autoscaling": {"enabled": True, "mode": "External", "maxReplicas": 5}},
+            }
+        )
+        children = self._children(spec, replicas)
         assert sorted((c["kind"], c["metadata"]["name"]) for c in children) == [
             ("Deployment", "demo-api"),
             ("Deployment", "demo-consumer"),
@@ -242,7 +256,24 @@ class TestDesiredChildren:
                 unstamped["metadata"]["annotations"] = annotations
             else:
                 del unstamped["metadata"]["annotations"]
+            if child["kind"] == "Deployment":
+                # replicas is not part of a Deployment's hash (the autoscaler scales through /scale)
+                unstamped["spec"] = {**child["spec"], "replicas": "set"}
             assert stamped == manifest_hash(unstamped)
+
+    def test_a_deployment_hash_ignores_replicas(self) -> None:
+        def deployment_hash(replicas: int) -> str:
+            children = self._children(with_spec(mode="all"), {Role.ALL: replicas})
+            deployment = next(c for c in children if c["kind"] == "Deployment")
+            assert deployment["spec"]["replicas"] == replicas
+            return str(deployment["metadata"]["annotations"][ANNOTATION_APPLIED_HASH])
+
+        assert deployment_hash(1) == deployment_hash(3)
+        # Leaving replicas to an HPA (None: the field omitted) is a change of the manifest.
+        children = self._children(with_spec(mode="all"), {Role.ALL: None})
+        deployment = next(c for c in children if c["kind"] == "Deployment")
+        assert "replicas" not in deployment["spec"]
+        assert deployment["metadata"]["annotations"][ANNOTATION_APPLIED_HASH] != deployment_hash(1)
 
     def test_hash_changes_with_the_spec_and_only_for_the_changed_role(self) -> None:
         replicas: dict[Role, int | None] = {

@@ -68,3 +68,24 @@ class TestJsonLogs:
         assert RoutineSuccessFilter().filter(useful) is True
         RoutineSuccessFilter().filter(routine)
         assert routine.levelname == "DEBUG"
+
+
+def test_kopf_temporary_failures_are_warnings_said_once_per_object_and_problem() -> None:
+    from smartflow_operator.logs import TemporaryFailureFilter
+
+    log_filter = TemporaryFailureFilter()
+
+    def record(message: str, name: str = "shop") -> logging.LogRecord:
+        entry = logging.LogRecord("kopf.objects", logging.ERROR, __file__, 1, message, None, None)
+        entry.k8s_ref = {"namespace": "team", "name": name}
+        return entry
+
+    failed = "Handler 'runtime_changed' failed temporarily: SecretNotFound: Secret team/db does not exist"
+    first = record(failed)
+    assert log_filter.filter(first) and first.levelno == logging.WARNING
+    assert not log_filter.filter(record(failed))  # the same retry again: silent
+    assert log_filter.filter(record(failed, name="other"))  # another object: said
+    other = failed.replace("SecretNotFound", "SecretKeyNotFound")
+    assert log_filter.filter(record(other))  # a new problem: said
+    assert log_filter.filter(record("Handler 'runtime_changed' succeeded."))
+    assert log_filter.filter(record(other))  # the same problem after a success: said again

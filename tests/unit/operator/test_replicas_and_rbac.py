@@ -6,7 +6,6 @@ from smartflow_operator.autoscaling.replicas import replicas_for
 from smartflow_operator.controller import backoff_delay
 from smartflow_operator.names import Role
 from smartflow_operator.rbac import PERMISSIONS, as_policy_rules
-from smartflow_operator.status import SmartflowRuntimeStatus
 
 from .conftest import make_runtime, with_spec
 
@@ -14,14 +13,14 @@ from .conftest import make_runtime, with_spec
 class TestReplicasFor:
     def test_spec_replicas_by_default(self) -> None:
         spec = make_runtime(with_spec(roles={"relay": {"replicas": 4}})).spec
-        assert replicas_for(spec, Role.RELAY, SmartflowRuntimeStatus()) == 4
-        assert replicas_for(spec, Role.API, SmartflowRuntimeStatus()) == 1
+        assert replicas_for(spec, Role.RELAY, 2) == 4
+        assert replicas_for(spec, Role.API, None) == 1
 
     def test_external_autoscaling_omits_replicas(self) -> None:
         spec = make_runtime(
             with_spec(roles={"consumer": {"autoscaling": {"enabled": True, "mode": "External"}}})
         ).spec
-        assert replicas_for(spec, Role.CONSUMER, SmartflowRuntimeStatus()) is None
+        assert replicas_for(spec, Role.CONSUMER, 3) is None
 
 
 class TestPermissions:

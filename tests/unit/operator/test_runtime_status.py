@@ -6,6 +6,7 @@ from typing import Any
 
 from smartflow_operator import conditions as c
 from smartflow_operator.names import Role
+from smartflow_operator.reconcile import merge_status_patches
 from smartflow_operator.runtime_status import Problem, compute_status, status_patch
 from smartflow_operator.status import SmartflowRuntimeStatus
 
@@ -162,3 +163,58 @@ class TestMergeByType:
             live, [{"type": "Ready", "status": "False"}, {"type": "Other"}], owned_types=("Ready", "Degraded")
         )
         assert merged == [{"type": "Ready", "status": "False"}]
+
+
+class TestMergeStatusPatches:
+    """The scale pass writes the reconciler's and the autoscaler's status in one merge patch."""
+
+    LIVE = {
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "AllRolesReady", "message": "ok"},
+            {"type": "RelayAutoscaling", "status": "True", "reason": "Steady", "message": "1"},
+        ],
+        "roles": {"relay": {"desiredReplicas": 1, "lag": 0}},
+    }
+
+    def test_roles_merge_per_role_and_conditions_keep_both_writers_changes(self) -> None:
+        ours = {
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "RolesNotReady", "message": "relay 1/3"},
+                self.LIVE["conditions"][1],
+            ],
+            "roles": {"relay": {"desiredReplicas": 3, "replicas": "1/3"}},
+        }
+        theirs = {
+            "conditions": [
+                self.LIVE["conditions"][0],
+                {"type": "RelayAutoscaling", "status": "True", "reason": "ScaledUp", "message": "3"},
+            ],
+            "roles": {"relay": {"lag": 250, "autoscaling": {"desiredReplicas": 3}}},
+        }
+        merged = merge_status_patches(self.LIVE, ours, theirs)
+        assert merged["roles"] == {
+            "relay": {
+                "desiredReplicas": 3,
+                "replicas": "1/3",
+                "lag": 250,
+                "autoscaling": {"desiredReplicas": 3},
+            }
+        }
+        assert {cond["type"]: cond["reason"] for cond in merged["conditions"]} == {
+            "Ready": "RolesNotReady",
+            "RelayAutoscaling": "ScaledUp",
+        }
+
+    def test_their_conditions_apply_on_the_live_list_when_ours_has_none(self) -> None:
+        theirs = {
+            "conditions": [
+                self.LIVE["conditions"][0],
+                {"type": "RelayAutoscaling", "status": "True", "reason": "ScaledUp", "message": "3"},
+            ]
+        }
+        merged = merge_status_patches(self.LIVE, {"observedGeneration": 2}, theirs)
+        assert merged["observedGeneration"] == 2
+        assert [cond["reason"] for cond in merged["conditions"]] == ["AllRolesReady", "ScaledUp"]
+
+    def test_nothing_to_merge_is_nothing(self) -> None:
+        assert merge_status_patches(self.LIVE, {}, {}) == {}
