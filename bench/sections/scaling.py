@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from smartflow_devstack.manifests import split_runtime as runtime_body
+from smartflow_devstack.manifests import split_runtime
 from smartflow_operator.autoscaling.spec import AutoscalingSpec
 
 from .. import events
@@ -173,13 +173,14 @@ async def run(ctx: Context) -> Result:
         try:
             await kube.create_secret(namespace, "db", {"dsn": dsn})
             await op.start()
-            body = runtime_body(
+            body = split_runtime(
                 NAME,
                 bootstrap_servers=ctx.servers.bootstrap_servers,
                 topic=topic,
                 group=group,
                 relay=autoscaling,
                 consumer=autoscaling,
+                migrations=False,  # the bench migrates the database itself
             )
             await kube.create_runtime(namespace, body)
             deadline = time.monotonic() + 60

@@ -20,9 +20,11 @@ def split_runtime(
     relay: dict[str, Any] | None = None,
     consumer: dict[str, Any] | None = None,
     image: str = "ghcr.io/smartflow/runtime:0.1.0",
+    migrations: bool = True,
 ) -> dict[str, Any]:
     """A split-mode runtime (api, relay, consumer, memory-worker) with the DSN from Secret ``db``;
-    ``relay``/``consumer`` are their ``autoscaling`` blocks (default: disabled)."""
+    ``relay``/``consumer`` are their ``autoscaling`` blocks (default: disabled); ``migrations=False``
+    turns the operator's migration Job off (the caller migrates the database itself)."""
 
     def scalable(autoscaling: dict[str, Any] | None) -> dict[str, Any]:
         return {"replicas": 1, "autoscaling": autoscaling or {"enabled": False}}
@@ -37,5 +39,6 @@ def split_runtime(
             "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
             "kafka": {"bootstrapServers": bootstrap_servers, "topic": topic, "consumerGroup": group},
             "roles": {"relay": scalable(relay), "consumer": scalable(consumer)},
+            **({} if migrations else {"migrations": {"enabled": False}}),
         },
     }

@@ -140,8 +140,9 @@ class KubeClient:
         # pods/log answers text/plain, but its errors are Status objects: without JSON in the Accept
         # list the apiserver replaces any such error by a 406 that hides the real one.
         headers = {"Accept": "text/plain, application/json" if text else "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
+        if content_type or body is not None:
+            # Explicit: a proxy in between would otherwise label the body application/octet-stream.
+            headers["Content-Type"] = content_type or "application/json"
         self.calls[method] += 1
         self.requests[(method, path)] += 1
         if self._on_request is not None:

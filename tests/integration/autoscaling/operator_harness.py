@@ -166,9 +166,7 @@ def runtime_body(name: str, **options: Any) -> dict[str, Any]:
     Job off. These tests migrate their database in a fixture, as a team migrating in its own
     pipeline does (the Job itself is tested on the node in tests/integration/operator/
     test_migrations.py); the operator reads the version."""
-    body = split_runtime(name, **options)
-    body["spec"]["migrations"] = {"enabled": False}
-    return body
+    return split_runtime(name, migrations=False, **options)
 
 
 def fast_autoscaling(**overrides: Any) -> dict[str, Any]:

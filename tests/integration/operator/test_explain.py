@@ -77,8 +77,9 @@ def test_kubectl_get_prints_mode_roles_lag_and_ready(kubectl: Kubectl, namespace
     )
     lines = kubectl("-n", namespace, "get", "sfr", "demo").stdout.splitlines()
     printed = _columns(lines[0], lines[1])
-    assert list(printed)[:10] == [
-        "NAME", "MODE", "READY", "API", "RELAY", "CONSUMER", "MEMORY", "ALL", "RELAY-LAG", "CONSUMER-LAG",
+    assert list(printed)[:11] == [
+        "NAME", "MODE", "READY", "API", "RELAY", "CONSUMER", "MEMORY", "ALL", "SCHEMA", "RELAY-LAG",
+        "CONSUMER-LAG",
     ]  # fmt: skip
     assert (printed["NAME"], printed["MODE"], printed["READY"]) == ("demo", "split", "False")
     assert (printed["API"], printed["RELAY"], printed["CONSUMER"], printed["MEMORY"]) == (
