@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -44,7 +45,14 @@ async def test_a_300_kb_spec_is_reconciled_once_and_settles(cluster: Cluster, ku
             timeout=20,
             what="Degraded False",
         )
-        await asyncio.sleep(3)  # the last writes' watch events
+        # Settled: the last writes' watch events and the Deployment controller's status updates of
+        # the new children (each a pass that writes nothing) are over when no pass ran for 4 s.
+        passes, quiet_since = _reconciles(controller), time.monotonic()
+        deadline = time.monotonic() + 40
+        while time.monotonic() - quiet_since < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            if _reconciles(controller) != passes:
+                passes, quiet_since = _reconciles(controller), time.monotonic()
         passes, writes = _reconciles(controller), controller.kube.writes
         # Events of the runtime that change neither spec nor metadata (a status field nobody reads):
         # kopf finds the runtime handled and runs no handler.

@@ -46,8 +46,16 @@ def test_rendered_chart_is_accepted_by_the_apiserver(
     assert any(line.startswith("deployment.apps/sfo-smartflow-operator") for line in applied), applied
     expected_role = "clusterrole" if scope == "cluster" else "role"
     expected_count = 1 if scope == "cluster" else max(len(watched), 1)
-    roles = [line for line in applied if line.startswith(f"{expected_role}.rbac.authorization.k8s.io/")]
+    roles = [
+        line
+        for line in applied
+        if line.startswith(f"{expected_role}.rbac.authorization.k8s.io/") and "-leader-election " not in line
+    ]
     assert len(roles) == expected_count, applied
+    # The Lease grants live in a Role of their own in the release namespace, whatever the scope.
+    assert any(
+        line.startswith("role.rbac.authorization.k8s.io/") and "-leader-election " in line for line in applied
+    ), applied
 
 
 def test_rendered_runtime_is_accepted_by_the_crd_and_bad_values_are_rejected(
@@ -120,7 +128,12 @@ def test_install_upgrade_uninstall(
     assert f"Watching: {team_a}" in installed.stdout, "NOTES.txt names the watch scope"
     first = _deployment(kubeconfig, operator_ns, name)
     assert f"--namespace={team_a}" in _args(first)
-    assert first["spec"]["strategy"]["type"] == "Recreate"
+    # Two replicas behind a Lease: rolled one at a time, the new pod up before an old one goes.
+    assert first["spec"]["replicas"] == 2
+    assert first["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     assert get_json(kubeconfig, "serviceaccount", name, "-n", operator_ns) is not None
     assert get_json(kubeconfig, "service", f"{name}-metrics", "-n", operator_ns) is not None
     assert get_json(kubeconfig, "role", name, "-n", team_a) is not None

@@ -97,8 +97,9 @@ def test_probes_hit_the_operators_health_endpoint() -> None:
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports["health"] == 9441
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    # Ready only on the leader: the waiting replica is alive but not ready.
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    # Both replicas Ready (the standby can take over): a readiness that follows leadership would
+    # deadlock the rolling update and the PDB (docs/helm.md).
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "--health-port=9441" in container["args"]
 
 
