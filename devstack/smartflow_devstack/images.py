@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StackError
+from .node.namespaces import ctr
 from .process import run
 from .versions import BASE_IMAGES_VERSION, BUILD_SCRIPTS, REPO_ROOT, cache_root
 
@@ -163,42 +164,10 @@ def build_all() -> list[Image]:
 
 
 def import_into_node(archives: list[Path], *, anchor_pid: int, socket: Path) -> None:
-    from .node.namespaces import enter
-
     for archive in archives:
-        run(
-            [
-                *enter(anchor_pid),
-                "ctr",
-                "--address",
-                str(socket),
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                str(archive),
-            ],
-            what=f"import {archive.name} into the node",
-        )
+        ctr(anchor_pid, socket, "images", "import", str(archive), what=f"import {archive.name} into the node")
 
 
 def tag_in_node(source: str, target: str, *, anchor_pid: int, socket: Path) -> None:
     """A second name for an image already in the node (rollout tests roll to a new tag)."""
-    from .node.namespaces import enter
-
-    run(
-        [
-            *enter(anchor_pid),
-            "ctr",
-            "--address",
-            str(socket),
-            "-n",
-            "k8s.io",
-            "images",
-            "tag",
-            "--force",
-            source,
-            target,
-        ],
-        what=f"tag {target}",
-    )
+    ctr(anchor_pid, socket, "images", "tag", "--force", source, target, what=f"tag {target}")

@@ -76,75 +76,34 @@ def _make_certs(pki: Path) -> None:
         "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
     )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=kube-apiserver",
-        "-keyout",
-        str(pki / "apiserver.key"),
-        "-out",
-        str(pki / "apiserver.csr"),
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(pki / "apiserver.csr"),
-        "-CA",
-        str(pki / "ca.crt"),
-        "-CAkey",
-        str(pki / "ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "3650",
-        "-extfile",
-        str(pki / "san.cnf"),
-        "-extensions",
-        "ext",
-        "-out",
-        str(pki / "apiserver.crt"),
-    )
+    _sign(pki, "apiserver", subject="/CN=kube-apiserver", extensions=pki / "san.cnf")
     # kube-apiserver's client certificate towards the kubelet (logs, exec); system:masters so the
     # kubelet's webhook authorization allows it.
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/O=system:masters/CN=kube-apiserver-kubelet-client",
-        "-keyout",
-        str(pki / "kubelet-client.key"),
-        "-out",
-        str(pki / "kubelet-client.csr"),
-    )
     (pki / "client.cnf").write_text(
         "[ext]\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
     )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(pki / "kubelet-client.csr"),
-        "-CA",
-        str(pki / "ca.crt"),
-        "-CAkey",
-        str(pki / "ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "3650",
-        "-extfile",
-        str(pki / "client.cnf"),
-        "-extensions",
-        "ext",
-        "-out",
-        str(pki / "kubelet-client.crt"),
+    _sign(
+        pki,
+        "kubelet-client",
+        subject="/O=system:masters/CN=kube-apiserver-kubelet-client",
+        extensions=pki / "client.cnf",
     )
     _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
     _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+
+
+def _sign(pki: Path, name: str, *, subject: str, extensions: Path) -> None:
+    """A key and a certificate ``<name>.key``/``<name>.crt`` signed by the stack's CA."""
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+        "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.csr"),
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(pki / f"{name}.csr"),
+        "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650",
+        "-extfile", str(extensions), "-extensions", "ext",
+        "-out", str(pki / f"{name}.crt"),
+    )  # fmt: skip
 
 
 def write_kubeconfig(path: Path, *, server: str, ca_file: str, token: str, user: str) -> None:

@@ -268,21 +268,32 @@ class LeaderElector:
                 return
 
     async def release(self) -> None:
-        """Give the Lease up (shutdown): only if this process still holds it."""
+        """Give the Lease up (shutdown): only if this process still holds it.
+
+        A renewal may have changed the Lease since our last read (its write was in flight when
+        SIGTERM came): on a conflict the Lease is read again and, if it is still ours, released
+        from the fresh copy, within one retry period in all."""
         was_leading = self.leading.is_set()
         self.leading.clear()
         lease = self._lease
         if not was_leading or lease is None or Record.of(lease).holder != self.identity:
             return
-        updated = {
-            **lease,
-            "spec": {**(lease.get("spec") or {}), **released_spec(Record.of(lease), self._wall())},
-        }
+
+        async def give_up(current: Mapping[str, Any]) -> bool:
+            while True:
+                released = released_spec(Record.of(current), self._wall())
+                updated = {**current, "spec": {**(current.get("spec") or {}), **released}}
+                try:
+                    await self.kube.replace(LEASES, self.settings.namespace, self.settings.name, updated)
+                    return True
+                except Conflict:
+                    fresh = await self.kube.get(LEASES, self.settings.namespace, self.settings.name)
+                    if fresh is None or Record.of(fresh).holder != self.identity:
+                        return False  # someone else holds it already: nothing of ours to give up
+                    current = fresh
+
         try:
-            await asyncio.wait_for(
-                self.kube.replace(LEASES, self.settings.namespace, self.settings.name, updated),
-                self.settings.retry_period,
-            )
-            log.info("leader election: %s released the lease", self.identity)
+            if await asyncio.wait_for(give_up(lease), self.settings.retry_period):
+                log.info("leader election: %s released the lease", self.identity)
         except (KubeError, TimeoutError) as error:
             log.warning("leader election: could not release the lease: %s", error)

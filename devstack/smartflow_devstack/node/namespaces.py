@@ -35,6 +35,12 @@ def enter(anchor_pid: int) -> list[str]:
     return ["nsenter", "-t", str(anchor_pid), "--net", "--mount", "--"]
 
 
+def ctr(anchor_pid: int, socket: Path, *args: str, what: str) -> str:
+    """containerd's own client on the node's CRI namespace (``k8s.io``), run inside the mount
+    namespace: its socket and fifos live there."""
+    return run([*enter(anchor_pid), "ctr", "--address", str(socket), "-n", "k8s.io", *args], what=what)
+
+
 def netns_path(anchor_pid: int) -> str:
     return f"/proc/{anchor_pid}/ns/net"
 

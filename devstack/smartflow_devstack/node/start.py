@@ -213,21 +213,7 @@ def _require_packages() -> None:
 
 def node_images(info: NodeInfo) -> set[str]:
     socket = config.NodeDirs(Path(info.home)).containerd_socket
-    out = run(
-        [
-            *namespaces.enter(info.anchor_pid),
-            "ctr",
-            "--address",
-            str(socket),
-            "-n",
-            "k8s.io",
-            "images",
-            "ls",
-            "-q",
-        ],
-        what="list node images",
-    )
-    return set(out.split())
+    return set(namespaces.ctr(info.anchor_pid, socket, "images", "ls", "-q", what="list node images").split())
 
 
 def ensure_images(info: NodeInfo) -> dict[str, str]:

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
-from kubernetes import client
 
 from smartflow_devstack import kafka, kube, postgres
+from smartflow_devstack.manifests import split_runtime
 from smartflow_devstack.node.start import NodeInfo
 from smartflow_operator.kube import load_api_client
-from tests.integration.autoscaling.operator_harness import Cluster, install_crd
+from tests.integration.autoscaling.operator_harness import Cluster, eventually, install_crd, running_operator
+
+from .pods import ready_pods
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
@@ -62,4 +66,35 @@ def pod_bootstrap(kafka_server: kafka.KafkaInfo) -> str:
     return kafka_server.pod_bootstrap_servers
 
 
-__all__ = ["client"]
+@contextmanager
+def runtime_on_node(
+    cluster: Cluster,
+    *,
+    name: str,
+    image: str,
+    pod_dsn: str,
+    bootstrap: str,
+    kubeconfig: str,
+    ready: dict[str, int],
+    customize: Callable[[dict[str, Any]], None] = lambda body: None,
+) -> Iterator[Cluster]:
+    """A split runtime of the runtime image, run by the operator (in-process) until the roles in
+    ``ready`` have that many Ready pods; the migration Job creates the schema first."""
+    cluster.create_secret("db", {"dsn": pod_dsn})
+    run = uuid.uuid4().hex[:6]
+    body = split_runtime(
+        name, bootstrap_servers=bootstrap, topic=f"node.{name}.{run}", group=f"node-{name}-{run}", image=image
+    )
+    customize(body)
+    with running_operator(kubeconfig, cluster.namespace, resync_seconds=10.0):
+        cluster.create_runtime(body)
+        for role, want in ready.items():
+            eventually(
+                lambda role=role, want=want: (
+                    len(ready_pods(cluster.core, cluster.namespace, name, role)) == want
+                ),
+                timeout=240,
+                what=f"{want} {role} pod(s) Ready",
+                interval=1,
+            )
+        yield cluster

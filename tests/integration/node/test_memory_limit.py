@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from smartflow_devstack import kube
-from smartflow_devstack.manifests import split_runtime
-from tests.integration.autoscaling.operator_harness import Cluster, eventually, running_operator
+from tests.integration.autoscaling.operator_harness import Cluster, eventually
 
+from .conftest import runtime_on_node
 from .load import api_base_url, effects, send_messages
-from .pods import ready_pods, role_pods
+from .pods import role_pods
 
 NAME = "oom"
 MESSAGES = 200
@@ -32,29 +33,22 @@ def runtime(
     pod_bootstrap: str,
     kube_server: kube.KubeInfo,
 ) -> Iterator[Cluster]:
-    cluster = node_cluster
-    cluster.create_secret("db", {"dsn": pod_database[1]})
-    run = uuid.uuid4().hex[:6]
-    body = split_runtime(
-        NAME,
-        bootstrap_servers=pod_bootstrap,
-        topic=f"node.oom.{run}",
-        group=f"node-oom-{run}",
+    def small_relay(body: dict[str, Any]) -> None:
+        body["spec"]["roles"]["relay"]["resources"] = {
+            "requests": {"memory": "16Mi"},
+            "limits": {"memory": TOO_SMALL},
+        }
+
+    with runtime_on_node(
+        node_cluster,
+        name=NAME,
         image=node_images["runtime"],
-    )
-    body["spec"]["roles"]["relay"]["resources"] = {
-        "requests": {"memory": "16Mi"},
-        "limits": {"memory": TOO_SMALL},
-    }
-    with running_operator(kube_server.kubeconfig, cluster.namespace, resync_seconds=10.0):
-        cluster.create_runtime(body)
-        for role in ("api", "consumer", "memory-worker"):
-            eventually(
-                lambda role=role: len(ready_pods(cluster.core, cluster.namespace, NAME, role)) == 1,
-                timeout=240,
-                what=f"{role} Ready",
-                interval=1,
-            )
+        pod_dsn=pod_database[1],
+        bootstrap=pod_bootstrap,
+        kubeconfig=kube_server.kubeconfig,
+        ready={"api": 1, "consumer": 1, "memory-worker": 1},  # the relay cannot start: see TOO_SMALL
+        customize=small_relay,
+    ) as cluster:
         yield cluster
 
 

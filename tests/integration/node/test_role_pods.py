@@ -15,11 +15,11 @@ import pytest
 from kubernetes import client, watch
 
 from smartflow_devstack import kube
-from smartflow_devstack.manifests import split_runtime
 from smartflow_devstack.node import network
 from smartflow_devstack.node.start import NodeInfo, tag_image
-from tests.integration.autoscaling.operator_harness import Cluster, eventually, running_operator
+from tests.integration.autoscaling.operator_harness import Cluster, eventually
 
+from .conftest import runtime_on_node
 from .load import api_base_url, effects, send_messages
 from .pods import container_pids, is_ready, kubectl, ready_pods, role_pods
 
@@ -35,29 +35,19 @@ def runtime(
     pod_bootstrap: str,
     kube_server: kube.KubeInfo,
 ) -> Iterator[Cluster]:
-    cluster = node_cluster
-    cluster.create_secret("db", {"dsn": pod_database[1]})
-    run = uuid.uuid4().hex[:6]
-    body = split_runtime(
-        NAME,
-        bootstrap_servers=pod_bootstrap,
-        topic=f"node.pods.{run}",
-        group=f"node-pods-{run}",
+    def two_consumers(body: dict[str, Any]) -> None:
+        body["spec"]["roles"]["consumer"]["replicas"] = 2
+
+    with runtime_on_node(
+        node_cluster,
+        name=NAME,
         image=node_images["runtime"],
-    )
-    body["spec"]["roles"]["consumer"]["replicas"] = 2
-    with running_operator(kube_server.kubeconfig, cluster.namespace, resync_seconds=10.0):
-        cluster.create_runtime(body)
-        for role in ROLES:
-            want = 2 if role == "consumer" else 1
-            eventually(
-                lambda role=role, want=want: (
-                    len(ready_pods(cluster.core, cluster.namespace, NAME, role)) == want
-                ),
-                timeout=240,
-                what=f"{role} pods Ready",
-                interval=1,
-            )
+        pod_dsn=pod_database[1],
+        bootstrap=pod_bootstrap,
+        kubeconfig=kube_server.kubeconfig,
+        ready={"api": 1, "relay": 1, "consumer": 2, "memory-worker": 1},
+        customize=two_consumers,
+    ) as cluster:
         yield cluster
 
 
