@@ -17,6 +17,7 @@ by creating it with its default partition count.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 from dataclasses import dataclass
@@ -97,8 +98,19 @@ def _error_code(response: Any, topic: str) -> int:
     raise KafkaRejectedError(f"create topics response does not mention {topic!r}")
 
 
+# The broker said the topic exists, but its metadata cache may not show it yet (a topic created a
+# moment ago): describing it answers UNKNOWN_TOPIC_OR_PARTITION for a short while.
+_UNKNOWN_TOPIC_OR_PARTITION = 3
+_DESCRIBE_ATTEMPTS = 25
+_DESCRIBE_PAUSE_SECONDS = 0.2
+
+
 async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
-    (described,) = await admin.describe_topics([topic])
+    for _ in range(_DESCRIBE_ATTEMPTS):
+        (described,) = await admin.describe_topics([topic])
+        if described["error_code"] != _UNKNOWN_TOPIC_OR_PARTITION:
+            break
+        await asyncio.sleep(_DESCRIBE_PAUSE_SECONDS)
     if described["error_code"] != 0:
         raise wrap_kafka_error(for_code(described["error_code"])(f"cannot describe topic {topic!r}"))
     return len(described["partitions"])
