@@ -202,11 +202,9 @@ def stop_node(info: NodeInfo) -> None:
 
 
 def _require_packages() -> None:
-    missing = [
-        p
-        for p in ("/usr/bin/containerd", "/usr/sbin/runc", "/usr/lib/cni/bridge", "/usr/sbin/iptables")
-        if not Path(p).exists()
-    ]
+    from ..build import NODE_BINARIES  # one list of what `make deps` installs for the node
+
+    missing = [binary for binary in NODE_BINARIES if not Path(binary).exists()]
     if missing:
         raise StackError(f"node packages missing ({', '.join(missing)}); run `make deps`")
 

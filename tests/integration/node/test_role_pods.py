@@ -5,6 +5,7 @@ a rollout to a new image tag through the Deployment controller."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 import uuid
@@ -101,7 +102,7 @@ def test_hung_role_is_restarted_by_its_liveness_probe(runtime: Cluster) -> None:
     (pod,) = ready_pods(runtime.core, runtime.namespace, NAME, "memory-worker")
     for pid in container_pids(pod):
         # A stopped process answers no probe: kubelet's liveness probe fails and it restarts the container.
-        signal_process(pid, signal.SIGSTOP)
+        os.kill(pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
 
     def restarted() -> Any:
@@ -117,12 +118,6 @@ def test_hung_role_is_restarted_by_its_liveness_probe(runtime: Cluster) -> None:
     ]
     assert any("Liveness probe failed" in e["message"] for e in events), events
     assert time.monotonic() - stopped_at < 120
-
-
-def signal_process(pid: int, sig: int) -> None:
-    import os
-
-    os.kill(pid, sig)
 
 
 def test_scaled_down_consumer_drains_on_sigterm_and_exits_zero(
