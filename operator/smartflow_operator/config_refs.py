@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from .errors import ConfigurationError
 from .names import Role
-from .spec import EnvVar, SmartflowRuntimeSpec
+from .spec import CertificateRef, ConfigKind, EnvVar, SecretKeyRef, SmartflowRuntimeSpec
 
 SECRET_NOT_FOUND = "SecretNotFound"
 SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
@@ -55,11 +55,44 @@ def _env_refs(env: list[EnvVar] | None, field: str) -> list[ConfigRef]:
     return refs
 
 
+def _key_ref(ref: SecretKeyRef | CertificateRef | None, field: str) -> list[ConfigRef]:
+    if ref is None:
+        return []
+    configmap = isinstance(ref, CertificateRef) and ref.kind is ConfigKind.CONFIG_MAP
+    kind: Kind = "ConfigMap" if configmap else "Secret"
+    return [ConfigRef(kind, ref.name, ref.key, False, field)]
+
+
+def database_refs(spec: SmartflowRuntimeSpec) -> list[ConfigRef]:
+    """The DSN and the PostgreSQL TLS files: what every pod and the relay-lag probe read."""
+    dsn = spec.database.dsn_secret_ref
+    refs = [ConfigRef("Secret", dsn.name, dsn.key, False, "spec.database.dsnSecretRef")]
+    tls = spec.database.tls
+    if tls is not None:
+        refs += _key_ref(tls.ca_ref, "spec.database.tls.caRef")
+        refs += _key_ref(tls.client_certificate_ref, "spec.database.tls.clientCertificateRef")
+        refs += _key_ref(tls.client_key_ref, "spec.database.tls.clientKeyRef")
+    return refs
+
+
+def kafka_refs(spec: SmartflowRuntimeSpec) -> list[ConfigRef]:
+    """The SASL credentials and the Kafka TLS files: what every pod and the consumer-lag probe read."""
+    refs: list[ConfigRef] = []
+    tls, sasl = spec.kafka.tls, spec.kafka.sasl
+    if tls is not None and tls.enabled:
+        refs += _key_ref(tls.ca_ref, "spec.kafka.tls.caRef")
+        refs += _key_ref(tls.client_certificate_ref, "spec.kafka.tls.clientCertificateRef")
+        refs += _key_ref(tls.client_key_ref, "spec.kafka.tls.clientKeyRef")
+    if sasl is not None:
+        refs += _key_ref(sasl.username_ref, "spec.kafka.sasl.usernameRef")
+        refs += _key_ref(sasl.password_ref, "spec.kafka.sasl.passwordRef")
+    return refs
+
+
 def referenced_config(spec: SmartflowRuntimeSpec, role: Role | None) -> list[ConfigRef]:
     """Every Secret/ConfigMap (key) the pods of ``role`` read, in spec order (``role`` None: what
     every role reads, i.e. what the migration Job reads)."""
-    dsn = spec.database.dsn_secret_ref
-    refs = [ConfigRef("Secret", dsn.name, dsn.key, False, "spec.database.dsnSecretRef")]
+    refs = database_refs(spec) + kafka_refs(spec)
     refs += _env_refs(spec.env, "spec.env")
     for index, source in enumerate(spec.env_from or []):
         where = f"spec.envFrom[{index}]"
@@ -78,6 +111,12 @@ def all_referenced_objects(spec: SmartflowRuntimeSpec) -> list[tuple[Kind, str]]
     """The distinct objects to fetch for every active role."""
     objects = {(ref.kind, ref.name) for role in spec.active_roles() for ref in referenced_config(spec, role)}
     return sorted(objects)
+
+
+def check_refs(refs: list[ConfigRef], fetched: FetchedConfig, *, namespace: str) -> None:
+    """Raise ``ConfigurationError`` for the first reference whose object or key is missing."""
+    for ref in refs:
+        _check(ref, fetched.get((ref.kind, ref.name)), namespace)
 
 
 def _check(ref: ConfigRef, data: Mapping[str, Any] | None, namespace: str) -> None:

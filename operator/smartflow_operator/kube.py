@@ -64,9 +64,15 @@ CONFIG_MAPS = ResourceKind("v1", "configmaps", "ConfigMap")
 EVENTS = ResourceKind("v1", "events", "Event")
 JOBS = ResourceKind("batch/v1", "jobs", "Job")
 PODS = ResourceKind("v1", "pods", "Pod")
+NETWORK_POLICIES = ResourceKind("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy")
 LEASES = ResourceKind("coordination.k8s.io/v1", "leases", "Lease")
 
-CHILD_KINDS = (DEPLOYMENTS, SERVICES, DISRUPTION_BUDGETS)  # pruned by label; Jobs are not (see migration)
+CHILD_KINDS = (
+    DEPLOYMENTS,
+    SERVICES,
+    DISRUPTION_BUDGETS,
+    NETWORK_POLICIES,
+)  # pruned by label; Jobs are not (see migration)
 _BY_KIND = {kind.kind: kind for kind in (RUNTIMES, *CHILD_KINDS, SECRETS, CONFIG_MAPS, EVENTS, JOBS, PODS)}
 
 

@@ -55,6 +55,12 @@ PERMISSIONS: tuple[Permission, ...] = (
         "a disruption budget per role: listed by label, server-side applied, pruned",
     ),
     Permission(
+        "networking.k8s.io",
+        "networkpolicies",
+        ("list", "create", "patch", "delete"),
+        "the optional NetworkPolicy (spec.networkPolicy): listed by label, server-side applied, pruned",
+    ),
+    Permission(
         "batch",
         "jobs",
         ("get", "list", "watch", "create"),
@@ -63,8 +69,13 @@ PERMISSIONS: tuple[Permission, ...] = (
     ),
     Permission("", "pods", ("list",), "find the pod of a failed migration Job (by its Job's uid)"),
     Permission("", "pods/log", ("get",), "quote the failed migration pod's last log lines"),
-    Permission("", "secrets", ("get",), "check and hash the referenced Secrets (DSN, env)"),
-    Permission("", "configmaps", ("get",), "check and hash the referenced ConfigMaps (env)"),
+    Permission(
+        "",
+        "secrets",
+        ("get",),
+        "check and hash the referenced Secrets (DSN, TLS, SASL, env); the probes' credentials",
+    ),
+    Permission("", "configmaps", ("get",), "check and hash the referenced ConfigMaps (CA bundles, env)"),
     Permission("", "events", ("create",), "Events about applied changes and problems (always created)"),
 )
 

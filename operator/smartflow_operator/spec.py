@@ -17,7 +17,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, WithJsonSchema, field_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from .autoscaling.spec import AutoscalingSpec
 from .models import CamelModel
@@ -238,13 +238,178 @@ class RolesSpec(CamelModel):
         return workloads[role]
 
 
+class ConfigKind(StrEnum):
+    SECRET = "Secret"
+    CONFIG_MAP = "ConfigMap"
+
+
+class CertificateRef(CamelModel):
+    """A CA bundle: one key of a Secret or of a ConfigMap (CA certificates are not secret)."""
+
+    kind: ConfigKind = Field(default=ConfigKind.SECRET, description="Secret (default) or ConfigMap.")
+    name: str = Field(
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Name of the Secret or ConfigMap in this namespace.",
+    )
+    key: str = Field(
+        max_length=253, pattern=CONFIG_KEY, description="Key holding the PEM certificates, e.g. ca.crt."
+    )
+
+
+_CLIENT_PAIR_RULES = (
+    (
+        "has(self.clientCertificateRef) == has(self.clientKeyRef)",
+        "clientCertificateRef and clientKeyRef go together (mutual TLS needs both the certificate "
+        "and its private key)",
+    ),
+)
+
+
+class KafkaTlsSpec(CamelModel):
+    """TLS towards the brokers (security protocol SSL, or SASL_SSL together with spec.kafka.sasl)."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": _rules(
+            *_CLIENT_PAIR_RULES,
+            (
+                "self.enabled || !(has(self.caRef) || has(self.clientCertificateRef) "
+                "|| has(self.clientKeyRef))",
+                "caRef, clientCertificateRef and clientKeyRef need enabled: true",
+            ),
+        )
+    }
+
+    enabled: bool = Field(default=True, description="Connect to the brokers over TLS (default true).")
+    ca_ref: CertificateRef | None = Field(
+        default=None,
+        description="The CA certificates (PEM) the brokers' certificates are verified against; unset: "
+        "the image's system trust store. Mounted at /etc/smartflow/tls/kafka/ca.crt.",
+    )
+    client_certificate_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Mutual TLS: the Secret key holding the client certificate (PEM, chain allowed); "
+        "needs clientKeyRef. Mounted at /etc/smartflow/tls/kafka/tls.crt.",
+    )
+    client_key_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Mutual TLS: the Secret key holding the client certificate's private key (PEM, "
+        "unencrypted); needs clientCertificateRef. Mounted at /etc/smartflow/tls/kafka/tls.key.",
+    )
+    check_hostname: bool = Field(
+        default=True,
+        description="Verify that the broker certificate names the host connected to (default true). "
+        "false still verifies the certificate against the CA.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaTlsSpec:
+        # The same rules the CRD enforces with CEL, for specs that reach the operator another way.
+        if (self.client_certificate_ref is None) != (self.client_key_ref is None):
+            raise ValueError(_CLIENT_PAIR_RULES[0][1])
+        if not self.enabled and (self.ca_ref or self.client_certificate_ref or self.client_key_ref):
+            raise ValueError("caRef, clientCertificateRef and clientKeyRef need enabled: true")
+        return self
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+_USERNAME_RULE = (
+    "has(self.username) != has(self.usernameRef)",
+    "set exactly one of username and usernameRef",
+)
+
+
+class KafkaSaslSpec(CamelModel):
+    """SASL authentication towards the brokers (SASL_SSL with spec.kafka.tls, else SASL_PLAINTEXT)."""
+
+    model_config = CamelModel.model_config | {"json_schema_extra": _rules(_USERNAME_RULE)}
+
+    mechanism: SaslMechanism = Field(description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    username: str | None = Field(
+        default=None, min_length=1, max_length=256, description="The user name, literally (not secret)."
+    )
+    username_ref: SecretKeyRef | None = Field(
+        default=None, description="The Secret key holding the user name (instead of username)."
+    )
+    password_ref: SecretKeyRef = Field(
+        description="The Secret key holding the password; it reaches the pods as a secretKeyRef "
+        "variable, never as a literal in the pod spec."
+    )
+
+    @model_validator(mode="after")
+    def _one_username(self) -> KafkaSaslSpec:
+        if (self.username is None) == (self.username_ref is None):
+            raise ValueError(_USERNAME_RULE[1])
+        return self
+
+
+class DatabaseSslMode(StrEnum):
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
+class DatabaseTlsSpec(CamelModel):
+    """TLS towards PostgreSQL; overrides an sslmode in the DSN."""
+
+    model_config = CamelModel.model_config | {"json_schema_extra": _rules(*_CLIENT_PAIR_RULES)}
+
+    mode: DatabaseSslMode = Field(
+        default=DatabaseSslMode.VERIFY_FULL,
+        description="require: encrypt, verify nothing (with caRef: verify the CA, as libpq does); "
+        "verify-ca: verify the server certificate against the CA; verify-full (default): also that it "
+        "names the host of the DSN.",
+    )
+    ca_ref: CertificateRef | None = Field(
+        default=None,
+        description="The CA certificates (PEM) the server certificate is verified against; unset: the "
+        "image's system trust store. Mounted at /etc/smartflow/tls/database/ca.crt.",
+    )
+    client_certificate_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Client certificate authentication: the Secret key holding the certificate (PEM); "
+        "needs clientKeyRef. Mounted at /etc/smartflow/tls/database/tls.crt.",
+    )
+    client_key_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="The Secret key holding the client certificate's private key (PEM, unencrypted); "
+        "needs clientCertificateRef. Mounted at /etc/smartflow/tls/database/tls.key.",
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> DatabaseTlsSpec:
+        if (self.client_certificate_ref is None) != (self.client_key_ref is None):
+            raise ValueError(_CLIENT_PAIR_RULES[0][1])
+        return self
+
+
 class DatabaseSpec(CamelModel):
     dsn_secret_ref: SecretKeyRef = Field(
         description="The Secret key holding the PostgreSQL DSN (postgresql://user:pw@host:port/db)."
     )
+    tls: DatabaseTlsSpec | None = Field(
+        default=None,
+        description="TLS towards PostgreSQL (mode, CA, client certificate) for every role, the migration "
+        "Job and the operator's relay-lag probe; unset: whatever the DSN's sslmode says.",
+    )
+
+
+_CLEARTEXT_RULE = (
+    "!has(self.sasl) || self.sasl.mechanism != 'PLAIN' || (has(self.tls) && self.tls.enabled) "
+    "|| self.allowPlaintextPassword",
+    "sasl.mechanism PLAIN without tls would send the password in clear text: enable tls, use SCRAM, "
+    "or set allowPlaintextPassword: true",
+)
 
 
 class KafkaSpec(CamelModel):
+    model_config = CamelModel.model_config | {"json_schema_extra": _rules(_CLEARTEXT_RULE)}
+
     bootstrap_servers: str = Field(
         min_length=1,
         max_length=4096,
@@ -262,6 +427,39 @@ class KafkaSpec(CamelModel):
         max_length=255,
         description="The consumer group the consumer role joins (and whose lag drives its autoscaling).",
     )
+    tls: KafkaTlsSpec | None = Field(
+        default=None,
+        description="TLS towards the brokers (CA, client certificate for mutual TLS, hostname check), "
+        "for every role, the migration Job and the operator's consumer-lag probe.",
+    )
+    sasl: KafkaSaslSpec | None = Field(
+        default=None,
+        description="SASL authentication (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); with tls enabled the "
+        "security protocol is SASL_SSL, else SASL_PLAINTEXT.",
+    )
+    allow_plaintext_password: bool = Field(
+        default=False,
+        description="Allow SASL PLAIN without TLS, i.e. the password sent in clear text over the network "
+        "(refused unless true; SCRAM never sends the password itself).",
+    )
+
+    @model_validator(mode="after")
+    def _no_cleartext_password(self) -> KafkaSpec:
+        if self.sends_cleartext_password() and not self.allow_plaintext_password:
+            raise ValueError(_CLEARTEXT_RULE[1])
+        return self
+
+    def tls_enabled(self) -> bool:
+        return self.tls is not None and self.tls.enabled
+
+    def sends_cleartext_password(self) -> bool:
+        return self.sasl is not None and self.sasl.mechanism is SaslMechanism.PLAIN and not self.tls_enabled()
+
+    def security_protocol(self) -> str:
+        """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (SMARTFLOW_KAFKA_SECURITY_PROTOCOL)."""
+        if self.sasl is not None:
+            return "SASL_SSL" if self.tls_enabled() else "SASL_PLAINTEXT"
+        return "SSL" if self.tls_enabled() else "PLAINTEXT"
 
 
 class MigrationsSpec(CamelModel):
@@ -306,6 +504,64 @@ class MigrationsSpec(CamelModel):
     )
 
 
+class IpBlock(CamelModel):
+    cidr: str = Field(min_length=1, max_length=64, description="An IP range, e.g. 10.0.0.0/8.")
+    except_: list[str] | None = Field(
+        default=None, alias="except", description="Ranges inside cidr that are not admitted."
+    )
+
+
+_PEER_RULE = (
+    "has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)",
+    "set podSelector, namespaceSelector or ipBlock",
+)
+
+
+class NetworkPolicyPeer(CamelModel):
+    """Who may connect (a Kubernetes NetworkPolicyPeer): pods by label (in this namespace, or in the
+    namespaces namespaceSelector picks), whole namespaces, or an IP range."""
+
+    model_config = CamelModel.model_config | {"json_schema_extra": _rules(_PEER_RULE)}
+
+    pod_selector: LooseObject | None = Field(
+        default=None, description="A label selector (matchLabels, matchExpressions) for pods."
+    )
+    namespace_selector: LooseObject | None = Field(
+        default=None,
+        description="A label selector for namespaces; with podSelector: those pods in those namespaces.",
+    )
+    ip_block: IpBlock | None = Field(
+        default=None, description="An IP range (not for pods: their IPs change)."
+    )
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> NetworkPolicyPeer:
+        if self.pod_selector is None and self.namespace_selector is None and self.ip_block is None:
+            raise ValueError(_PEER_RULE[1])
+        return self
+
+
+class NetworkPolicySpec(CamelModel):
+    """One NetworkPolicy owned by the runtime, admitting only the listed ingress to its pods."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Own a NetworkPolicy `<name>` selecting every pod of this runtime: ingress only to the "
+        "api's HTTP port from apiFrom and to every role's admin port (probes' /healthz, /readyz, "
+        "/metrics) from monitoringFrom; nothing else. Needs a CNI that enforces NetworkPolicy (Calico, "
+        "Cilium, ...); false (default): no policy, and one made before is deleted.",
+    )
+    api_from: list[NetworkPolicyPeer] | None = Field(
+        default=None,
+        description="Who may reach the api's HTTP port (8080); empty: nobody (the kubelet's probes use "
+        "the admin port from the node, which policies do not block).",
+    )
+    monitoring_from: list[NetworkPolicyPeer] | None = Field(
+        default=None,
+        description="Who may reach every role's admin port (9090: /metrics for Prometheus); empty: nobody.",
+    )
+
+
 class SmartflowRuntimeSpec(CamelModel):
     """The desired Smartflow runtime: one image, run as one Deployment per role (or one for all)."""
 
@@ -334,6 +590,10 @@ class SmartflowRuntimeSpec(CamelModel):
     database: DatabaseSpec = Field(description="The PostgreSQL database holding the outbox.")
     kafka: KafkaSpec = Field(description="The Kafka cluster the outbox is relayed to.")
     roles: RolesSpec = Field(default_factory=RolesSpec, description="Per-role workload settings.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec,
+        description="An optional NetworkPolicy for the runtime's pods (needs a policy-enforcing CNI).",
+    )
     migrations: MigrationsSpec = Field(
         default_factory=MigrationsSpec,
         description="The schema migration Job run before the roles roll (its pod uses the shared env, "

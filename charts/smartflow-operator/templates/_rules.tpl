@@ -30,6 +30,10 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "create", "patch", "delete"]
+# The optional NetworkPolicy (spec.networkPolicy): listed by label, server-side applied, pruned.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "create", "patch", "delete"]
 # The schema migration Job: read by name, watched for completion, created once per spec
 # (never updated or deleted: finished Jobs go by their TTL or with the runtime).
 - apiGroups: ["batch"]
@@ -43,11 +47,12 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-# Read (never list) the Secrets a runtime names: validate and hash them, read the DSN for lag probes.
+# Read (never list) the Secrets a runtime names (DSN, TLS, SASL, env): validate and hash them; the
+# lag probes read the DSN, the SASL credentials and the client certificates through them.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# Read (never list) the ConfigMaps a runtime names: validate and hash them.
+# Read (never list) the ConfigMaps a runtime names (CA bundles, env): validate and hash them.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get"]

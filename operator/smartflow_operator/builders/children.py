@@ -15,6 +15,7 @@ from ..names import ANNOTATION_APPLIED_HASH, Role
 from ..resource import SmartflowRuntime
 from .deployment import build_deployment
 from .disruption_budget import build_disruption_budget, wants_disruption_budget
+from .network_policy import build_network_policy
 from .service import build_api_service
 
 
@@ -45,7 +46,8 @@ def desired_children(
     config_hashes: Mapping[Role, str],
     replicas: Mapping[Role, int | None],
 ) -> list[dict[str, Any]]:
-    """Deployments (one per active role), the API Service, and disruption budgets where they help."""
+    """Deployments (one per active role), the API Service, disruption budgets where they help, and
+    the NetworkPolicy when the spec asks for one."""
     children: list[dict[str, Any]] = []
     for role in runtime.spec.active_roles():
         children.append(
@@ -54,4 +56,6 @@ def desired_children(
         if wants_disruption_budget(runtime.spec.roles.for_role(role)):
             children.append(build_disruption_budget(runtime, role))
     children.append(build_api_service(runtime))
+    if runtime.spec.network_policy.enabled:
+        children.append(build_network_policy(runtime))
     return [stamp_applied_hash(child) for child in children]

@@ -21,6 +21,7 @@ from ..names import (
 from ..resource import SmartflowRuntime
 from ..spec import EnvVar
 from .labels import child_name, role_labels, selector_labels
+from .security import security_env, security_mounts, security_volumes
 
 TMP_VOLUME = "tmp"
 # The runtime drains within SMARTFLOW_SHUTDOWN_GRACE_SECONDS (25 s); the kubelet waits a bit longer.
@@ -39,6 +40,7 @@ def build_env(runtime: SmartflowRuntime, role: Role | None) -> list[dict[str, An
         {"name": "SMARTFLOW_KAFKA_TOPIC", "value": spec.kafka.topic},
         {"name": "SMARTFLOW_KAFKA_CONSUMER_GROUP", "value": spec.kafka.consumer_group},
         {"name": "SMARTFLOW_ADMIN_PORT", "value": str(ADMIN_PORT)},
+        *security_env(spec),
     ]
     if role in SERVING_ROLES:
         entries.append({"name": "SMARTFLOW_HTTP_PORT", "value": str(HTTP_PORT)})
@@ -86,6 +88,11 @@ POD_SECURITY_CONTEXT: dict[str, Any] = {
 }
 
 
+def build_mounts(runtime: SmartflowRuntime) -> list[dict[str, Any]]:
+    """The writable /tmp and the read-only TLS certificate volumes (``security``)."""
+    return [{"name": TMP_VOLUME, "mountPath": "/tmp"}, *security_mounts(runtime.spec)]
+
+
 def build_container(runtime: SmartflowRuntime, role: Role) -> dict[str, Any]:
     spec = runtime.spec
     container: dict[str, Any] = {
@@ -101,7 +108,7 @@ def build_container(runtime: SmartflowRuntime, role: Role) -> dict[str, Any]:
         "readinessProbe": _probe("/readyz", period=5, failures=3),
         "resources": spec.roles.for_role(role).resources.dump(),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": build_mounts(runtime),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if spec.env_from:
@@ -124,13 +131,16 @@ def build_placement(runtime: SmartflowRuntime, role: Role) -> dict[str, Any]:
 
 def build_pod_basics(runtime: SmartflowRuntime) -> dict[str, Any]:
     """The pod spec fields every pod of a runtime shares: the restricted security context, no API
-    token, the writable /tmp, the image pull Secrets."""
+    token, the writable /tmp and the TLS certificate volumes, the image pull Secrets."""
     basics: dict[str, Any] = {
         "securityContext": POD_SECURITY_CONTEXT,
         # The runtime never talks to the Kubernetes API: no token in its pods.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}],
+        "volumes": [
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+            *security_volumes(runtime.spec),
+        ],
     }
     if runtime.spec.image_pull_secrets:
         basics["imagePullSecrets"] = [secret.dump() for secret in runtime.spec.image_pull_secrets]

@@ -26,8 +26,8 @@ from ..names import (
 from ..resource import SmartflowRuntime
 from .deployment import (
     CONTAINER_SECURITY_CONTEXT,
-    TMP_VOLUME,
     build_env,
+    build_mounts,
     build_placement,
     build_pod_basics,
 )
@@ -70,7 +70,7 @@ def _container(runtime: SmartflowRuntime) -> dict[str, Any]:
         "env": build_env(runtime, None),
         "resources": spec.roles.for_role(spec.serving_role()).resources.dump(),
         "securityContext": CONTAINER_SECURITY_CONTEXT,
-        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+        "volumeMounts": build_mounts(runtime),
         # A failed pod's last log lines also land in its status (the operator quotes its log).
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
