@@ -13,8 +13,6 @@ reference).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from . import conditions as c
 from .autoscaling.errors import ProbeError
 from .builders.migration_job import MigrationJob, build_migration_job
 from .config_refs import FetchedConfig, config_hash, referenced_config
+from .connection_security import DatabaseSecurity, database_dsn, database_security
 from .errors import ConfigurationError, Conflict, Invalid, KubeError
 from .kube import JOBS, PODS, KubeClient
 from .names import MIGRATION_CONTAINER_NAME
@@ -49,7 +48,9 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 class SchemaVersionReader(Protocol):
     """Reads a database's schema version (``autoscaling.probes.Probes`` is one)."""
 
-    async def schema_version(self, dsn: str, *, user: str) -> int: ...
+    async def schema_version(
+        self, dsn: str, *, user: str, security: DatabaseSecurity | None = None
+    ) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -146,13 +147,13 @@ def _termination_message(pod: Mapping[str, Any]) -> str | None:
 async def _read_version(
     runtime: SmartflowRuntime, fetched: FetchedConfig, versions: SchemaVersionReader
 ) -> SchemaVersion:
-    ref = runtime.spec.database.dsn_secret_ref
-    raw = (fetched.get(("Secret", ref.name)) or {}).get(ref.key)
     try:
-        dsn = base64.b64decode(str(raw)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return SchemaVersion(None, f"Secret {ref.name} key {ref.key!r} is not a text DSN")
+        dsn = database_dsn(runtime.spec, fetched, namespace=runtime.namespace)
+        security = database_security(runtime.spec, fetched, namespace=runtime.namespace)
+    except ConfigurationError as error:
+        return SchemaVersion(None, error.message)
+    user = f"{runtime.namespace}/{runtime.name}"
     try:
-        return SchemaVersion(await versions.schema_version(dsn, user=f"{runtime.namespace}/{runtime.name}"))
+        return SchemaVersion(await versions.schema_version(dsn, user=user, security=security))
     except ProbeError as error:
         return SchemaVersion(None, f"{error.reason}: {error}")

@@ -22,6 +22,20 @@ class DatabaseUnavailable(ProbeError):
     reason = "DatabaseUnavailable"
 
 
+class DatabaseAuthenticationFailed(DatabaseUnavailable):
+    """PostgreSQL refused the credentials (wrong password, no pg_hba rule for this connection, e.g.
+    a TLS-only user reached without TLS). Retried each poll: fixed in the Secret or the server."""
+
+    reason = "DatabaseAuthenticationFailed"
+
+
+class DatabaseTLSFailed(DatabaseUnavailable):
+    """The TLS handshake with PostgreSQL failed (certificate verify failed: unknown CA, host name
+    mismatch; or the server does not speak TLS)."""
+
+    reason = "DatabaseTLSFailed"
+
+
 class OutboxNotMigrated(ProbeError):
     """The outbox tables do not exist yet (``smartflow-runtime migrate`` has not run)."""
 
@@ -32,6 +46,19 @@ class KafkaUnavailable(ProbeError):
     """The Kafka brokers could not be reached or did not answer in time."""
 
     reason = "KafkaUnavailable"
+
+
+class KafkaAuthenticationFailed(KafkaUnavailable):
+    """The broker refused the SASL credentials or mechanism (SASL authentication failed)."""
+
+    reason = "KafkaAuthenticationFailed"
+
+
+class KafkaTLSFailed(KafkaUnavailable):
+    """The TLS handshake with the broker failed (certificate verify failed: unknown CA, host name
+    mismatch; or a client certificate the broker does not accept)."""
+
+    reason = "KafkaTLSFailed"
 
 
 class TopicNotFound(ProbeError):

@@ -25,8 +25,6 @@ resumed, so stabilization windows and rate-limit periods survive a restart.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,9 +36,11 @@ from pydantic import ValidationError
 
 from .. import conditions as c
 from ..builders.labels import child_name
-from ..errors import KubeError
+from ..config_refs import ConfigRef, Kind, database_refs, kafka_refs
+from ..connection_security import database_dsn, database_security, kafka_security, objects_of
+from ..errors import ConfigurationError, KubeError
 from ..events import build_event
-from ..kube import DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient
+from ..kube import CONFIG_MAPS, DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient
 from ..names import Role
 from ..resource import SmartflowRuntime
 from ..spec import Mode, ScalableWorkloadSpec
@@ -201,35 +201,44 @@ class Autoscaler:
         self, runtime: SmartflowRuntime, role: Role, scaling: AutoscalingSpec
     ) -> tuple[Reading | None, ProbeError | None]:
         user = f"{runtime.namespace}/{runtime.name}"
+        spec, namespace = runtime.spec, runtime.namespace
         started = time.monotonic()
         try:
             if role is Role.RELAY:
-                dsn = await self._dsn(runtime)
-                reading = await self.probes.relay(dsn, user=user).read(limit=metric_limit(scaling))
+                fetched = await self._fetch(runtime, database_refs(spec))
+                try:
+                    dsn = database_dsn(spec, fetched, namespace=namespace)
+                    security = database_security(spec, fetched, namespace=namespace)
+                except ConfigurationError as error:
+                    raise ProbeConfigurationError(error.message) from error
+                probe = self.probes.relay(dsn, user=user, security=security)
+                reading = await probe.read(limit=metric_limit(scaling))
             else:
-                kafka = runtime.spec.kafka
-                probe = self.probes.consumer(kafka.bootstrap_servers, user=user)
-                reading = await probe.read(topic=kafka.topic, group=kafka.consumer_group)
+                kafka = spec.kafka
+                fetched = await self._fetch(runtime, kafka_refs(spec))
+                try:
+                    kafka_sec = kafka_security(spec, fetched, namespace=namespace)
+                except ConfigurationError as error:
+                    raise ProbeConfigurationError(error.message) from error
+                consumer = self.probes.consumer(kafka.bootstrap_servers, user=user, security=kafka_sec)
+                reading = await consumer.read(topic=kafka.topic, group=kafka.consumer_group)
         except ProbeError as error:
             self.metrics.probe_errors.labels(role=role.value, reason=error.reason).inc()
             return None, error
         finally:
             self.metrics.probe_duration.labels(role=role.value).observe(time.monotonic() - started)
+            await self.probes.close_unused()  # the probe of a rotated password, say
         return reading, None
 
-    async def _dsn(self, runtime: SmartflowRuntime) -> str:
-        ref = runtime.spec.database.dsn_secret_ref
-        where = f"Secret {runtime.namespace}/{ref.name}"
-        secret = await self.kube.get(SECRETS, runtime.namespace, ref.name)
-        if secret is None:
-            raise ProbeConfigurationError(f"{where} (spec.database.dsnSecretRef) does not exist")
-        value = (secret.get("data") or {}).get(ref.key)
-        if value is None:
-            raise ProbeConfigurationError(f"{where} has no key {ref.key!r}")
-        try:
-            return base64.b64decode(value).decode()
-        except (binascii.Error, UnicodeDecodeError) as error:
-            raise ProbeConfigurationError(f"{where} key {ref.key!r} is not a text DSN") from error
+    async def _fetch(self, runtime: SmartflowRuntime, refs: list[ConfigRef]) -> dict[tuple[Kind, str], Any]:
+        """GET (never list) the Secrets/ConfigMaps the probe needs; None for a missing one."""
+        fetched: dict[tuple[Kind, str], Any] = {}
+        for kind, name in objects_of(refs):
+            obj = await self.kube.get(SECRETS if kind == "Secret" else CONFIG_MAPS, runtime.namespace, name)
+            fetched[(kind, name)] = (
+                None if obj is None else {**(obj.get("data") or {}), **(obj.get("binaryData") or {})}
+            )
+        return fetched
 
     def _record_metrics(
         self,

@@ -7,6 +7,14 @@ per distinct DSN and one Kafka client pair per bootstrap list, whatever the numb
 and closes them on shutdown. Every failure is raised as a :class:`.errors.ProbeError` subclass
 with the driver's exception chained; a failure is never reported as zero lag.
 
+Connections carry the runtime's security (``spec.kafka.tls``/``sasl``, ``spec.database.tls``: a
+:mod:`..connection_security` value, turned into SSL contexts and SASL options by :mod:`.tls`), and
+the security is part of the sharing key: runtimes share a probe only when address *and* credentials
+and certificates are equal, and a rotated password or certificate gives the runtime a new probe
+(the old one is closed once no runtime uses it). A refused login or a failed certificate check is a
+typed error (``KafkaAuthenticationFailed``, ``KafkaTLSFailed``, ``DatabaseAuthenticationFailed``,
+``DatabaseTLSFailed``), reported in the role's condition like any other probe failure.
+
 A probe is shared by every runtime on the same database or bootstrap list, and their loops poll
 concurrently: ``start``/``stop`` run under the probe's lock (concurrent first polls create one
 pool / one client pair), and a failed Kafka read retires the client pair it used instead of
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -26,16 +35,31 @@ from typing import Any, Self
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 
+from ..connection_security import DatabaseSecurity, KafkaSecurity
 from .errors import (
+    DatabaseAuthenticationFailed,
+    DatabaseTLSFailed,
     DatabaseUnavailable,
+    KafkaAuthenticationFailed,
+    KafkaTLSFailed,
     KafkaUnavailable,
     OutboxNotMigrated,
     ProbeConfigurationError,
+    ProbeError,
     TopicNotFound,
 )
 from .lag import PartitionLag, Reading
+from .tls import database_ssl_context, kafka_client_options
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +94,15 @@ class RelayProbe:
     """
 
     def __init__(
-        self, dsn: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS, max_connections: int = 2
+        self,
+        dsn: str,
+        *,
+        security: DatabaseSecurity | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        max_connections: int = 2,
     ) -> None:
         self._dsn = dsn
+        self._security = security
         self._timeout = timeout
         self._max_connections = max_connections
         self._pool: Any = None
@@ -85,6 +115,13 @@ class RelayProbe:
     async def _started_pool(self) -> Any:
         async with self._lock:
             if self._pool is None:
+                options: dict[str, Any] = {}
+                if self._security is not None:  # else the DSN's own sslmode applies
+                    try:
+                        options["ssl"] = database_ssl_context(self._security)
+                    except (ssl.SSLError, ValueError) as error:
+                        message = f"invalid PostgreSQL TLS certificate or key (spec.database.tls): {error}"
+                        raise ProbeConfigurationError(message) from error
                 try:
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
@@ -93,6 +130,7 @@ class RelayProbe:
                         timeout=self._timeout,
                         command_timeout=self._timeout,
                         server_settings={"application_name": APPLICATION_NAME},
+                        **options,
                     )
                 except (ValueError, asyncpg.ClientConfigurationError) as error:
                     raise ProbeConfigurationError(f"invalid database DSN: {error}") from error
@@ -127,7 +165,7 @@ class RelayProbe:
         except asyncpg.UndefinedTableError as error:
             raise OutboxNotMigrated(f"outbox tables missing: {error}") from error
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise DatabaseUnavailable(f"relay lag query failed: {type(error).__name__}: {error}") from error
+            raise _database_error(error, "relay lag query failed") from error
         due = int(row["due"])
         return Reading(
             metric=due,
@@ -147,8 +185,7 @@ class RelayProbe:
                     return 0
                 return int(await conn.fetchval(SCHEMA_VERSION_SQL))
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            message = f"schema version query failed: {type(error).__name__}: {error}"
-            raise DatabaseUnavailable(message) from error
+            raise _database_error(error, "schema version query failed") from error
 
 
 class ConsumerProbe:
@@ -161,8 +198,15 @@ class ConsumerProbe:
     partitions; for uncommitted ones it prints ``-``.
     """
 
-    def __init__(self, bootstrap_servers: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        security: KafkaSecurity | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = security
         self._timeout = timeout
         self._clients: _KafkaClients | None = None
         self._made: list[_KafkaClients] = []  # every pair made and not known closed
@@ -177,10 +221,12 @@ class ConsumerProbe:
         if self._clients is not None:
             return self._clients
         request_timeout_ms = int(self._timeout * 1000)
+        options = self._client_options()
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self._bootstrap,
             client_id=APPLICATION_NAME,
             request_timeout_ms=request_timeout_ms,
+            **options,
         )
         offsets = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -188,6 +234,7 @@ class ConsumerProbe:
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=request_timeout_ms,
+            **options,
         )
         try:
             async with asyncio.timeout(self._timeout):
@@ -195,10 +242,42 @@ class ConsumerProbe:
                 await offsets.start()
         except (TimeoutError, OSError, KafkaError) as error:
             await _quietly(admin.close, offsets.stop)
-            raise KafkaUnavailable(f"cannot reach Kafka at {self._bootstrap}: {_describe(error)}") from error
+            cause = await self._bootstrap_cause(error, options)
+            message = f"cannot reach Kafka at {self._bootstrap}: {_describe(cause)}"
+            raise _kafka_error(cause, message) from cause
         self._clients = _KafkaClients(admin=admin, offsets=offsets)
         self._made = [c for c in self._made if not c.closed] + [self._clients]
         return self._clients
+
+    def _client_options(self) -> dict[str, Any]:
+        try:
+            return kafka_client_options(self._security)
+        except (ssl.SSLError, ValueError) as error:
+            message = f"invalid Kafka TLS certificate or key (spec.kafka.tls): {error}"
+            raise ProbeConfigurationError(message) from error
+
+    async def _bootstrap_cause(self, error: BaseException, options: dict[str, Any]) -> BaseException:
+        """aiokafka's bootstrap answers every failure with "Unable to bootstrap" and drops the
+        cause. One direct connection to the first broker, made only after such a failure, says
+        what it was (a refused login, a certificate the handshake rejected, or nothing reachable)."""
+        if not isinstance(error, KafkaConnectionError) or self._security is None:
+            return error
+        host, _, port = self._bootstrap.split(",")[0].strip().rpartition(":")
+        try:
+            async with asyncio.timeout(self._timeout):
+                conn = await create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    client_id=APPLICATION_NAME,
+                    request_timeout_ms=int(self._timeout * 1000),
+                    **options,
+                )
+        except (TimeoutError, OSError, KafkaError, ValueError) as cause:
+            found: BaseException = cause
+            return found
+        conn.close()
+        unexplained: BaseException = error  # (narrowed to aiokafka's untyped class above)
+        return unexplained
 
     async def stop(self) -> None:
         """Retire the current pair: closed now, or after the reads still using it."""
@@ -242,7 +321,7 @@ class ConsumerProbe:
                 if self._clients is clients:
                     self._clients = None
                 clients.retired = True
-            raise KafkaUnavailable(f"consumer lag probe failed: {_describe(error)}") from error
+            raise _kafka_error(error, f"consumer lag probe failed: {_describe(error)}") from error
         finally:
             async with self._lock:
                 clients.users -= 1
@@ -291,44 +370,72 @@ class _KafkaClients:
             await _quietly(self.admin.close, self.offsets.stop)
 
 
-class Probes:
-    """The operator's probes, shared by every runtime: one per distinct DSN / bootstrap list.
+RelayKey = tuple[str, DatabaseSecurity | None]
+ConsumerKey = tuple[str, KafkaSecurity | None]
 
-    Each runtime's loop asks for its probe by connection string; ``release`` drops a runtime's
-    interest and closes a probe nobody uses any more; ``close`` (operator shutdown) closes all.
+
+class Probes:
+    """The operator's probes, shared by every runtime: one per distinct (DSN, database security) /
+    (bootstrap list, Kafka security).
+
+    Each runtime's loop asks for its probe by connection string and security; a runtime asking
+    with another key than last time (a rotated password or certificate, a new address) drops its
+    interest in the old probe, which is closed at the next :meth:`close_unused` once nobody uses
+    it; ``release`` drops a runtime's interest altogether; ``close`` (operator shutdown) closes all.
     """
 
     def __init__(self, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self._timeout = timeout
-        self._relays: dict[str, RelayProbe] = {}
-        self._consumers: dict[str, ConsumerProbe] = {}
-        self._users: dict[tuple[str, str], set[str]] = {}
+        self._relays: dict[RelayKey, RelayProbe] = {}
+        self._consumers: dict[ConsumerKey, ConsumerProbe] = {}
+        self._users: dict[tuple[str, Any], set[str]] = {}
+        self._current: dict[tuple[str, str], Any] = {}  # (kind, user) -> the key it uses now
 
-    def relay(self, dsn: str, *, user: str) -> RelayProbe:
-        self._users.setdefault(("relay", dsn), set()).add(user)
-        if dsn not in self._relays:
-            self._relays[dsn] = RelayProbe(dsn, timeout=self._timeout)
-        return self._relays[dsn]
+    def _use(self, kind: str, key: Any, user: str) -> None:
+        previous = self._current.get((kind, user))
+        if previous is not None and previous != key:
+            self._users.get((kind, previous), set()).discard(user)
+        self._current[(kind, user)] = key
+        self._users.setdefault((kind, key), set()).add(user)
 
-    def consumer(self, bootstrap_servers: str, *, user: str) -> ConsumerProbe:
-        self._users.setdefault(("consumer", bootstrap_servers), set()).add(user)
-        if bootstrap_servers not in self._consumers:
-            self._consumers[bootstrap_servers] = ConsumerProbe(bootstrap_servers, timeout=self._timeout)
-        return self._consumers[bootstrap_servers]
+    def relay(self, dsn: str, *, user: str, security: DatabaseSecurity | None = None) -> RelayProbe:
+        key: RelayKey = (dsn, security)
+        self._use("relay", key, user)
+        if key not in self._relays:
+            self._relays[key] = RelayProbe(dsn, security=security, timeout=self._timeout)
+        return self._relays[key]
 
-    async def schema_version(self, dsn: str, *, user: str) -> int:
+    def consumer(
+        self, bootstrap_servers: str, *, user: str, security: KafkaSecurity | None = None
+    ) -> ConsumerProbe:
+        key: ConsumerKey = (bootstrap_servers, security)
+        self._use("consumer", key, user)
+        if key not in self._consumers:
+            self._consumers[key] = ConsumerProbe(bootstrap_servers, security=security, timeout=self._timeout)
+        return self._consumers[key]
+
+    async def schema_version(self, dsn: str, *, user: str, security: DatabaseSecurity | None = None) -> int:
         """The schema version of the database at ``dsn``, through that DSN's relay probe pool."""
-        return await self.relay(dsn, user=user).schema_version()
+        return await self.relay(dsn, user=user, security=security).schema_version()
 
     async def release(self, user: str) -> None:
         """Forget ``user`` (a runtime); close the probes no runtime uses any more."""
-        for key, users in list(self._users.items()):
+        for kind in ("relay", "consumer"):
+            self._current.pop((kind, user), None)
+        for users in self._users.values():
             users.discard(user)
-            if users or self._users.get(key) is not users:
+        await self.close_unused()
+
+    async def close_unused(self) -> None:
+        """Close the probes no runtime uses any more (e.g. after a credential rotation)."""
+        for key, users in list(self._users.items()):
+            if users:
                 continue
             del self._users[key]
             kind, target = key
-            probe = self._relays.pop(target, None) if kind == "relay" else self._consumers.pop(target, None)
+            probe: RelayProbe | ConsumerProbe | None = (
+                self._relays.pop(target, None) if kind == "relay" else self._consumers.pop(target, None)
+            )
             if probe is not None:
                 await probe.stop()
 
@@ -337,6 +444,7 @@ class Probes:
         self._relays.clear()
         self._consumers.clear()
         self._users.clear()
+        self._current.clear()
         for probe in probes:
             await probe.stop()
 
@@ -356,3 +464,30 @@ async def _quietly(*closers: Callable[[], Awaitable[object]]) -> None:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+_KAFKA_AUTH_ERRORS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+)
+
+
+def _kafka_error(error: BaseException, message: str) -> ProbeError:
+    """The typed probe error for a Kafka failure, decided by the exception's type."""
+    if isinstance(error, _KAFKA_AUTH_ERRORS):
+        return KafkaAuthenticationFailed(f"{message} (SASL authentication failed)")
+    if isinstance(error, ssl.SSLError):
+        return KafkaTLSFailed(message)
+    return KafkaUnavailable(message)
+
+
+def _database_error(error: BaseException, what: str) -> ProbeError:
+    """The typed probe error for a PostgreSQL failure, decided by the exception's type."""
+    message = f"{what}: {type(error).__name__}: {error}"
+    if isinstance(error, ssl.SSLError):
+        return DatabaseTLSFailed(message)
+    if isinstance(error, asyncpg.InvalidAuthorizationSpecificationError):  # also InvalidPasswordError
+        return DatabaseAuthenticationFailed(message)
+    return DatabaseUnavailable(message)
