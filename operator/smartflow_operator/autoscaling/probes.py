@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "smartflow-operator-lag-probe"
 DEFAULT_TIMEOUT_SECONDS = 5.0
+TLS_ALERT_WAIT_SECONDS = 1.0
 
 # Relay lag as docs/contracts.md defines it. The COUNT stops at $1 (the caller passes the count
 # past which the decision cannot change), so a huge backlog costs no more than a small one; the
@@ -274,6 +275,8 @@ class ConsumerProbe:
                 )
         except (TimeoutError, OSError, KafkaError, ValueError) as cause:
             found: BaseException = cause
+            if isinstance(cause, KafkaConnectionError) and "ssl_context" in options:
+                found = await _tls_refusal(host.strip("[]"), int(port), options["ssl_context"]) or found
             return found
         conn.close()
         unexplained: BaseException = error  # (narrowed to aiokafka's untyped class above)
@@ -464,6 +467,23 @@ async def _quietly(*closers: Callable[[], Awaitable[object]]) -> None:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+async def _tls_refusal(host: str, port: int, context: ssl.SSLContext) -> ssl.SSLError | None:
+    """The TLS alert a broker sends right after a TLS 1.3 handshake when it refuses the client
+    certificate (e.g. "certificate required"); aiokafka reports it as a closed connection."""
+    try:
+        async with asyncio.timeout(TLS_ALERT_WAIT_SECONDS):
+            reader, writer = await asyncio.open_connection(host, port, ssl=context)
+            try:
+                await reader.read(1)
+            finally:
+                writer.close()
+    except ssl.SSLError as error:
+        return error
+    except (TimeoutError, OSError):
+        return None
+    return None
 
 
 _KAFKA_AUTH_ERRORS = (
