@@ -122,6 +122,10 @@ class Cluster:
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
         self.core.create_namespaced_secret(self.namespace, {"metadata": {"name": name}, "data": encoded})
 
+    def patch_secret(self, name: str, data: dict[str, str]) -> None:
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        self.core.patch_namespaced_secret(name, self.namespace, {"data": encoded})
+
     def create_runtime(self, body: dict[str, Any]) -> None:
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
 
