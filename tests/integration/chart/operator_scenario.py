@@ -6,13 +6,13 @@ permission the chart grants:
    cannot migrate -> first only its migration Job (created, watched, read by name); its pod fails
    on the node -> Degraded/MigrationFailed, for which the operator lists the Job's pod and reads its
    log; the runtime image -> a new Job, which succeeds on the node;
-1. -> four role Deployments, the api Service and the api PodDisruptionBudget, all created by
-   server-side apply;
+1. -> four role Deployments, the api Service, the api PodDisruptionBudget and the runtime's
+   NetworkPolicy (``spec.networkPolicy``), all created by server-side apply;
 2. the role pods get ready on the node (the deployment controller reports it) -> status ``Ready``;
 3. the relay hangs (its processes stopped) and due outbox rows appear -> the relay is scaled up from
    lag; the rows go -> it comes back down;
-4. api back to 1 replica -> its disruption budget is pruned; mode ``all`` -> the role Deployments
-   are pruned and one ``all`` Deployment replaces them.
+4. api back to 1 replica and the NetworkPolicy off -> its disruption budget and the policy are
+   pruned; mode ``all`` -> the role Deployments are pruned and one ``all`` Deployment replaces them.
 
 Any ``403``/``forbidden`` in the operator's log stops the scenario at once (``Forbidden``); a step
 that does not happen in time fails it (``StepTimeout``).
@@ -135,6 +135,7 @@ class Scenario:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.policy = client.PolicyV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.done: list[str] = []
 
@@ -183,6 +184,9 @@ class Scenario:
             b.metadata.name for b in self.policy.list_namespaced_pod_disruption_budget(self.namespace).items
         }
 
+    def network_policies(self) -> set[str]:
+        return {p.metadata.name for p in self.networking.list_namespaced_network_policy(self.namespace).items}
+
     def event_reasons(self) -> set[str]:
         return {e.reason for e in self.core.list_namespaced_event(self.namespace).items}
 
@@ -221,6 +225,11 @@ class Scenario:
                 "envFrom": [{"configMapRef": {"name": "settings"}}],
                 # as the fixture migrated the database; no retries of the failing first Job
                 "migrations": {"outboxShards": 4, "backoffLimit": 0},
+                # Inert on the node (its bridge CNI enforces no policy); applied and pruned all the same.
+                "networkPolicy": {
+                    "enabled": True,
+                    "apiFrom": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "client"}}}],
+                },
                 "roles": {
                     "api": {"replicas": 2},
                     "relay": {"replicas": 1, "autoscaling": scaling},
@@ -282,6 +291,7 @@ class Scenario:
             lambda: self.core.read_namespaced_service(f"{RUNTIME}-api", self.namespace), "the api Service"
         )
         self.until(lambda: f"{RUNTIME}-api" in self.budgets(), "the api PodDisruptionBudget")
+        self.until(lambda: RUNTIME in self.network_policies(), "the runtime's NetworkPolicy")
         self.done.append("children applied")
 
         self.until(self.ready, "Ready=True once the role pods are ready", timeout=POD_STEP_TIMEOUT)
@@ -303,8 +313,9 @@ class Scenario:
         self.until(lambda: self.replicas(RELAY) == 1, "relay back to minReplicas after the window")
         self.done.append("autoscaled")
 
-        self.patch_runtime({"spec": {"roles": {"api": {"replicas": 1}}}})
+        self.patch_runtime({"spec": {"roles": {"api": {"replicas": 1}}, "networkPolicy": {"enabled": False}}})
         self.until(lambda: f"{RUNTIME}-api" not in self.budgets(), "the api disruption budget pruned")
+        self.until(lambda: not self.network_policies(), "the NetworkPolicy pruned")
         self.patch_runtime({"spec": {"mode": "all"}})  # a mode switch is a new migration Job first
         self.until(
             lambda: self.deployment_names() == {f"{RUNTIME}-all"},
