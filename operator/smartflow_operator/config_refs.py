@@ -55,12 +55,13 @@ def _env_refs(env: list[EnvVar] | None, field: str) -> list[ConfigRef]:
     return refs
 
 
+def ref_kind(ref: SecretKeyRef | CertificateRef) -> Kind:
+    """Secret for a SecretKeyRef; a CertificateRef says which."""
+    return "ConfigMap" if isinstance(ref, CertificateRef) and ref.kind is ConfigKind.CONFIG_MAP else "Secret"
+
+
 def _key_ref(ref: SecretKeyRef | CertificateRef | None, field: str) -> list[ConfigRef]:
-    if ref is None:
-        return []
-    configmap = isinstance(ref, CertificateRef) and ref.kind is ConfigKind.CONFIG_MAP
-    kind: Kind = "ConfigMap" if configmap else "Secret"
-    return [ConfigRef(kind, ref.name, ref.key, False, field)]
+    return [] if ref is None else [ConfigRef(ref_kind(ref), ref.name, ref.key, False, field)]
 
 
 def database_refs(spec: SmartflowRuntimeSpec) -> list[ConfigRef]:

@@ -21,9 +21,10 @@ from .config_refs import (
     check_refs,
     database_refs,
     kafka_refs,
+    ref_kind,
 )
 from .errors import ConfigurationError
-from .spec import CertificateRef, ConfigKind, SecretKeyRef, SmartflowRuntimeSpec
+from .spec import CertificateRef, SecretKeyRef, SmartflowRuntimeSpec
 
 INVALID_CONFIG_VALUE = "InvalidConfigValue"
 
@@ -80,10 +81,7 @@ def _value_of(
 ) -> str | None:
     if ref is None:
         return None
-    kind: Kind = (
-        "ConfigMap" if isinstance(ref, CertificateRef) and ref.kind is ConfigKind.CONFIG_MAP else "Secret"
-    )
-    return _text(_ref_for(refs, kind, ref.name, ref.key), fetched, namespace)
+    return _text(_ref_for(refs, ref_kind(ref), ref.name, ref.key), fetched, namespace)
 
 
 def database_dsn(spec: SmartflowRuntimeSpec, fetched: FetchedConfig, *, namespace: str) -> str:

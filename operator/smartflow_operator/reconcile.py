@@ -228,9 +228,16 @@ def merge_status_patches(
 
 async def fetch_config(runtime: SmartflowRuntime, kube: KubeClient) -> dict[tuple[Kind, str], Any]:
     """GET every Secret/ConfigMap the spec references (None for a missing one)."""
+    return await fetch_objects(kube, runtime.namespace, all_referenced_objects(runtime.spec))
+
+
+async def fetch_objects(
+    kube: KubeClient, namespace: str, objects: Sequence[tuple[Kind, str]]
+) -> dict[tuple[Kind, str], Any]:
+    """GET (never list) each Secret/ConfigMap by name: its data, or None when it does not exist."""
     fetched: dict[tuple[Kind, str], Any] = {}
-    for kind, name in all_referenced_objects(runtime.spec):
-        obj = await kube.get(SECRETS if kind == "Secret" else CONFIG_MAPS, runtime.namespace, name)
+    for kind, name in objects:
+        obj = await kube.get(SECRETS if kind == "Secret" else CONFIG_MAPS, namespace, name)
         fetched[(kind, name)] = None if obj is None else _data_of(obj)
     return fetched
 

@@ -36,12 +36,13 @@ from pydantic import ValidationError
 
 from .. import conditions as c
 from ..builders.labels import child_name
-from ..config_refs import ConfigRef, Kind, database_refs, kafka_refs
+from ..config_refs import database_refs, kafka_refs
 from ..connection_security import database_dsn, database_security, kafka_security, objects_of
 from ..errors import ConfigurationError, KubeError
 from ..events import build_event
-from ..kube import CONFIG_MAPS, DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient
+from ..kube import DEPLOYMENTS, RUNTIMES, KubeClient
 from ..names import Role
+from ..reconcile import fetch_objects
 from ..resource import SmartflowRuntime
 from ..spec import Mode, ScalableWorkloadSpec
 from ..status import Condition, ConditionStatus
@@ -205,7 +206,7 @@ class Autoscaler:
         started = time.monotonic()
         try:
             if role is Role.RELAY:
-                fetched = await self._fetch(runtime, database_refs(spec))
+                fetched = await fetch_objects(self.kube, namespace, objects_of(database_refs(spec)))
                 try:
                     dsn = database_dsn(spec, fetched, namespace=namespace)
                     security = database_security(spec, fetched, namespace=namespace)
@@ -215,7 +216,7 @@ class Autoscaler:
                 reading = await probe.read(limit=metric_limit(scaling))
             else:
                 kafka = spec.kafka
-                fetched = await self._fetch(runtime, kafka_refs(spec))
+                fetched = await fetch_objects(self.kube, namespace, objects_of(kafka_refs(spec)))
                 try:
                     kafka_sec = kafka_security(spec, fetched, namespace=namespace)
                 except ConfigurationError as error:
@@ -229,16 +230,6 @@ class Autoscaler:
             self.metrics.probe_duration.labels(role=role.value).observe(time.monotonic() - started)
             await self.probes.close_unused()  # the probe of a rotated password, say
         return reading, None
-
-    async def _fetch(self, runtime: SmartflowRuntime, refs: list[ConfigRef]) -> dict[tuple[Kind, str], Any]:
-        """GET (never list) the Secrets/ConfigMaps the probe needs; None for a missing one."""
-        fetched: dict[tuple[Kind, str], Any] = {}
-        for kind, name in objects_of(refs):
-            obj = await self.kube.get(SECRETS if kind == "Secret" else CONFIG_MAPS, runtime.namespace, name)
-            fetched[(kind, name)] = (
-                None if obj is None else {**(obj.get("data") or {}), **(obj.get("binaryData") or {})}
-            )
-        return fetched
 
     def _record_metrics(
         self,

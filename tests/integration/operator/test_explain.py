@@ -97,3 +97,19 @@ def _columns(header: str, row: str) -> dict[str, str]:
     starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
     bounds = [*starts[1:], None]
     return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, bounds, strict=True)}
+
+
+def test_explain_teaches_tls_sasl_and_the_network_policy(kubectl: Kubectl, crd: str) -> None:
+    def explain(path: str) -> str:
+        return " ".join(kubectl("explain", f"smartflowruntime.spec.{path}").stdout.split())
+
+    assert "SASL authentication (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)" in explain("kafka.sasl")
+    assert "never as a literal in the pod spec" in explain("kafka.sasl.passwordRef")
+    assert "Mounted at /etc/smartflow/tls/kafka/tls.key" in explain("kafka.tls.clientKeyRef")
+    assert "the image's system trust store" in explain("kafka.tls.caRef")
+    assert "Secret (default) or ConfigMap" in explain("kafka.tls.caRef.kind")
+    assert "password sent in clear text" in explain("kafka.allowPlaintextPassword")
+    mode = explain("database.tls.mode")
+    assert "verify-full (default)" in mode and "require" in mode and "verify-ca" in mode
+    assert "Needs a CNI that enforces NetworkPolicy" in explain("networkPolicy.enabled")
+    assert "Who may reach the api's HTTP port" in explain("networkPolicy.apiFrom")
