@@ -111,7 +111,9 @@ def node_server(
         return
     try:
         info = node.start(
-            test_state, control_plane=kube_server, forward_ports=[postgres_server.port, kafka_server.pod_port]
+            test_state,
+            control_plane=kube_server,
+            forward_ports=[postgres_server.port, *kafka_server.pod_ports],
         )
     except StackError as error:
         _server_failure("the local node", error)

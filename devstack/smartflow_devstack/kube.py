@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import StackError
 from .node import network
+from .pki import SERVER_SANS, authority, issue
 from .process import free_port, run, spawn, tcp_open, wait_until
 from .versions import etcd_bin, kube_bin
 
@@ -49,61 +50,30 @@ class KubeInfo:
         ]
 
 
-def _openssl(*args: str) -> None:
-    run(["openssl", *args], what="openssl " + args[0])
-
-
-def _make_certs(pki: Path) -> None:
-    pki.mkdir(parents=True, exist_ok=True)
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=smartflow-local-ca",
-        "-keyout",
-        str(pki / "ca.key"),
-        "-out",
-        str(pki / "ca.crt"),
-    )
-    (pki / "san.cnf").write_text(
-        "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,"
-        f"IP:{network.NODE_IP},IP:{network.KUBERNETES_SERVICE_IP},"
-        "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-    )
-    _sign(pki, "apiserver", subject="/CN=kube-apiserver", extensions=pki / "san.cnf")
+def _make_certs(state: Path, pki: Path) -> Path:
+    """The apiserver's serving and kubelet-client certificates and the ServiceAccount key pair in
+    ``pki``, signed by the stack's CA; returns the CA's directory."""
+    ca = authority(state)
+    issue(
+        state, pki, "apiserver", subject="/CN=kube-apiserver", server=True,
+        sans=(*SERVER_SANS, f"IP:{network.KUBERNETES_SERVICE_IP}",
+              "DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc"),
+    )  # fmt: skip
     # kube-apiserver's client certificate towards the kubelet (logs, exec); system:masters so the
     # kubelet's webhook authorization allows it.
-    (pki / "client.cnf").write_text(
-        "[ext]\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
-    )
-    _sign(
+    issue(
+        state,
         pki,
         "kubelet-client",
         subject="/O=system:masters/CN=kube-apiserver-kubelet-client",
-        extensions=pki / "client.cnf",
+        client=True,
     )
-    _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
-    _openssl("rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
-
-
-def _sign(pki: Path, name: str, *, subject: str, extensions: Path) -> None:
-    """A key and a certificate ``<name>.key``/``<name>.crt`` signed by the stack's CA."""
-    _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
-        "-keyout", str(pki / f"{name}.key"), "-out", str(pki / f"{name}.csr"),
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", str(pki / f"{name}.csr"),
-        "-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650",
-        "-extfile", str(extensions), "-extensions", "ext",
-        "-out", str(pki / f"{name}.crt"),
-    )  # fmt: skip
+    run(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"], what="openssl genrsa")
+    run(
+        ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
+        what="openssl rsa",
+    )
+    return ca
 
 
 def write_kubeconfig(path: Path, *, server: str, ca_file: str, token: str, user: str) -> None:
@@ -133,7 +103,7 @@ def start(state: Path) -> KubeInfo:
     if home.exists():
         shutil.rmtree(home)
     pki = home / "pki"
-    _make_certs(pki)
+    ca = _make_certs(state, pki)
     logs = state / "logs"
 
     etcd_port, peer_port = free_port(), free_port()
@@ -182,7 +152,7 @@ def start(state: Path) -> KubeInfo:
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
             f"--token-auth-file={tokens}",
-            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--client-ca-file={ca / 'ca.crt'}",
             f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
@@ -191,7 +161,7 @@ def start(state: Path) -> KubeInfo:
         ],
         log=api_log,
     )
-    ca_file = str(pki / "ca.crt")
+    ca_file = str(ca / "ca.crt")
     wait_until(
         lambda: _healthy(server, ca_file), what="kube-apiserver", timeout=120, pid=apiserver_pid, log=api_log
     )
@@ -208,9 +178,9 @@ def start(state: Path) -> KubeInfo:
             "--controllers=*",
             "--use-service-account-credentials=true",
             f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}",
-            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
-            f"--cluster-signing-key-file={pki / 'ca.key'}",
+            f"--root-ca-file={ca / 'ca.crt'}",
+            f"--cluster-signing-cert-file={ca / 'ca.crt'}",
+            f"--cluster-signing-key-file={ca / 'ca.key'}",
             f"--flex-volume-plugin-dir={home / 'flex-volume'}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",

@@ -122,7 +122,7 @@ def up(state: Path = DEFAULT_STATE, *, env_file: Path | None = ENV_FILE) -> Stac
             node=node.start(
                 state,
                 control_plane=started.kube,
-                forward_ports=[started.postgres.port, started.kafka.pod_port],
+                forward_ports=[started.postgres.port, *started.kafka.pod_ports],
             ),
         )
         assert started.node is not None
