@@ -89,7 +89,7 @@ def wrap_kafka_error(error: BaseException) -> SmartflowError:
     if isinstance(error, ssl.SSLCertVerificationError):
         return KafkaCertificateError(f"certificate verify failed: {error.verify_message}")
     if isinstance(error, ssl.SSLError):
-        return KafkaTlsError(f"TLS handshake failed: {error.reason or error}")
+        return KafkaTlsError(f"TLS handshake failed: {error}")
     if (
         isinstance(error, KafkaError)
         and not error.retriable
@@ -126,10 +126,13 @@ async def security_failure(
                 conn = await create_conn(
                     host.strip("[]"), int(port), client_id="smartflow-check", **connection
                 )
-        except SECURITY_FAILURES as error:
-            return error
-        except Exception:  # unreachable, refused, timed out: not what this looks for
-            continue
+        except Exception as error:
+            # A TLS alert after the handshake (the broker refusing our client certificate, TLS 1.3)
+            # surfaces as "connection closed" caused by the SSLError.
+            cause = error if isinstance(error, SECURITY_FAILURES) else error.__cause__
+            if isinstance(cause, SECURITY_FAILURES):
+                return cause
+            continue  # unreachable, refused, timed out: not what this looks for
         conn.close()
     return None
 

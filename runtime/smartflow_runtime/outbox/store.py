@@ -75,7 +75,7 @@ def wrap_driver_error(what: str, error: BaseException) -> DatabaseError:
     if isinstance(error, ssl.SSLCertVerificationError):
         return DatabaseCertificateError(f"{what}: certificate verify failed: {error.verify_message}")
     if isinstance(error, ssl.SSLError):
-        return DatabaseTlsError(f"{what}: TLS handshake failed: {error.reason or error}")
+        return DatabaseTlsError(f"{what}: TLS handshake failed: {error}")
     if isinstance(error, UNAVAILABLE_ERRORS):
         return DatabaseUnavailableError(f"{what}: {type(error).__name__}: {error}")
     return DatabaseError(f"{what}: {type(error).__name__}: {error}")
