@@ -3,9 +3,11 @@ contradiction reported in load_settings' one message, naming each bad variable."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from smartflow_runtime.config import ConfigError, DatabaseTls, Need, Settings, load_settings
+from smartflow_runtime.config import ConfigError, DatabaseTls, Need, Role, Settings, load_settings
 
 DSN = "postgresql://app:pw@db.example:5432/smartflow"
 SASL = {
@@ -230,3 +232,27 @@ def test_certificates_with_a_mode_that_never_uses_them_are_rejected(mode: str | 
         "SMARTFLOW_DATABASE_SSLROOTCERT: only used with sslmode require, verify-ca or verify-full, but the "
         f"sslmode is {mode or 'prefer'} (set SMARTFLOW_DATABASE_SSLMODE)"
     ]
+
+
+def test_run_and_migrate_exit_3_naming_an_unreadable_certificate_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from smartflow_runtime.cli import EXIT_CONFIG, main
+
+    environ = {
+        "SMARTFLOW_DATABASE_DSN": DSN,
+        "SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9093",
+        "SMARTFLOW_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "SMARTFLOW_KAFKA_SSL_CAFILE": f"{tmp_path}/no-such-ca.crt",
+    }
+    assert main(["run", "--role", "relay"], environ) == EXIT_CONFIG
+    assert "SMARTFLOW_KAFKA_SSL_CAFILE: cannot load CA certificates" in capsys.readouterr().err
+    assert main(["migrate"], environ) == EXIT_CONFIG
+    assert "no-such-ca.crt" in capsys.readouterr().err
+    # The api role and `migrate --skip-topic` make no Kafka client, so Kafka's files are not read.
+    from smartflow_runtime.roles import uses_kafka
+    from smartflow_runtime.security import load_client_security
+
+    settings = load_settings(environ, needs=[Need.DATABASE])
+    assert not uses_kafka(Role.API)
+    assert load_client_security(settings, kafka=False).kafka == {"security_protocol": "PLAINTEXT"}
