@@ -112,7 +112,7 @@ _CONNECTION_OPTIONS = (
 
 
 async def security_failure(
-    bootstrap_servers: str, options: Mapping[str, Any], *, connect_seconds: float = 10.0
+    bootstrap_servers: str, options: Mapping[str, Any], *, connect_seconds: float = 5.0
 ) -> BaseException | None:
     """The SASL or TLS error one connection to a bootstrap server meets with ``options`` (the
     client's), or None when none does (the broker is down, or it was a passing failure).
