@@ -152,6 +152,8 @@ class _ExplainedBootstrap:
         try:
             await super().start()  # type: ignore[misc]
         except KafkaConnectionError as error:
+            if self._smartflow_options.get("security_protocol", "PLAINTEXT") == "PLAINTEXT":
+                raise  # nothing to explain: no SASL, no TLS (and no extra connection during an outage)
             cause = await security_failure(self._smartflow_bootstrap, self._smartflow_options)
             if cause is None:
                 raise

@@ -331,3 +331,23 @@ def test_database_login_and_tls_failures_map_to_unavailable_subclasses(certs: Pk
     assert str(verify).startswith("ping: certificate verify failed: ")
     alert = wrap_driver_error("ping", ssl.SSLError(1, "tlsv13 alert certificate required"))
     assert isinstance(alert, DatabaseTlsError) and not isinstance(alert, DatabaseCertificateError)
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_SSL"])
+async def test_an_unreachable_broker_stays_a_plain_connection_error(protocol: str, certs: Pki) -> None:
+    """Only SASL/TLS failures are re-raised by type; a refused port (nothing listens on 1) is not one."""
+    from smartflow_runtime.outbox.kafka import build_producer
+
+    environ = {"SMARTFLOW_KAFKA_SECURITY_PROTOCOL": protocol}
+    if protocol == "SASL_SSL":
+        environ |= {
+            "SMARTFLOW_KAFKA_SASL_MECHANISM": "PLAIN",
+            "SMARTFLOW_KAFKA_SASL_USERNAME": "u",
+            "SMARTFLOW_KAFKA_SASL_PASSWORD": "p",
+            "SMARTFLOW_KAFKA_SSL_CAFILE": certs.ca,
+        }
+    producer = build_producer("127.0.0.1:1", "test", kafka_client_options(_settings(**environ)))
+    with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
+        await producer.start()
+    await producer.stop()
+    assert type(wrap_kafka_error(KafkaConnectionError("Unable to bootstrap"))) is KafkaUnavailableError
