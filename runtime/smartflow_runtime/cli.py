@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from .config import ConfigError, Need, Role, Settings, load_settings
 from .logging_setup import configure_logging
+from .security import ClientSecurity, load_client_security
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,19 @@ configuration (environment; every variable, its default and meaning: docs/runtim
   SMARTFLOW_CONSUMER_MAX_POLL_RECORDS   Kafka records per consumer poll (default 500)
   SMARTFLOW_MEMORY_WORKER_CONCURRENCY   memory jobs run at once per process (default 1)
   SMARTFLOW_MEMORY_WORKER_LEASE_SECONDS memory job lease (default 30)
+  SMARTFLOW_KAFKA_SECURITY_PROTOCOL     PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL
+  SMARTFLOW_KAFKA_SASL_MECHANISM        PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)
+  SMARTFLOW_KAFKA_SASL_USERNAME         SASL user (with SASL_*)
+  SMARTFLOW_KAFKA_SASL_PASSWORD         SASL password (with SASL_*)
+  SMARTFLOW_KAFKA_SSL_CAFILE            CA file for the brokers' certificates (default: system store)
+  SMARTFLOW_KAFKA_SSL_CERTFILE          client certificate (mutual TLS), with ..._SSL_KEYFILE
+  SMARTFLOW_KAFKA_SSL_KEYFILE           the client certificate's key
+  SMARTFLOW_KAFKA_SSL_CHECK_HOSTNAME    check the brokers' hostnames (default true)
+  SMARTFLOW_KAFKA_ALLOW_PLAINTEXT_PASSWORD  allow PLAIN over SASL_PLAINTEXT (default false)
+  SMARTFLOW_DATABASE_SSLMODE            disable, prefer, require, verify-ca, verify-full (default: the DSN's)
+  SMARTFLOW_DATABASE_SSLROOTCERT        CA file for PostgreSQL's certificate (default: system store)
+  SMARTFLOW_DATABASE_SSLCERT            client certificate for PostgreSQL, with ..._SSLKEY
+  SMARTFLOW_DATABASE_SSLKEY             the client certificate's key
 """
 
 ROLES_HELP = """\
@@ -262,23 +276,32 @@ def _settings(env: Mapping[str, str], needs: set[Need], **overrides: Any) -> Set
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = _settings(env, {Need.ROLE}, role=args.role)
     assert settings.role is not None
-    configure_logging(role=settings.role.value, level=settings.log_level, fmt=settings.log_format)
     from .metrics import process_registry
-    from .roles import build_component, run_role
+    from .roles import build_component, run_role, uses_kafka
 
+    security = load_client_security(settings, kafka=uses_kafka(settings.role))
+    configure_logging(role=settings.role.value, level=settings.log_level, fmt=settings.log_format)
     return asyncio.run(
-        run_role(role=settings.role, settings=settings, registry=process_registry(), factory=build_component)
+        run_role(
+            role=settings.role,
+            settings=settings,
+            registry=process_registry(),
+            factory=build_component,
+            security=security,
+        )
     )
 
 
 def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     settings = _settings(env, {Need.DATABASE}, kafka_topic_partitions=args.topic_partitions)
+    touches_kafka = settings.kafka_bootstrap_servers is not None and not args.skip_topic
+    security = load_client_security(settings, kafka=touches_kafka)
     configure_logging(role="migrate", level=settings.log_level, fmt=settings.log_format)
     from .db import migrate
     from .errors import SmartflowError
 
     async def apply() -> int:
-        conn = await _connect(settings)
+        conn = await _connect(settings, security)
         try:
             result = await migrate(conn, shard_count=args.shards)
         finally:
@@ -288,7 +311,7 @@ def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
             f"schema version {result.version}; applied: {applied}; outbox shards: {result.shard_count}",
             file=out,
         )
-        print(await _ensure_topic(settings, skip=bool(args.skip_topic)), file=out)
+        print(await _ensure_topic(settings, security, skip=bool(args.skip_topic)), file=out)
         return EXIT_OK
 
     try:
@@ -299,7 +322,7 @@ def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
         return EXIT_FAILURE
 
 
-async def _ensure_topic(settings: Settings, *, skip: bool) -> str:
+async def _ensure_topic(settings: Settings, security: ClientSecurity, *, skip: bool) -> str:
     """The topic step of ``migrate``: one line saying what was found or done."""
     if skip:
         return "kafka topic: skipped (--skip-topic)"
@@ -308,7 +331,10 @@ async def _ensure_topic(settings: Settings, *, skip: bool) -> str:
     from .outbox.topic import TopicAction, ensure_topic
 
     result = await ensure_topic(
-        settings.kafka_bootstrap_servers, settings.kafka_topic, partitions=settings.kafka_topic_partitions
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic,
+        partitions=settings.kafka_topic_partitions,
+        client_options=security.kafka,
     )
     if result.action is TopicAction.CREATED:
         return f"kafka topic {result.topic}: created with {result.partitions} partitions"
@@ -318,23 +344,27 @@ async def _ensure_topic(settings: Settings, *, skip: bool) -> str:
     return f"kafka topic {result.topic}: exists with {result.partitions} partitions{more}"
 
 
-async def _connect(settings: Settings) -> Any:
+async def _connect(settings: Settings, security: ClientSecurity) -> Any:
     import asyncpg
 
+    from .outbox.store import wrap_driver_error
+
     try:
-        return await asyncpg.connect(settings.require_database_dsn(), timeout=10)
+        return await asyncpg.connect(settings.require_database_dsn(), timeout=10, **security.database)
     except (OSError, asyncpg.PostgresError) as error:
-        raise OSError(f"cannot connect to PostgreSQL: {error}") from error
+        # Named by type: "authentication failed: ...", "certificate verify failed: ...".
+        raise OSError(f"cannot connect to PostgreSQL: {wrap_driver_error('connect', error)}") from error
 
 
 def _outbox_stats(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     settings = _settings(env, {Need.DATABASE})
+    security = load_client_security(settings, kafka=False)
     configure_logging(role="outbox", level=settings.log_level, fmt=settings.log_format)
     from .errors import SmartflowError
     from .outbox import store
 
     async def read() -> store.OutboxStats:
-        conn = await _connect(settings)
+        conn = await _connect(settings, security)
         try:
             return await store.stats(conn, store.utcnow())
         finally:
@@ -372,12 +402,13 @@ def format_stats(report: Mapping[str, Any]) -> str:
 
 def _outbox_replay(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     settings = _settings(env, {Need.DATABASE})
+    security = load_client_security(settings, kafka=False)
     configure_logging(role="outbox", level=settings.log_level, fmt=settings.log_format)
     from .errors import SmartflowError
     from .outbox import store
 
     async def replay() -> list[int]:
-        conn = await _connect(settings)
+        conn = await _connect(settings, security)
         try:
             return await store.replay_dead(
                 conn, ids=args.ids, event_type=args.event_type, all=bool(args.all), dry_run=bool(args.dry_run)
@@ -401,12 +432,13 @@ def _outbox_replay(args: argparse.Namespace, env: Mapping[str, str], out: TextIO
 
 def _outbox_prune(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:
     settings = _settings(env, {Need.DATABASE})
+    security = load_client_security(settings, kafka=False)
     configure_logging(role="outbox", level=settings.log_level, fmt=settings.log_format)
     from .errors import SmartflowError
     from .outbox import store
 
     async def prune() -> store.PruneResult:
-        conn = await _connect(settings)
+        conn = await _connect(settings, security)
         try:
             return await store.prune_consumed(
                 conn,

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 ENV_PREFIX = "SMARTFLOW_"
 
@@ -65,7 +67,26 @@ _EXPECTATIONS: dict[str, str] = {
     "consumer_max_poll_records": "an integer 1..10000",
     "memory_worker_concurrency": "an integer 1..64",
     "memory_worker_lease_seconds": "a number of seconds 1..3600",
+    "kafka_security_protocol": "one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+    "kafka_sasl_mechanism": "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+    "kafka_sasl_username": "a non-empty user name",
+    "kafka_sasl_password": "a non-empty password",
+    "kafka_ssl_cafile": "a file path",
+    "kafka_ssl_certfile": "a file path",
+    "kafka_ssl_keyfile": "a file path",
+    "kafka_ssl_check_hostname": "true or false",
+    "kafka_allow_plaintext_password": "true or false",
+    "database_sslmode": "one of disable, prefer, require, verify-ca, verify-full",
+    "database_sslrootcert": "a file path",
+    "database_sslcert": "a file path",
+    "database_sslkey": "a file path",
 }
+
+SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+# libpq's order: each mode does what the ones before it do, and more.
+DATABASE_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_CERTIFICATE_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
 
 
 def env_name(field: str) -> str:
@@ -116,8 +137,27 @@ class Settings(BaseModel):
     consumer_max_poll_records: int = Field(default=500, ge=1, le=10000)
     memory_worker_concurrency: int = Field(default=1, ge=1, le=64)
     memory_worker_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # Kafka security (docs/runtime.md "TLS and SASL"); every Kafka client the runtime makes uses it.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # Paths (mounted Secrets). No CA file: the system trust store.
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_check_hostname: bool = True
+    # PLAIN over SASL_PLAINTEXT sends the password in the clear; refused unless this says so.
+    kafka_allow_plaintext_password: bool = False
+    # PostgreSQL TLS; unset: the DSN's own sslmode (or asyncpg's default, prefer) decides.
+    database_sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    database_sslrootcert: str | None = None
+    database_sslcert: str | None = None
+    database_sslkey: str | None = None
 
-    @field_validator("relay_listen_notify", mode="before")
+    @field_validator(
+        "relay_listen_notify", "kafka_ssl_check_hostname", "kafka_allow_plaintext_password", mode="before"
+    )
     @classmethod
     def _strict_bool(cls, value: Any) -> Any:
         # Only the spellings we document; pydantic would also take "on", "y", "1"...
@@ -136,10 +176,15 @@ class Settings(BaseModel):
             return value.upper() if info.field_name == "log_level" else value.lower()
         return value
 
-    @field_validator("role", mode="before")
+    @field_validator("role", "database_sslmode", mode="before")
     @classmethod
-    def _role_lower(cls, value: Any) -> Any:
+    def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("database_dsn")
     @classmethod
@@ -181,6 +226,53 @@ class Settings(BaseModel):
             raise ConfigError([f"{env_name('kafka_bootstrap_servers')}: missing"])
         return self.kafka_bootstrap_servers
 
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol in SASL_PROTOCOLS
+
+    @property
+    def kafka_uses_tls(self) -> bool:
+        return self.kafka_security_protocol in TLS_PROTOCOLS
+
+    @property
+    def database_tls(self) -> DatabaseTls | None:
+        """The PostgreSQL TLS settings to apply, merged with the DSN's own ``sslmode``/``sslrootcert``/
+        ``sslcert``/``sslkey``; None when no ``SMARTFLOW_DATABASE_SSL*`` variable is set, so the DSN
+        alone decides, read by asyncpg as before. (:func:`load_settings` rejects a variable that
+        contradicts the DSN, so the merge never has to pick a winner.)"""
+        ours = (self.database_sslmode, self.database_sslrootcert, self.database_sslcert, self.database_sslkey)
+        if all(v is None for v in ours):
+            return None
+        dsn = dsn_ssl_parameters(self.database_dsn or "")
+        return DatabaseTls(
+            sslmode=self.database_sslmode or dsn.get("sslmode"),
+            rootcert=self.database_sslrootcert or dsn.get("sslrootcert"),
+            cert=self.database_sslcert or dsn.get("sslcert"),
+            key=self.database_sslkey or dsn.get("sslkey"),
+        )
+
+
+@dataclass(frozen=True)
+class DatabaseTls:
+    """PostgreSQL TLS as one connection should use it; ``sslmode`` None means asyncpg's default (prefer)."""
+
+    sslmode: str | None
+    rootcert: str | None
+    cert: str | None
+    key: str | None
+
+
+_DSN_SSL_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+
+
+def dsn_ssl_parameters(dsn: str) -> dict[str, str]:
+    """The TLS parameters in a DSN's query string (``?sslmode=verify-full&sslrootcert=...``)."""
+    try:
+        query = parse_qs(urlsplit(dsn).query)
+    except ValueError:
+        return {}
+    return {name: query[name][-1] for name in _DSN_SSL_PARAMETERS if query.get(name)}
+
 
 def role_needs(role: Role) -> frozenset[Need]:
     """The dependencies a role must have configured. Only roles that relay or consume touch Kafka."""
@@ -204,7 +296,9 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def _redact(field: str, value: Any) -> Any:
-    """Never echo a DSN password into logs: ``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    """Never echo a password into logs: ``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    if field == "kafka_sasl_password":
+        return "***"
     if field != "database_dsn" or not isinstance(value, str) or "@" not in value:
         return value
     head, _, tail = value.rpartition("@")
@@ -224,7 +318,95 @@ def _cross_field_problems(settings: Settings, known: Mapping[str, str]) -> dict[
             f"{env_name('outbox_backoff_cap_seconds')}: must be >= "
             f"{env_name('outbox_backoff_base_seconds')} ({base:g}), got {cap:g}"
         )
+    for field, problem in {
+        **_kafka_security_problems(settings, known),
+        **_database_tls_problems(settings),
+    }.items():
+        if field not in known:
+            problems.setdefault(field, problem)
     return problems
+
+
+def _kafka_security_problems(settings: Settings, known: Mapping[str, str]) -> dict[str, str]:
+    """SASL settings that fit the security protocol; certificate and key given together."""
+    problems: dict[str, str] = {}
+    protocol = settings.kafka_security_protocol
+    protocol_var = f"{env_name('kafka_security_protocol')}={protocol}"
+    sasl_fields = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+    if "kafka_security_protocol" not in known:
+        for field in sasl_fields:
+            given = getattr(settings, field) is not None or field in known
+            if settings.kafka_uses_sasl and not given:
+                problems[field] = f"{env_name(field)}: missing (required with {protocol_var})"
+            elif not settings.kafka_uses_sasl and given:
+                problems[field] = (
+                    f"{env_name(field)}: only used with SASL_PLAINTEXT or SASL_SSL, but {protocol_var}"
+                )
+        if (
+            protocol == "SASL_PLAINTEXT"
+            and settings.kafka_sasl_mechanism == "PLAIN"
+            and not settings.kafka_allow_plaintext_password
+        ):
+            problems.setdefault(
+                "kafka_sasl_mechanism",
+                f"{env_name('kafka_sasl_mechanism')}: PLAIN over SASL_PLAINTEXT sends the password in "
+                f"the clear; use SASL_SSL (or a SCRAM mechanism), or set "
+                f"{env_name('kafka_allow_plaintext_password')}=true",
+            )
+        if not settings.kafka_uses_tls:
+            for field in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+                if getattr(settings, field) is not None:
+                    problems[field] = f"{env_name(field)}: only used with SSL or SASL_SSL, but {protocol_var}"
+        else:
+            cert, key = settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile
+            problems.update(_pair_problems(cert, "kafka_ssl_certfile", key, "kafka_ssl_keyfile"))
+    return problems
+
+
+def _database_tls_problems(settings: Settings) -> dict[str, str]:
+    """SMARTFLOW_DATABASE_SSL* that agree with the DSN's own TLS parameters and with each other."""
+    problems: dict[str, str] = {}
+    dsn = dsn_ssl_parameters(settings.database_dsn or "")
+    for field, parameter in (
+        ("database_sslmode", "sslmode"),
+        ("database_sslrootcert", "sslrootcert"),
+        ("database_sslcert", "sslcert"),
+        ("database_sslkey", "sslkey"),
+    ):
+        ours, theirs = getattr(settings, field), dsn.get(parameter)
+        if ours is not None and theirs is not None and ours != theirs:
+            problems[field] = (
+                f"{env_name(field)}: {ours!r} contradicts {parameter}={theirs!r} in "
+                f"{env_name('database_dsn')}; set it in one place"
+            )
+    tls = settings.database_tls
+    if tls is None:
+        return problems
+    if tls.sslmode is not None and tls.sslmode not in DATABASE_SSLMODES:
+        problems.setdefault(
+            "database_dsn", f"{env_name('database_dsn')}: sslmode={tls.sslmode!r} is not a libpq sslmode"
+        )
+        return problems
+    problems.update(_pair_problems(tls.cert, "database_sslcert", tls.key, "database_sslkey"))
+    mode = tls.sslmode or "prefer"
+    if mode not in _CERTIFICATE_SSLMODES:
+        for field, value in (("database_sslrootcert", tls.rootcert), ("database_sslcert", tls.cert)):
+            if value is not None:
+                problems.setdefault(
+                    field,
+                    f"{env_name(field)}: only used with sslmode require, verify-ca or verify-full, but "
+                    f"the sslmode is {mode} (set {env_name('database_sslmode')})",
+                )
+    return problems
+
+
+def _pair_problems(cert: str | None, cert_field: str, key: str | None, key_field: str) -> dict[str, str]:
+    """A client certificate needs its key and the other way round."""
+    if cert is not None and key is None:
+        return {key_field: f"{env_name(key_field)}: missing (required with {env_name(cert_field)})"}
+    if key is not None and cert is None:
+        return {cert_field: f"{env_name(cert_field)}: missing (required with {env_name(key_field)})"}
+    return {}
 
 
 def load_settings(

@@ -31,6 +31,20 @@ class DatabaseUnavailableError(DatabaseError):
     down, out of connections, a pool acquire that timed out. Readiness reports it; work waits."""
 
 
+class DatabaseAuthenticationError(DatabaseUnavailableError):
+    """PostgreSQL refused the login: a wrong password, or no pg_hba rule for this connection (e.g. a
+    TLS-only user connecting without TLS). Still retriable: the role stays alive and unready, and
+    connects once the server accepts the credentials."""
+
+
+class DatabaseTlsError(DatabaseUnavailableError):
+    """The TLS handshake with PostgreSQL failed (retriable, like every connection failure)."""
+
+
+class DatabaseCertificateError(DatabaseTlsError):
+    """PostgreSQL's certificate did not verify: an unknown CA, or (verify-full) a hostname mismatch."""
+
+
 class SchemaNotReadyError(SmartflowError):
     """The database's schema is older than the version this code needs; ``migrate`` fixes it."""
 
@@ -50,6 +64,19 @@ class KafkaUnavailableError(SmartflowError):
     """The Kafka cluster could not be reached or refused a request for a transient reason."""
 
     retriable = True
+
+
+class KafkaAuthenticationError(KafkaUnavailableError):
+    """The broker refused our SASL credentials (or mechanism). Retriable on purpose: the role stays
+    alive and unready, and connects once the broker accepts them (a password rotated on either side)."""
+
+
+class KafkaTlsError(KafkaUnavailableError):
+    """The TLS handshake with the broker failed (e.g. it wants a client certificate we do not have)."""
+
+
+class KafkaCertificateError(KafkaTlsError):
+    """The broker's certificate did not verify: an unknown CA or a hostname mismatch."""
 
 
 class IdempotencyKeyConflictError(SmartflowError):

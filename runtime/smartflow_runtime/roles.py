@@ -28,7 +28,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from prometheus_client import CollectorRegistry
@@ -36,10 +36,11 @@ from prometheus_client import CollectorRegistry
 from .admin import HttpServer, Readiness, build_admin_app
 from .config import Role, Settings
 from .db.schema import REQUIRED_SCHEMA_VERSION, schema_version
-from .errors import DatabaseError, SchemaNotReadyError
+from .errors import DatabaseAuthenticationError, DatabaseError, DatabaseTlsError, SchemaNotReadyError
 from .metrics import RuntimeMetrics
-from .outbox.store import UNAVAILABLE_ERRORS
+from .outbox.store import UNAVAILABLE_ERRORS, wrap_driver_error
 from .readiness import DATABASE, SCHEMA, DependencyStatus, merge
+from .security import ClientSecurity, load_client_security
 from .service import NamedService, Service
 
 log = logging.getLogger(__name__)
@@ -93,12 +94,14 @@ def stop_order(role: Role) -> tuple[Component, ...]:
 
 @dataclass(frozen=True)
 class Dependencies:
-    """What components are built from; one per process."""
+    """What components are built from; one per process. ``security``: the driver arguments every
+    Kafka client gets (the pool already carries the database's)."""
 
     settings: Settings
     pool: asyncpg.Pool
     registry: CollectorRegistry
     metrics: RuntimeMetrics
+    security: ClientSecurity = field(default_factory=ClientSecurity)
 
 
 ComponentFactory = Callable[[Component, Dependencies], Service]
@@ -130,12 +133,15 @@ class RoleRunner:
         settings: Settings,
         registry: CollectorRegistry,
         factory: ComponentFactory,
+        security: ClientSecurity | None = None,
         watch_interval: float = 0.5,
         probe_interval: float = 1.0,
         db_ping_timeout: float = 2.0,
     ) -> None:
         self._role = role
         self._settings = settings
+        # The CLI loads it before the event loop starts (a bad certificate file is exit 3, not a crash).
+        self._security = security or load_client_security(settings, kafka=uses_kafka(role))
         self._registry = registry
         self._metrics = RuntimeMetrics(registry)
         self._factory = factory
@@ -174,11 +180,17 @@ class RoleRunner:
         try:
             async with asyncio.timeout(self._db_ping_timeout):
                 if self._ping_conn is None or self._ping_conn.is_closed():
-                    self._ping_conn = await asyncpg.connect(self._settings.require_database_dsn())
+                    self._ping_conn = await asyncpg.connect(
+                        self._settings.require_database_dsn(), **self._security.database
+                    )
                 found = await schema_version(self._ping_conn)
         except (DatabaseError, *UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
             await self._close_ping_conn()
-            self._status.down(DATABASE, f"{type(error).__name__}: {error}")
+            # By type: a refused login or certificate says so ("authentication failed", "certificate
+            # verify failed"); other failures keep the driver's class name and message.
+            wrapped = wrap_driver_error("database", error)
+            refused = isinstance(wrapped, DatabaseAuthenticationError | DatabaseTlsError)
+            self._status.down(DATABASE, str(wrapped) if refused else f"{type(error).__name__}: {error}")
             return
         if self._status.is_down(DATABASE):
             log.info("database reachable again")
@@ -283,7 +295,12 @@ class RoleRunner:
         does not fail; each acquire connects (bounded by ``timeout``) and fails fast while it is."""
         dsn = self._settings.require_database_dsn()
         pool = await asyncpg.create_pool(
-            dsn, min_size=0, max_size=self._settings.db_pool_max_size, timeout=5, command_timeout=30
+            dsn,
+            min_size=0,
+            max_size=self._settings.db_pool_max_size,
+            timeout=5,
+            command_timeout=30,
+            **self._security.database,
         )
         assert pool is not None
         return pool
@@ -307,7 +324,11 @@ class RoleRunner:
         """Build and start the role's components in order; a failure stops what was started."""
         assert self._pool is not None
         deps = Dependencies(
-            settings=self._settings, pool=self._pool, registry=self._registry, metrics=self._metrics
+            settings=self._settings,
+            pool=self._pool,
+            registry=self._registry,
+            metrics=self._metrics,
+            security=self._security,
         )
         for component in components_for(self._role):
             named = NamedService(component.value, self._factory(component, deps))
@@ -387,8 +408,9 @@ async def run_role(
     settings: Settings,
     registry: CollectorRegistry,
     factory: ComponentFactory,
+    security: ClientSecurity | None = None,
 ) -> int:
-    runner = RoleRunner(role=role, settings=settings, registry=registry, factory=factory)
+    runner = RoleRunner(role=role, settings=settings, registry=registry, factory=factory, security=security)
     return int(await runner.run())
 
 
@@ -432,6 +454,7 @@ def build_component(component: Component, deps: Dependencies) -> Service:
             listen_notify=settings.relay_listen_notify,
             notify_linger_seconds=settings.relay_notify_linger_seconds,
             backoff=BackoffPolicy(*settings.backoff_seconds),
+            producer_options=deps.security.kafka,
         )
     if component is Component.CONSUMER:
         from .handlers.core import HandlerDependencies, build_registry
@@ -448,6 +471,7 @@ def build_component(component: Component, deps: Dependencies) -> Service:
             metrics=deps.metrics,
             backoff=BackoffPolicy(*settings.backoff_seconds),
             max_poll_records=settings.consumer_max_poll_records,
+            consumer_options=deps.security.kafka,
         )
     if component is Component.MEMORY_WORKER:
         from .memory.worker import MemoryWorker

@@ -48,7 +48,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
 from ..errors import (
@@ -63,7 +63,7 @@ from ..metrics import RuntimeMetrics
 from ..readiness import CONSUMER_GROUP, DATABASE, KAFKA, DependencyStatus, Unready
 from . import store
 from .consume_store import BatchMessage, consume_batch
-from .kafka import KafkaWatch, default_client_id, wrap_kafka_error
+from .kafka import KafkaWatch, build_consumer, default_client_id, wrap_kafka_error
 from .model import BackoffPolicy, OutboxRow, outage_retry_seconds, outbox_id_of, parse_envelope
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,8 @@ class Consumer:
         max_poll_records: records fetched per poll (default 500).
         poll_timeout_ms: how long one poll waits for records (default 500); bounds stop latency.
         db_retry_seconds: pause before retrying a message when the database is unavailable.
-        consumer_options: extra aiokafka consumer options (``session_timeout_ms``...); auto commit is
-            always off.
+        consumer_options: extra aiokafka consumer options (``session_timeout_ms``, the security
+            options...); auto commit is always off.
     """
 
     def __init__(
@@ -278,11 +278,8 @@ class Consumer:
         options: dict[str, Any] = {"auto_offset_reset": "earliest", "session_timeout_ms": 10000}
         options.update(self._options)
         options.update({"enable_auto_commit": False, "partition_assignment_strategy": _assignors()})
-        kafka = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap_servers,
-            group_id=self._group_id,
-            client_id=self.client_id,
-            **options,
+        kafka = build_consumer(
+            self._bootstrap_servers, group_id=self._group_id, client_id=self.client_id, options=options
         )
         kafka.subscribe([self._topic], listener=_DrainOnRevoke(self))
         try:

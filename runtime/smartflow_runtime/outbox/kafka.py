@@ -1,9 +1,17 @@
-"""The aiokafka boundary of the outbox: producer/consumer construction and error wrapping.
+"""The aiokafka boundary of the outbox: client construction and error wrapping.
 
-Only the relay and the consumer import this; :class:`KafkaWatch` is their broker probe.
+The relay, the consumer and ``migrate``'s topic step build their clients here (each with the
+security options of :mod:`smartflow_runtime.security`); :class:`KafkaWatch` is the broker probe.
 aiokafka exceptions become our :class:`~smartflow_runtime.errors.KafkaUnavailableError` (retriable) or
 :class:`~smartflow_runtime.errors.KafkaRejectedError` (permanent), decided by aiokafka's own
-``retriable`` flag on the error class, never by message text.
+``retriable`` flag on the error class, never by message text; SASL and TLS failures become
+:class:`~smartflow_runtime.errors.KafkaAuthenticationError` and
+:class:`~smartflow_runtime.errors.KafkaCertificateError` / :class:`~smartflow_runtime.errors.KafkaTlsError`
+(still retriable: a role waits, unready, until the broker accepts it).
+
+aiokafka's bootstrap only logs why it could not connect and raises a bare "Unable to bootstrap"
+``KafkaConnectionError``; the clients built here then open one plain connection with the same
+settings (:func:`security_failure`) so the caller gets the real error, by type.
 """
 
 from __future__ import annotations
@@ -13,16 +21,36 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerClosed
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerClosed,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.errors import KafkaUnavailableError as AioKafkaUnavailableError
 
-from ..errors import KafkaRejectedError, KafkaUnavailableError, SmartflowError
+from ..errors import (
+    KafkaAuthenticationError,
+    KafkaCertificateError,
+    KafkaRejectedError,
+    KafkaTlsError,
+    KafkaUnavailableError,
+    SmartflowError,
+)
 from ..readiness import KAFKA, DependencyStatus
 
 log = logging.getLogger(__name__)
@@ -37,12 +65,31 @@ def default_client_id(kind: str) -> str:
 # delivery timed out, the cluster was unreachable, the producer was closed under us (stop).
 _TRANSIENT_DESPITE_FLAG = (KafkaTimeoutError, AioKafkaUnavailableError, ProducerClosed)
 
+# The broker refused the SASL exchange: wrong credentials, or a mechanism it does not enable.
+_SASL_FAILURES = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    UnsupportedSaslMechanismError,
+)
+SECURITY_FAILURES: tuple[type[BaseException], ...] = (*_SASL_FAILURES, ssl.SSLError)
+"""What :func:`security_failure` looks for: errors a retry with the same settings would meet again."""
+
 
 def wrap_kafka_error(error: BaseException) -> SmartflowError:
-    """Our error for an aiokafka failure: retriable when aiokafka says so, or for the client-side
-    conditions in ``_TRANSIENT_DESPITE_FLAG``; permanent otherwise (e.g. record too large)."""
+    """Our error for an aiokafka failure: SASL and TLS failures first (retriable, with the reason
+    readiness shows); then retriable when aiokafka says so, or for the client-side conditions in
+    ``_TRANSIENT_DESPITE_FLAG``; permanent otherwise (e.g. record too large)."""
     if isinstance(error, SmartflowError):
         return error
+    if isinstance(error, _SASL_FAILURES):
+        detail = error.args[0] if error.args and error.args[0] else type(error).__name__
+        return KafkaAuthenticationError(f"SASL authentication failed: {detail}")
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return KafkaCertificateError(f"certificate verify failed: {error.verify_message}")
+    if isinstance(error, ssl.SSLError):
+        return KafkaTlsError(f"TLS handshake failed: {error}")
     if (
         isinstance(error, KafkaError)
         and not error.retriable
@@ -53,8 +100,81 @@ def wrap_kafka_error(error: BaseException) -> SmartflowError:
     return KafkaUnavailableError(f"{type(error).__name__}: {error}")
 
 
+# The options of one connection, as aiokafka's clients take them (security, timeouts).
+_CONNECTION_OPTIONS = (
+    "security_protocol",
+    "ssl_context",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "request_timeout_ms",
+)
+
+
+async def security_failure(
+    bootstrap_servers: str, options: Mapping[str, Any], *, connect_seconds: float = 5.0
+) -> BaseException | None:
+    """The SASL or TLS error one connection to a bootstrap server meets with ``options`` (the
+    client's), or None when none does (the broker is down, or it was a passing failure).
+
+    Opens at most one connection per bootstrap server, closed again at once."""
+    connection = {k: v for k, v in options.items() if k in _CONNECTION_OPTIONS}
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            async with asyncio.timeout(connect_seconds):
+                conn = await create_conn(
+                    host.strip("[]"), int(port), client_id="smartflow-check", **connection
+                )
+        except Exception as error:
+            # A TLS alert after the handshake (the broker refusing our client certificate, TLS 1.3)
+            # surfaces as "connection closed" caused by the SSLError.
+            cause = error if isinstance(error, SECURITY_FAILURES) else error.__cause__
+            if isinstance(cause, SECURITY_FAILURES):
+                return cause
+            continue  # unreachable, refused, timed out: not what this looks for
+        conn.close()
+    return None
+
+
+class _ExplainedBootstrap:
+    """Mixed into an aiokafka client: a failed bootstrap raises the SASL/TLS error behind it, chained
+    from aiokafka's own "Unable to bootstrap" (see :func:`security_failure`)."""
+
+    _smartflow_bootstrap: str
+    _smartflow_options: Mapping[str, Any]
+
+    def _remember(self, bootstrap_servers: str, options: Mapping[str, Any]) -> None:
+        self._smartflow_bootstrap = bootstrap_servers
+        self._smartflow_options = dict(options)
+
+    async def start(self) -> None:
+        try:
+            await super().start()  # type: ignore[misc]
+        except KafkaConnectionError as error:
+            if self._smartflow_options.get("security_protocol", "PLAINTEXT") == "PLAINTEXT":
+                raise  # nothing to explain: no SASL, no TLS (and no extra connection during an outage)
+            cause = await security_failure(self._smartflow_bootstrap, self._smartflow_options)
+            if cause is None:
+                raise
+            raise cause from error
+
+
+class _Producer(_ExplainedBootstrap, AIOKafkaProducer):  # type: ignore[misc]
+    pass
+
+
+class _Consumer(_ExplainedBootstrap, AIOKafkaConsumer):  # type: ignore[misc]
+    pass
+
+
+class _AdminClient(_ExplainedBootstrap, AIOKafkaAdminClient):  # type: ignore[misc]
+    pass
+
+
 def build_producer(bootstrap_servers: str, client_id: str, options: Mapping[str, Any] | None) -> Any:
-    """An idempotent producer: ``acks=all`` and ``enable_idempotence`` always, other options tunable.
+    """An idempotent producer: ``acks=all`` and ``enable_idempotence`` always, other options tunable
+    (the security options of :func:`~smartflow_runtime.security.kafka_client_options` among them).
 
     Idempotence makes broker-side retries of a batch never duplicate or reorder records within a
     partition, which is what per-key order rests on.
@@ -62,7 +182,27 @@ def build_producer(bootstrap_servers: str, client_id: str, options: Mapping[str,
     settings: dict[str, Any] = {"linger_ms": 5, "request_timeout_ms": 30000}
     settings.update(options or {})
     settings.update({"acks": "all", "enable_idempotence": True})
-    return AIOKafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id, **settings)
+    producer = _Producer(bootstrap_servers=bootstrap_servers, client_id=client_id, **settings)
+    producer._remember(bootstrap_servers, settings)
+    return producer
+
+
+def build_consumer(
+    bootstrap_servers: str, *, group_id: str, client_id: str, options: Mapping[str, Any]
+) -> Any:
+    """An aiokafka consumer in ``group_id`` with ``options`` (security, offsets, assignors...)."""
+    consumer = _Consumer(
+        bootstrap_servers=bootstrap_servers, group_id=group_id, client_id=client_id, **options
+    )
+    consumer._remember(bootstrap_servers, options)
+    return consumer
+
+
+def build_admin(bootstrap_servers: str, options: Mapping[str, Any]) -> Any:
+    """An aiokafka admin client with ``options`` (security, ``request_timeout_ms``)."""
+    admin = _AdminClient(bootstrap_servers=bootstrap_servers, **options)
+    admin._remember(bootstrap_servers, options)
+    return admin
 
 
 class KafkaWatch:

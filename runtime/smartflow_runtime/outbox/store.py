@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -25,7 +26,15 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import DatabaseError, DatabaseUnavailableError, SmartflowError, is_retriable
+from ..errors import (
+    DatabaseAuthenticationError,
+    DatabaseCertificateError,
+    DatabaseError,
+    DatabaseTlsError,
+    DatabaseUnavailableError,
+    SmartflowError,
+    is_retriable,
+)
 from . import sql
 from .model import NOTIFY_CHANNEL, SHARDS_CHANNEL, BackoffPolicy, NewEvent, OutboxRow, Status, key_hash
 
@@ -54,9 +63,19 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 def wrap_driver_error(what: str, error: BaseException) -> DatabaseError:
     """Our error for a driver failure: :class:`DatabaseUnavailableError` when the server cannot be
-    reached (decided by the exception's class, see ``UNAVAILABLE_ERRORS``), else :class:`DatabaseError`."""
+    reached (decided by the exception's class, see ``UNAVAILABLE_ERRORS``), else :class:`DatabaseError`.
+
+    A login the server refused (SQLSTATE class 28: wrong password, no pg_hba rule) and a failed TLS
+    handshake are unavailability too, with their own classes and the reason readiness shows:
+    :class:`DatabaseAuthenticationError`, :class:`DatabaseCertificateError`, :class:`DatabaseTlsError`."""
     if isinstance(error, DatabaseError):
         return error
+    if isinstance(error, asyncpg.InvalidAuthorizationSpecificationError):
+        return DatabaseAuthenticationError(f"{what}: authentication failed: {error}")
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return DatabaseCertificateError(f"{what}: certificate verify failed: {error.verify_message}")
+    if isinstance(error, ssl.SSLError):
+        return DatabaseTlsError(f"{what}: TLS handshake failed: {error}")
     if isinstance(error, UNAVAILABLE_ERRORS):
         return DatabaseUnavailableError(f"{what}: {type(error).__name__}: {error}")
     return DatabaseError(f"{what}: {type(error).__name__}: {error}")

@@ -20,14 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import for_code
 
 from ..errors import KafkaRejectedError, SmartflowError, TopicPartitionsError
-from .kafka import wrap_kafka_error
+from .kafka import build_admin, wrap_kafka_error
 
 _TOPIC_ALREADY_EXISTS = 36
 MAX_REPLICATION_FACTOR = 3
@@ -49,16 +50,24 @@ class TopicResult:
 
 
 async def ensure_topic(
-    bootstrap_servers: str, topic: str, *, partitions: int, timeout_ms: int = 30000
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    partitions: int,
+    timeout_ms: int = 30000,
+    client_options: Mapping[str, Any] | None = None,
 ) -> TopicResult:
     """Create ``topic`` with ``partitions`` partitions, or check that it has at least that many.
+
+    ``client_options``: the admin client's security options
+    (:attr:`~smartflow_runtime.security.ClientSecurity.kafka`); none means PLAINTEXT.
 
     Raises :class:`TopicPartitionsError` when it exists with fewer, :class:`KafkaUnavailableError`
     when the cluster cannot be reached, :class:`KafkaRejectedError` when creation is refused.
     """
     if partitions < 1:
         raise ValueError("partitions must be >= 1")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    admin = build_admin(bootstrap_servers, {**(client_options or {}), "request_timeout_ms": timeout_ms})
     try:
         await admin.start()
         brokers = len((await admin.describe_cluster())["brokers"])
@@ -105,7 +114,7 @@ _DESCRIBE_ATTEMPTS = 25
 _DESCRIBE_PAUSE_SECONDS = 0.2
 
 
-async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
+async def _partition_count(admin: Any, topic: str) -> int:
     for _ in range(_DESCRIBE_ATTEMPTS):
         (described,) = await admin.describe_topics([topic])
         if described["error_code"] != _UNKNOWN_TOPIC_OR_PARTITION:
