@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
+from .builders.security import CA_FILE, CERT_FILE, DATABASE_TLS_DIR, KEY_FILE
 from .config_refs import (
     ConfigRef,
     FetchedConfig,
@@ -27,6 +29,7 @@ from .errors import ConfigurationError
 from .spec import CertificateRef, SecretKeyRef, SmartflowRuntimeSpec
 
 INVALID_CONFIG_VALUE = "InvalidConfigValue"
+DATABASE_TLS_CONFLICT = "DatabaseTLSConflict"
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,33 @@ def database_security(
         cert_pem=_value_of(tls.client_certificate_ref, refs, fetched, namespace),
         key_pem=_value_of(tls.client_key_ref, refs, fetched, namespace),
     )
+
+
+def check_dsn_agrees(spec: SmartflowRuntimeSpec, fetched: FetchedConfig, *, namespace: str) -> None:
+    """``spec.database.tls`` and the DSN's own sslmode/sslrootcert/sslcert/sslkey must not disagree:
+    the runtime refuses to start with a variable that contradicts its DSN (one place per setting),
+    so the operator says so first (Degraded naming the field) instead of rolling crash-looping pods."""
+    tls = spec.database.tls
+    if tls is None:
+        return
+    dsn = database_dsn(spec, fetched, namespace=namespace)
+    given = {key: values[-1] for key, values in parse_qs(urlsplit(dsn).query).items() if values}
+    ours = {"sslmode": ("spec.database.tls.mode", tls.mode.value)}
+    for parameter, ref, file, where in (
+        ("sslrootcert", tls.ca_ref, CA_FILE, "caRef"),
+        ("sslcert", tls.client_certificate_ref, CERT_FILE, "clientCertificateRef"),
+        ("sslkey", tls.client_key_ref, KEY_FILE, "clientKeyRef"),
+    ):
+        if ref is not None:
+            ours[parameter] = (f"spec.database.tls.{where}", f"{DATABASE_TLS_DIR}/{file}")
+    dsn_ref = spec.database.dsn_secret_ref
+    for parameter, (where, value) in ours.items():
+        if parameter in given and given[parameter] != value:
+            raise ConfigurationError(
+                DATABASE_TLS_CONFLICT,
+                f"{where}: sets {parameter}={value}, but the DSN in Secret {namespace}/{dsn_ref.name} key "
+                f"{dsn_ref.key!r} says {parameter}={given[parameter]}; set it in one place",
+            )
 
 
 def kafka_security(

@@ -45,6 +45,7 @@ from .conflicts import (
     conflicting_runtime,
     identity_of,
 )
+from .connection_security import check_dsn_agrees
 from .drift import contains
 from .errors import ConfigurationError, Invalid
 from .events import build_event
@@ -116,6 +117,7 @@ async def reconcile(
     try:
         runtime = _parse(body)
         fetched = await (fetch or fetch_config)(runtime, kube)
+        check_dsn_agrees(runtime.spec, fetched, namespace=namespace)
         if consumers is not None:
             _check_consumer_group(runtime, fetched, str(metadata.get("creationTimestamp") or ""), consumers)
         step = await gate_schema(runtime, fetched, kube=kube, versions=schema_versions, logger=log)

@@ -355,7 +355,7 @@ class DatabaseSslMode(StrEnum):
 
 
 class DatabaseTlsSpec(CamelModel):
-    """TLS towards PostgreSQL; overrides an sslmode in the DSN."""
+    """TLS towards PostgreSQL. A DSN that says otherwise (its own sslmode, sslrootcert, ...) is refused."""
 
     model_config = CamelModel.model_config | {"json_schema_extra": _rules(*_CLIENT_PAIR_RULES)}
 
@@ -395,7 +395,8 @@ class DatabaseSpec(CamelModel):
     tls: DatabaseTlsSpec | None = Field(
         default=None,
         description="TLS towards PostgreSQL (mode, CA, client certificate) for every role, the migration "
-        "Job and the operator's relay-lag probe; unset: whatever the DSN's sslmode says.",
+        "Job and the operator's relay-lag probe; unset: whatever the DSN's sslmode says. The DSN must "
+        "not contradict it (e.g. sslmode=require in the DSN with mode verify-full: Degraded).",
     )
 
 

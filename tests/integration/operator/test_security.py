@@ -231,11 +231,12 @@ async def test_the_migration_job_gets_the_same_security(
 
 
 async def test_a_missing_password_key_is_degraded_naming_the_field(
-    kubectl: Kubectl, namespace: str, kube: KubeClient
+    kubectl: Kubectl, namespace: str, kube: KubeClient, admin_api: client.ApiClient
 ) -> None:
     kubectl.apply(namespace, SECRETS)
     kubectl.apply(namespace, _runtime(SASL_SSL))
     await reconcile(namespace, "secure", kube=kube)
+    await settled(kubectl, namespace, "secure", kube=kube, api=admin_api)  # the Deployment controller is done
     before = {key: obj["metadata"]["resourceVersion"] for key, obj in children(kubectl, namespace).items()}
 
     kubectl("-n", namespace, "patch", "secret", "smartflow-kafka", "--type=json",
@@ -265,6 +266,23 @@ async def test_a_missing_ca_config_map_is_degraded_naming_the_field(
     assert degraded is not None
     assert degraded["message"] == f"ConfigMap {namespace}/kafka-ca (from spec.kafka.tls.caRef) does not exist"
     assert _deployments(kubectl, namespace) == {}
+
+
+async def test_a_dsn_sslmode_contradicting_the_spec_is_degraded_before_any_pod_would_crash(
+    kubectl: Kubectl, namespace: str, kube: KubeClient
+) -> None:
+    kubectl.apply(namespace, SECRETS)
+    dsn = base64.b64encode(b"postgresql://smartflow:smartflow@127.0.0.1:9/smartflow?sslmode=require").decode()
+    kubectl("-n", namespace, "patch", "secret", "smartflow-database", "-p", f'{{"data":{{"dsn":"{dsn}"}}}}')
+    kubectl.apply(namespace, _runtime({}, database={"tls": {"mode": "verify-full"}}))
+    with pytest.raises(ConfigurationError) as raised:
+        await reconcile(namespace, "secure", kube=kube)
+    assert raised.value.reason == "DatabaseTLSConflict"
+    degraded = condition(kubectl.json("-n", namespace, "get", "sfr", "secure"), "Degraded")
+    assert degraded is not None and degraded["message"].startswith(
+        "spec.database.tls.mode: sets sslmode=verify-full, but the DSN in Secret"
+    )
+    assert _deployments(kubectl, namespace) == {}  # the runtime would refuse this config: nothing rolls
 
 
 async def test_the_network_policy_follows_the_spec_and_is_pruned_when_disabled(

@@ -17,6 +17,7 @@ from smartflow_operator.autoscaling.tls import database_ssl_context, kafka_clien
 from smartflow_operator.connection_security import (
     DatabaseSecurity,
     KafkaSecurity,
+    check_dsn_agrees,
     database_dsn,
     database_security,
     kafka_security,
@@ -153,3 +154,35 @@ class TestSslContexts:
             database_ssl_context(
                 DatabaseSecurity("verify-full", cert_pem=pki["client.crt"], key_pem=pki["ca.crt"])
             )
+
+
+class TestDsnAgrees:
+    def _fetched(self, dsn: str) -> dict[tuple[str, str], dict[str, str] | None]:
+        return {**FETCHED, ("Secret", "db"): {"dsn": _b64(dsn)}}
+
+    def test_a_dsn_sslmode_that_contradicts_the_spec_names_both(self) -> None:
+        spec = make_runtime(SASL_SSL).spec  # verify-full
+        with pytest.raises(ConfigurationError) as raised:
+            check_dsn_agrees(
+                spec, self._fetched("postgresql://u:p@db:5432/x?sslmode=require"), namespace="team"
+            )
+        assert raised.value.reason == "DatabaseTLSConflict"
+        assert raised.value.message == (
+            "spec.database.tls.mode: sets sslmode=verify-full, but the DSN in Secret team/db key 'dsn' says "
+            "sslmode=require; set it in one place"
+        )
+
+    def test_a_dsn_root_cert_elsewhere_contradicts_the_mounted_one(self) -> None:
+        dsn = "postgresql://u:p@db/x?sslrootcert=/certs/root.pem"
+        with pytest.raises(
+            ConfigurationError, match=r"^spec.database.tls.caRef: sets sslrootcert=/etc/smartflow"
+        ):
+            check_dsn_agrees(make_runtime(SASL_SSL).spec, self._fetched(dsn), namespace="team")
+
+    def test_agreeing_or_silent_dsns_and_specs_without_tls_pass(self) -> None:
+        spec = make_runtime(SASL_SSL).spec
+        for dsn in ("postgresql://u:p@db/x", "postgresql://u:p@db/x?sslmode=verify-full&application_name=a"):
+            check_dsn_agrees(spec, self._fetched(dsn), namespace="team")
+        check_dsn_agrees(
+            make_runtime().spec, self._fetched("postgresql://u:p@db/x?sslmode=disable"), namespace="t"
+        )
