@@ -114,3 +114,34 @@ def test_the_dsn_secret_can_be_created_for_development() -> None:
 )
 def test_incomplete_or_wrong_values_fail_with_a_pointer(values: dict[str, Any], message: str) -> None:
     assert message in render_error(RUNTIME_CHART, values=values)
+
+
+def test_tls_sasl_and_the_network_policy_reach_the_runtime() -> None:
+    values = {
+        **MINIMAL,
+        "database": {
+            **MINIMAL["database"],
+            "tls": {"mode": "verify-ca", "caRef": {"name": "pg-ca", "key": "ca.crt"}},
+        },
+        "kafka": {
+            **MINIMAL["kafka"],
+            "tls": {"caRef": {"kind": "ConfigMap", "name": "kafka-ca", "key": "ca.crt"}},
+            "sasl": {
+                "mechanism": "SCRAM-SHA-512",
+                "username": "app",
+                "passwordRef": {"name": "k", "key": "pw"},
+            },
+        },
+        "networkPolicy": {"enabled": True, "apiFrom": [{"podSelector": {"matchLabels": {"app": "web"}}}]},
+    }
+    body, _ = _runtime(values)
+    spec = SmartflowRuntime.from_object(body).spec
+    assert spec.kafka.security_protocol() == "SASL_SSL"
+    assert spec.database.tls is not None and spec.database.tls.mode.value == "verify-ca"
+    assert spec.network_policy.enabled is True
+    assert "allowPlaintextPassword" not in body["spec"]["kafka"]  # only when asked for
+    plain = _runtime(MINIMAL)[0]["spec"]
+    assert (
+        set(plain["kafka"]) == {"bootstrapServers", "topic", "consumerGroup"}
+        and "tls" not in plain["database"]
+    )
