@@ -418,8 +418,12 @@ class Probes:
         return self._consumers[key]
 
     async def schema_version(self, dsn: str, *, user: str, security: DatabaseSecurity | None = None) -> int:
-        """The schema version of the database at ``dsn``, through that DSN's relay probe pool."""
-        return await self.relay(dsn, user=user, security=security).schema_version()
+        """The schema version of the database at ``dsn``, through that DSN's relay probe pool (and
+        the probe a rotated credential left behind closed, also for runtimes without autoscaling)."""
+        try:
+            return await self.relay(dsn, user=user, security=security).schema_version()
+        finally:
+            await self.close_unused()
 
     async def release(self, user: str) -> None:
         """Forget ``user`` (a runtime); close the probes no runtime uses any more."""

@@ -173,6 +173,13 @@ async def test_sasl_ssl_runtime_reaches_every_role_and_a_rotated_password_rolls_
 
     deployments = _deployments(kubectl, namespace)
     assert len(deployments) == 4
+    # Pod Security enforces `restricted` on Pods: each role's pod, TLS volumes and all, is admitted.
+    kubectl("-n", namespace, "create", "serviceaccount", "default", check=False)
+    for key, deployment in deployments.items():
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"probe-{key.split('/')[1]}"}}
+        pod["spec"] = deployment["spec"]["template"]["spec"]
+        admitted = kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-", stdin=json.dumps(pod))
+        assert "Warning" not in admitted.stderr, admitted.stderr
     for key, deployment in deployments.items():
         env = _env(deployment)
         assert env["SMARTFLOW_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", key
