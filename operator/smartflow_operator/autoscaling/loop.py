@@ -37,7 +37,14 @@ from pydantic import ValidationError
 from .. import conditions as c
 from ..builders.labels import child_name
 from ..config_refs import database_refs, kafka_refs
-from ..connection_security import database_dsn, database_security, kafka_security, objects_of
+from ..connection_security import (
+    DatabaseSecurity,
+    KafkaSecurity,
+    database_dsn,
+    database_security,
+    kafka_security,
+    objects_of,
+)
 from ..errors import ConfigurationError, KubeError
 from ..events import build_event
 from ..kube import DEPLOYMENTS, RUNTIMES, KubeClient
@@ -202,26 +209,17 @@ class Autoscaler:
         self, runtime: SmartflowRuntime, role: Role, scaling: AutoscalingSpec
     ) -> tuple[Reading | None, ProbeError | None]:
         user = f"{runtime.namespace}/{runtime.name}"
-        spec, namespace = runtime.spec, runtime.namespace
         started = time.monotonic()
         try:
             if role is Role.RELAY:
-                fetched = await fetch_objects(self.kube, namespace, objects_of(database_refs(spec)))
-                try:
-                    dsn = database_dsn(spec, fetched, namespace=namespace)
-                    security = database_security(spec, fetched, namespace=namespace)
-                except ConfigurationError as error:
-                    raise ProbeConfigurationError(error.message) from error
-                probe = self.probes.relay(dsn, user=user, security=security)
+                dsn, database = await self._database(runtime)
+                probe = self.probes.relay(dsn, user=user, security=database)
                 reading = await probe.read(limit=metric_limit(scaling))
             else:
-                kafka = spec.kafka
-                fetched = await fetch_objects(self.kube, namespace, objects_of(kafka_refs(spec)))
-                try:
-                    kafka_sec = kafka_security(spec, fetched, namespace=namespace)
-                except ConfigurationError as error:
-                    raise ProbeConfigurationError(error.message) from error
-                consumer = self.probes.consumer(kafka.bootstrap_servers, user=user, security=kafka_sec)
+                kafka = runtime.spec.kafka
+                consumer = self.probes.consumer(
+                    kafka.bootstrap_servers, user=user, security=await self._kafka(runtime)
+                )
                 reading = await consumer.read(topic=kafka.topic, group=kafka.consumer_group)
         except ProbeError as error:
             self.metrics.probe_errors.labels(role=role.value, reason=error.reason).inc()
@@ -230,6 +228,26 @@ class Autoscaler:
             self.metrics.probe_duration.labels(role=role.value).observe(time.monotonic() - started)
             await self.probes.close_unused()  # the probe of a rotated password, say
         return reading, None
+
+    async def _database(self, runtime: SmartflowRuntime) -> tuple[str, DatabaseSecurity | None]:
+        """The DSN and the TLS settings of the runtime's database, from its Secrets (GET by name)."""
+        spec, namespace = runtime.spec, runtime.namespace
+        fetched = await fetch_objects(self.kube, namespace, objects_of(database_refs(spec)))
+        try:
+            return database_dsn(spec, fetched, namespace=namespace), database_security(
+                spec, fetched, namespace=namespace
+            )
+        except ConfigurationError as error:
+            raise ProbeConfigurationError(error.message) from error
+
+    async def _kafka(self, runtime: SmartflowRuntime) -> KafkaSecurity | None:
+        """The SASL credentials and TLS material of the runtime's brokers (GET by name)."""
+        spec, namespace = runtime.spec, runtime.namespace
+        fetched = await fetch_objects(self.kube, namespace, objects_of(kafka_refs(spec)))
+        try:
+            return kafka_security(spec, fetched, namespace=namespace)
+        except ConfigurationError as error:
+            raise ProbeConfigurationError(error.message) from error
 
     def _record_metrics(
         self,
