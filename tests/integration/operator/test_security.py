@@ -146,6 +146,9 @@ def test_admission_accepts_plain_over_plaintext_only_with_the_opt_in_and_a_peerl
 ) -> None:
     sasl = {"mechanism": "PLAIN", "username": "u", "passwordRef": PASSWORD}
     kubectl.apply(namespace, _runtime({"sasl": sasl, "allowPlaintextPassword": True}))
+    kubectl.apply(namespace, _runtime({"sasl": sasl, "tls": {}}))  # tls.enabled defaults to true: SASL_SSL
+    stored = kubectl.json("-n", namespace, "get", "sfr", "secure")["spec"]["kafka"]
+    assert stored["tls"] == {"enabled": True, "checkHostname": True}  # the CRD's defaults
     refused = kubectl(
         "-n", namespace, "apply", "-f", "-", check=False,
         stdin=_runtime({}, networkPolicy={"enabled": True, "apiFrom": [{}]}),
