@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TextIO
 
@@ -266,9 +266,21 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .metrics import process_registry
     from .roles import build_component, run_role
 
-    return asyncio.run(
-        run_role(role=settings.role, settings=settings, registry=process_registry(), factory=build_component)
-    )
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+        return runner.run(
+            run_role(
+                role=settings.role, settings=settings, registry=process_registry(), factory=build_component
+            )
+        )
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory of ``run`` for ``SMARTFLOW_EVENT_LOOP``: uvloop's, or None (asyncio's own)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:

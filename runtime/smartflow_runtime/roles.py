@@ -282,11 +282,11 @@ class RoleRunner:
         """A lazy pool: ``min_size=0`` opens no connection here, so a start while PostgreSQL is down
         does not fail; each acquire connects (bounded by ``timeout``) and fails fast while it is."""
         dsn = self._settings.require_database_dsn()
-        pool = await asyncpg.create_pool(
+        from .db.pool import create_pool
+
+        return await create_pool(
             dsn, min_size=0, max_size=self._settings.db_pool_max_size, timeout=5, command_timeout=30
         )
-        assert pool is not None
-        return pool
 
     async def _wait_for_schema(self) -> _Startup:
         """Until the monitor saw a reachable database with a current schema, or a stop request.
@@ -432,6 +432,7 @@ def build_component(component: Component, deps: Dependencies) -> Service:
             listen_notify=settings.relay_listen_notify,
             notify_linger_seconds=settings.relay_notify_linger_seconds,
             backoff=BackoffPolicy(*settings.backoff_seconds),
+            lanes=settings.relay_lanes,
         )
     if component is Component.CONSUMER:
         from .handlers.core import HandlerDependencies, build_registry

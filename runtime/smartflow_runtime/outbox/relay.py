@@ -12,6 +12,13 @@ when replicas come and go:
 - **Order.** One relay publishes a shard's rows in id order, one batch at a time, holding row
   locks until Kafka acked and the rows are marked published. A new owner's claim waits on those
   locks (plain ``FOR UPDATE``), so it cannot overtake a stale owner's in-flight batch.
+- **Lanes.** A relay splits its leased shards into ``lanes`` disjoint groups (round-robin over
+  the sorted shard numbers) and runs one claim-send-mark loop per group concurrently, each on
+  its own connection and transaction: one lane's Kafka round trip overlaps another's claim. A
+  shard belongs to one lane, so the order rule above holds per lane. The lanes stop between
+  batches when a rebalance is due; shards change hands only while no lane runs.
+- **Sending.** A batch goes out with aiokafka's batch API (:func:`~.kafka.send_batched`): per
+  partition, in id order, one closed batch and one future per partition instead of per row.
 - **Wake-ups.** ``LISTEN`` on the outbox channel (writers NOTIFY on commit) plus a fallback poll
   for rows whose backoff expires. After a NOTIFY the relay lingers a few milliseconds (or until a
   batch's worth of NOTIFYs arrived) before claiming, so under load one batch carries many rows
@@ -43,13 +50,22 @@ from ..errors import DatabaseError, KafkaUnavailableError, SmartflowError
 from ..metrics import RuntimeMetrics
 from ..readiness import DATABASE, KAFKA, DependencyStatus, Unready
 from . import store
-from .kafka import KafkaWatch, build_producer, default_client_id, wrap_kafka_error
+from .kafka import (
+    KafkaWatch,
+    Record,
+    build_producer,
+    default_client_id,
+    max_request_size,
+    send_batched,
+    wrap_kafka_error,
+)
 from .model import (
     NOTIFY_CHANNEL,
     SHARDS_CHANNEL,
     BackoffPolicy,
     Envelope,
     OutboxRow,
+    lane_groups,
     outage_retry_seconds,
     shard_target,
 )
@@ -84,6 +100,9 @@ class Relay:
             :func:`~.store.stats` (default 15; None disables).
         send_timeout_seconds: how long a batch waits for Kafka's acks (default 10); after it the
             claim is rolled back un-counted and the producer re-created (the broker is gone).
+        lanes: concurrent claim-send-mark loops over disjoint groups of the leased shards, each
+            with its own pooled connection (default 1: one batch at a time). More lanes than
+            shards held run as many lanes as shards.
     """
 
     def __init__(
@@ -103,6 +122,7 @@ class Relay:
         producer_options: Mapping[str, Any] | None = None,
         stats_interval_seconds: float | None = 15.0,
         send_timeout_seconds: float = 10.0,
+        lanes: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -110,6 +130,9 @@ class Relay:
             raise ValueError("lease_seconds and poll_interval_seconds must be > 0")
         if notify_linger_seconds < 0:
             raise ValueError("notify_linger_seconds must be >= 0")
+        if lanes < 1:
+            raise ValueError("lanes must be >= 1")
+        self._lanes = lanes
         self.relay_id = relay_id or default_client_id("relay")
         self._pool = pool
         self._bootstrap_servers = bootstrap_servers
@@ -123,6 +146,7 @@ class Relay:
         self._backoff = backoff or BackoffPolicy()
         self._clock = clock
         self._producer_options = dict(producer_options or {})
+        self._max_request_size = max_request_size(self._producer_options)
         self._stats_interval = stats_interval_seconds
         self._send_timeout = send_timeout_seconds
         self._producer: Any = None
@@ -315,7 +339,7 @@ class Relay:
                         self._metrics.observe_stats(await store.stats(conn, self._clock()))
                 # While the watch sees no broker, claiming would only lock rows until the send times out.
                 if self._owned and not self._deps.is_down(KAFKA):
-                    more = await self._publish_batch()
+                    more = await self._publish_lanes(next_rebalance)
                     reached_db = True
                 if reached_db:
                     self._deps.up(DATABASE)
@@ -388,20 +412,42 @@ class Relay:
         self._metrics.relay_shards_owned.set(len(owned))
         self._metrics.relay_shards.set(self._shard_count)
 
-    async def _publish_batch(self) -> bool:
-        """Claim, send and mark one batch in one transaction; True when due rows may remain."""
+    async def _publish_lanes(self, next_rebalance: float) -> bool:
+        """Run every lane until its shards have no due rows or a rebalance/stop is due; True when
+        due rows may remain. A lane's error is raised after every lane finished its batch."""
+        groups = lane_groups(self._owned, self._lanes)
+        if len(groups) == 1:
+            return await self._publish_batch(groups[0])
+
+        def stop_lane() -> bool:
+            return self._stopping.is_set() or self._rebalance_now or time.monotonic() >= next_rebalance
+
+        async def lane(shards: frozenset[int]) -> bool:
+            while True:
+                more = await self._publish_batch(shards)
+                if not more or stop_lane():
+                    return more
+
+        results = await asyncio.gather(*(lane(g) for g in groups), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return any(results)
+
+    async def _publish_batch(self, shards: frozenset[int]) -> bool:
+        """Claim, send and mark one batch of ``shards`` in one transaction; True when due rows may remain."""
         async with store.connection(self._pool, "relay batch") as conn, conn.transaction():
             rows = await store.claim_batch(
                 conn,
                 self.relay_id,
-                self._owned,
+                shards,
                 now=self._clock(),
                 limit=self._batch_size,
                 lock_timeout=self._lease / 2,
             )
             if not rows:
                 return False
-            more = store.claim_may_have_left_rows(rows, limit=self._batch_size, shards=len(self._owned))
+            more = store.claim_may_have_left_rows(rows, limit=self._batch_size, shards=len(shards))
             self._metrics.relay_batch_size.observe(len(rows))
             errors = await self._send(rows)
             now = self._clock()
@@ -426,31 +472,25 @@ class Relay:
         return more
 
     async def _send(self, rows: Sequence[OutboxRow]) -> list[SmartflowError | None]:
-        """Send every row (enqueued in id order, so per-partition order holds); one result per row."""
-        pending: list[asyncio.Future[Any] | SmartflowError] = []
-        for row in rows:
-            try:
-                future = await self._producer.send(
-                    row.topic, value=Envelope.of_row(row).encode(), key=row.message_key.encode("utf-8")
-                )
-            except Exception as error:  # rejected before it was queued (too large, bad topic...)
-                pending.append(wrap_kafka_error(error))
-                continue
-            pending.append(future)
-        futures = [p for p in pending if isinstance(p, asyncio.Future)]
+        """Send every row (per partition in id order, so per-key order holds); one result per row."""
+        records = [
+            Record(row.topic, row.message_key.encode("utf-8"), Envelope.of_row(row).encode()) for row in rows
+        ]
+        deliveries = await send_batched(self._producer, records, max_request_size=self._max_request_size)
+        futures = list({id(d): d for d in deliveries if isinstance(d, asyncio.Future)}.values())
         acked = asyncio.gather(*futures, return_exceptions=True)
         try:
             async with asyncio.timeout(self._send_timeout):
-                results = iter(await acked)
+                outcomes = dict(zip(map(id, futures), await acked, strict=True))
         except TimeoutError as error:
             # The broker is gone (the producer would keep retrying until its own delivery timeout):
             # give the rows back un-counted and let the loop re-create the producer.
             raise KafkaUnavailableError(f"no acknowledgement within {self._send_timeout:.0f}s") from error
         errors: list[SmartflowError | None] = []
-        for item in pending:
-            if isinstance(item, SmartflowError):
-                errors.append(item)
+        for delivery in deliveries:
+            if isinstance(delivery, SmartflowError):
+                errors.append(delivery)
                 continue
-            result = next(results)
+            result = outcomes[id(delivery)]
             errors.append(wrap_kafka_error(result) if isinstance(result, BaseException) else None)
         return errors
