@@ -16,7 +16,9 @@ when replicas come and go:
   the sorted shard numbers) and runs one claim-send-mark loop per group concurrently, each on
   its own connection and transaction: one lane's Kafka round trip overlaps another's claim. A
   shard belongs to one lane, so the order rule above holds per lane. The lanes stop between
-  batches when a rebalance is due; shards change hands only while no lane runs.
+  batches when a rebalance is due; shards change hands only while no lane runs. A NOTIFY names
+  its row's shard, so after a wake-up by NOTIFY only the lanes holding a notified shard claim;
+  after a poll, a rebalance or a lane that may have left rows, every lane does.
 - **Sending.** A batch goes out with aiokafka's batch API (:func:`~.kafka.send_batched`): per
   partition, in id order, one closed batch and one future per partition instead of per row.
 - **Wake-ups.** ``LISTEN`` on the outbox channel (writers NOTIFY on commit) plus a fallback poll
@@ -155,6 +157,8 @@ class Relay:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._notified = 0  # new-row NOTIFYs since the last claim
+        self._notified_shards: set[int] = set()  # their shards (the NOTIFY payload)
+        self._claim_all = True  # the next cycle claims on every lane (start, poll, rebalance, leftovers)
         self._batch_full = asyncio.Event()  # set once a batch's worth of them arrived
         self._rebalance_now = False
         self._owned: set[int] = set()
@@ -231,7 +235,11 @@ class Relay:
 
     # --- LISTEN/NOTIFY --------------------------------------------------------------------------
 
-    def _on_rows(self, *_: object) -> None:
+    def _on_rows(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
+        try:
+            self._notified_shards.add(int(str(payload)))
+        except ValueError:  # not a shard number: look everywhere
+            self._claim_all = True
         self._notified += 1
         if self._notified >= self._batch_size:
             self._batch_full.set()
@@ -277,6 +285,7 @@ class Relay:
             await self._listen()
         # Rows committed while we were not listening sent NOTIFYs nobody heard: look now.
         self._rebalance_now = True
+        self._claim_all = True
         self._wake.set()
 
     # --- the producer ---------------------------------------------------------------------------
@@ -322,6 +331,8 @@ class Relay:
         while not self._stopping.is_set():
             self._wake.clear()
             self._notified = 0
+            notified, self._notified_shards = self._notified_shards, set()
+            claim_all, self._claim_all = self._claim_all or not self._listen_notify, False
             self._batch_full.clear()
             more = False
             try:
@@ -333,13 +344,15 @@ class Relay:
                     await self._rebalance()
                     next_rebalance = time.monotonic() + self._tick_seconds
                     reached_db = True
+                    claim_all = True  # shards may have changed hands, and leases were just renewed
                 if self._stats_interval is not None and time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + self._stats_interval
                     async with store.connection(self._pool, "relay stats") as conn:
                         self._metrics.observe_stats(await store.stats(conn, self._clock()))
                 # While the watch sees no broker, claiming would only lock rows until the send times out.
                 if self._owned and not self._deps.is_down(KAFKA):
-                    more = await self._publish_lanes(next_rebalance)
+                    more = await self._publish_lanes(next_rebalance, None if claim_all else notified)
+                    self._claim_all = self._claim_all or more
                     reached_db = True
                 if reached_db:
                     self._deps.up(DATABASE)
@@ -347,6 +360,7 @@ class Relay:
                 failures = 0
             except Exception as error:  # keep the loop alive: an outage makes the relay unready, never dead
                 failures += 1
+                self._claim_all = True
                 await self._on_cycle_error(error)
                 await self._sleep(outage_retry_seconds(failures, cap=min(self._poll_seconds, 2.0)))
                 continue
@@ -370,8 +384,10 @@ class Relay:
             log.exception("relay cycle failed: %s", error, extra={"relay_id": self.relay_id})
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:  # the fallback poll: rows whose backoff expired sent no NOTIFY
+            self._claim_all = True
         await self._linger()
 
     async def _linger(self) -> None:
@@ -412,10 +428,15 @@ class Relay:
         self._metrics.relay_shards_owned.set(len(owned))
         self._metrics.relay_shards.set(self._shard_count)
 
-    async def _publish_lanes(self, next_rebalance: float) -> bool:
-        """Run every lane until its shards have no due rows or a rebalance/stop is due; True when
-        due rows may remain. A lane's error is raised after every lane finished its batch."""
+    async def _publish_lanes(self, next_rebalance: float, notified: set[int] | None) -> bool:
+        """Run the lanes until their shards have no due rows or a rebalance/stop is due; True when
+        due rows may remain. Only lanes holding a ``notified`` shard run, every lane when it is
+        None. A lane's error is raised after every lane finished its batch."""
         groups = lane_groups(self._owned, self._lanes)
+        if notified is not None:
+            groups = [g for g in groups if not g.isdisjoint(notified)]
+            if not groups:
+                return False
         if len(groups) == 1:
             return await self._publish_batch(groups[0])
 

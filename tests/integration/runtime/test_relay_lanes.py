@@ -3,6 +3,7 @@ disjoint shard groups), aiokafka's batch API, and the runtime pool's cheap relea
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import Any
@@ -102,3 +103,46 @@ async def test_pool_resets_only_connections_that_listened(dsn: str) -> None:
             assert any("UNLISTEN" in s for s in statements)
     finally:
         await pool.close()
+
+
+async def test_a_notify_wakes_only_the_lane_holding_its_shard(
+    pool: Any, bootstrap_servers: str, topic: str, monkeypatch: Any
+) -> None:
+    from smartflow_runtime.outbox import relay as relay_module
+    from smartflow_runtime.outbox import store
+    from smartflow_runtime.outbox.model import NewEvent, lane_groups
+
+    claims: list[frozenset[int]] = []
+    real_claim = store.claim_batch
+
+    async def counting_claim(conn: Any, relay_id: str, shards: Any, **kwargs: Any) -> Any:
+        claims.append(frozenset(shards))
+        return await real_claim(conn, relay_id, shards, **kwargs)
+
+    monkeypatch.setattr(relay_module.store, "claim_batch", counting_claim)
+    # Long poll and lease: no timer-driven "claim everywhere" cycle falls inside the test.
+    r = relay(pool, bootstrap_servers, "notified", lanes=4, poll_interval_seconds=60, lease_seconds=60)
+    async with r:
+        await wait_until(lambda: _owns_all(r), within=10, what="relay owns every shard")
+        await wait_until(lambda: _settled(claims), within=10, what="start-up claims done")
+        claims.clear()
+        async with pool.acquire() as conn:
+            outbox_id = await store.publish(conn, NewEvent("t.lane", "k-1", "k-1", topic, {}))
+        await wait_until(lambda: _published(pool, outbox_id), within=10, what="event published")
+    shard = await pool.fetchval("SELECT shard FROM outbox_events WHERE id = $1", outbox_id)
+    lane = next(g for g in lane_groups(range(32), 4) if shard in g)
+    assert claims and set(claims) == {lane}, f"claims on {claims}, expected only lane {sorted(lane)}"
+
+
+async def _owns_all(r: Any) -> bool:
+    return len(r.owned_shards) == 32
+
+
+async def _settled(claims: list[frozenset[int]]) -> bool:
+    before = len(claims)
+    await asyncio.sleep(0.5)
+    return len(claims) == before
+
+
+async def _published(pool: Any, outbox_id: int) -> bool:
+    return await pool.fetchval("SELECT status FROM outbox_events WHERE id = $1", outbox_id) == "published"
