@@ -3,7 +3,9 @@
 ``python -m bench.launch [--profile FILE] -- run --role relay``
 
 - ``--profile FILE``: run under cProfile and write the stats to FILE when the process exits
-  (the role drains on SIGTERM and returns, so the stats are complete).
+  (the role drains on SIGTERM and returns, so the stats are complete). A profiled process runs
+  on asyncio's own loop (``SMARTFLOW_EVENT_LOOP=asyncio``): uvloop's loop is C code cProfile
+  cannot see into, so its idle wait would be booked to whatever Python frame ran last.
 
 The "polling only" latency runs use the runtime's own switch, ``SMARTFLOW_RELAY_LISTEN_NOTIFY=false``.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.profile:
         return runtime_main(runtime_args)
+    os.environ["SMARTFLOW_EVENT_LOOP"] = "asyncio"
     profiler = cProfile.Profile()
     profiler.enable()
     try:

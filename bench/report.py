@@ -150,25 +150,44 @@ def relay_section(r: dict[str, Any], plots: Path) -> Doc:
         f" ({s['producer_settings']}), run after each relay run; its median is the ratio's base.",
         "",
     ]
+    if "raw_batch_producer_runs" in f:
+        doc += [
+            "A second raw baseline sends the same pairs with aiokafka's batch API"
+            f" ({s.get('raw_batch_producer', 'create_batch/send_batch per partition')}); its median is the"
+            " base of the second ratio. The relay runs with its defaults"
+            f" ({', '.join(f'{k}={v}' for k, v in s.get('relay_defaults', {}).items())}); the variant rows"
+            " are one relay process with one setting changed.",
+            "",
+        ]
     rows = []
-    for run in f["relay_runs"]:
+    labelled = [(f"{run['relays']} relay process(es)", run) for run in f["relay_runs"]] + [
+        (f"1 relay process, {run['variant']}", run) for run in f.get("relay_variant_runs", [])
+    ]
+    for label, run in labelled:
         cpu = run["cpu_ms_per_1k_events"]
         rows.append(
             [
-                f"{run['relays']} relay process(es)",
+                label,
                 run["events_per_second"],
                 ratio(run["ratio_to_raw"]),
+                ratio(run.get("ratio_to_raw_batch")),
                 run["first_publish_after_commit_seconds"] * 1000,
                 cpu.get("relay_processes"),
                 cpu.get("postgres_backends"),
                 cpu.get("kafka_broker"),
             ]
         )
-    for i, raw in enumerate(f["raw_producer_runs"]):
+    raws = [("raw producer", raw) for raw in f["raw_producer_runs"]] + [
+        ("raw batch-API producer", raw) for raw in f.get("raw_batch_producer_runs", [])
+    ]
+    counts: dict[str, int] = {}
+    for name, raw in raws:
+        counts[name] = counts.get(name, 0) + 1
         rows.append(
             [
-                f"raw producer, run {i + 1}",
+                f"{name}, run {counts[name]}",
                 raw["events_per_second"],
+                "-",
                 "-",
                 "-",
                 raw["cpu_seconds_bench_process"] * 1e6 / raw["events"],
@@ -181,6 +200,7 @@ def relay_section(r: dict[str, Any], plots: Path) -> Doc:
             "what",
             "events/s",
             "ratio to raw (median)",
+            "ratio to raw batch API (median)",
             "first publish after commit (ms)",
             "CPU ms / 1k events: relay or producer",
             "PostgreSQL",
@@ -330,6 +350,39 @@ def latency_section(r: dict[str, Any], plots: Path) -> Doc:
                 for run in cpu_runs
             ],
         )
+    per_event_runs = [run for run in f["runs"] if run.get("cpu_ms_per_event")]
+    if per_event_runs:
+        parts = [k for k in per_event_runs[0]["cpu_ms_per_event"] if k != "pipeline_total"]
+        doc += [
+            "CPU milliseconds per accepted event (each request writes one event, so the api column is"
+            " the api's CPU ms per request); `pipeline` sums api, relay, consumer, PostgreSQL and broker:",
+            "",
+        ]
+        doc += table(
+            ["mode", "target ev/s", "accepted ev/s", *parts, "pipeline"],
+            [
+                [
+                    run["mode"],
+                    run["rate"],
+                    run["achieved_rate"],
+                    *[fmt(run["cpu_ms_per_event"].get(k), 2) for k in parts],
+                    fmt(run["cpu_ms_per_event"].get("pipeline_total"), 2),
+                ]
+                for run in per_event_runs
+            ],
+        )
+    sat = f.get("saturation")
+    if sat:
+        doc += [
+            f"**Saturation** of 1 api + 1 relay + 1 consumer (notify, {fmt(sat['offered_events_per_second'])}"
+            f" ev/s offered): {fmt(sat['accepted_events_per_second'])} ev/s accepted,"
+            f" {fmt(sat['consumed_events_per_second'])} ev/s consumed end to end, so"
+            f" {fmt(sat['sustained_events_per_second'])} ev/s sustained"
+            + (" (capped by the offered rate: the trio may sustain more)" if sat["capped_by_offer"] else "")
+            + f"; {fmt(sat['skipped_generator_saturated'])} requests skipped at the generator's"
+            " in-flight cap.",
+            "",
+        ]
     fig, ax = plt.subplots(figsize=(7, 4))
     for mode, color in (("notify", "#4c72b0"), ("polling", "#dd8452")):
         runs = [x for x in f["runs"] if x["mode"] == mode]

@@ -10,6 +10,11 @@ Latency = arrival - the moment the request was sent (both wall clock, same machi
 Two wake-up modes: ``notify`` (the runtime as shipped: LISTEN/NOTIFY plus a fallback poll) and
 ``polling`` (``SMARTFLOW_RELAY_LISTEN_NOTIFY=false``: the relay opens no LISTEN session and wakes
 only on its fallback poll).
+
+CPU per event: each component's CPU seconds over the run (``/proc``; PostgreSQL counts the bench
+database's backends, the broker is the whole Kafka process) divided by the accepted events.
+Saturation: the highest offered rate's accepted rate and its end-to-end rate (events consumed per
+second, first request sent -> last consumed): the lower of the two is what the trio sustains.
 """
 
 from __future__ import annotations
@@ -216,6 +221,45 @@ async def stage_breakdown(conn: asyncpg.Connection, ids: list[int]) -> dict[str,
     }
 
 
+PIPELINE = ("api_process", "relay_process", "consumer_process", "postgres_backends", "kafka_broker")
+"""The components whose CPU an event costs (the generator and the listener are the bench's own)."""
+
+
+def cpu_ms_per_event(cpu_seconds: dict[str, float], events: int) -> dict[str, float | None]:
+    """CPU milliseconds per accepted event, per component and for the pipeline in total."""
+    if events <= 0:
+        return {k: None for k in (*cpu_seconds, "pipeline_total")}
+    per = {k: round(v * 1000 / events, 3) for k, v in cpu_seconds.items()}
+    per["pipeline_total"] = round(sum(per.get(k, 0.0) for k in PIPELINE), 3)
+    return per
+
+
+def consumed_rate(sent: dict[int, float], arrivals: dict[int, float]) -> float | None:
+    """Events consumed per second: count / (first request sent -> last consumed NOTIFY)."""
+    done = [arrivals[i] for i in sent if i in arrivals]
+    if not done:
+        return None
+    span = max(done) - min(sent.values())
+    return round(len(done) / span, 1) if span > 0 else None
+
+
+def saturation(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """At the highest offered notify rate: accepted and consumed ev/s; the lower is sustained."""
+    notify = [r for r in runs if r["mode"] == "notify"]
+    if not notify:
+        return None
+    top = max(notify, key=lambda r: r["rate"])
+    rates = [x for x in (top["achieved_rate"], top.get("consumed_per_second")) if x is not None]
+    return {
+        "offered_events_per_second": top["rate"],
+        "accepted_events_per_second": top["achieved_rate"],
+        "consumed_events_per_second": top.get("consumed_per_second"),
+        "sustained_events_per_second": min(rates) if rates else None,
+        "capped_by_offer": bool(rates) and min(rates) >= 0.95 * top["rate"],
+        "skipped_generator_saturated": top["skipped_generator_saturated"],
+    }
+
+
 async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: float) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     async with (
@@ -273,6 +317,7 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
                         cpu = meter.stop()
                         cpu["bench_generator"] = cpu.pop("bench_process")
                         load["cpu_cores_used"] = {k: round(v / wall, 3) for k, v in cpu.items()}
+                        load["cpu_ms_per_event"] = cpu_ms_per_event(cpu, load["accepted"])
                         batches_after = await batch_counters(procs)
                         load["mean_batch"] = mean_batches(batches_before, batches_after)
                         left = await wait_all_consumed(conn, 60.0)
@@ -284,6 +329,7 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
             for load in runs:
                 sent: dict[int, float] = load.pop("sent")
                 latencies = [arrivals[i] - t for i, t in sent.items() if i in arrivals and i not in warm_ids]
+                load["consumed_per_second"] = consumed_rate(sent, arrivals)
                 load["mode"] = mode
                 load["e2e_ms"] = summary(latencies, scale=1000)
                 load["stages"] = await stage_breakdown(conn, list(sent))
@@ -313,10 +359,21 @@ async def run(ctx: Context) -> Result:
     runs: list[dict[str, Any]] = []
     for mode in ("notify", "polling"):
         runs += await one_mode(ctx, mode, rates, seconds)
-    result.figures = {"runs": runs}
+    sat = saturation(runs)
+    result.figures = {"runs": runs, "saturation": sat}
     at500 = next((r for r in runs if r["mode"] == "notify" and r["rate"] == 500), None)
     p50 = at500["e2e_ms"]["p50"] if at500 else None
     p99 = at500["e2e_ms"]["p99"] if at500 else None
     result.targets.append(Target("e2e p50 at 500 ev/s (notify)", 20.0, "<=", "ms", p50))
     result.targets.append(Target("e2e p99 at 500 ev/s (notify)", 100.0, "<=", "ms", p99))
+    result.targets.append(
+        Target(
+            "saturation of 1 api + 1 relay + 1 consumer (notify)",
+            1500.0,
+            ">=",
+            "ev/s",
+            sat["sustained_events_per_second"] if sat else None,
+            f"offered {sat['offered_events_per_second']} ev/s" if sat else "",
+        )
+    )
     return result

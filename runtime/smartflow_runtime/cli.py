@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TextIO
 
@@ -281,15 +281,25 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     security = load_client_security(settings, kafka=uses_kafka(settings.role))
     configure_logging(role=settings.role.value, level=settings.log_level, fmt=settings.log_format)
-    return asyncio.run(
-        run_role(
-            role=settings.role,
-            settings=settings,
-            registry=process_registry(),
-            factory=build_component,
-            security=security,
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.event_loop)) as runner:
+        return runner.run(
+            run_role(
+                role=settings.role,
+                settings=settings,
+                registry=process_registry(),
+                factory=build_component,
+                security=security,
+            )
         )
-    )
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory of ``run`` for ``SMARTFLOW_EVENT_LOOP``: uvloop's, or None (asyncio's own)."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 def _migrate(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:

@@ -55,12 +55,14 @@ _EXPECTATIONS: dict[str, str] = {
     "db_pool_max_size": "an integer 1..1000",
     "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
     "log_format": "json or text",
+    "event_loop": "uvloop or asyncio",
     "kafka_topic_partitions": "an integer 1..10000",
     "relay_batch_size": "an integer 1..10000",
     "relay_lease_seconds": "a number of seconds 1..3600",
     "relay_poll_interval_seconds": "a number of seconds > 0 and <= 300",
     "relay_listen_notify": "true or false",
     "relay_notify_linger_seconds": "a number of seconds >= 0 and <= 1",
+    "relay_lanes": "an integer 1..16",
     "outbox_max_attempts": "an integer 1..1000",
     "outbox_backoff_base_seconds": "a number of seconds >= 0 and <= 3600",
     "outbox_backoff_cap_seconds": "a number of seconds >= 0 and <= 86400",
@@ -120,6 +122,8 @@ class Settings(BaseModel):
     db_pool_max_size: int = Field(default=20, ge=1, le=1000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # The asyncio event loop implementation of `run` (uvloop: less CPU per request and per event).
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # What operators tune (docs/runtime.md). The defaults are the services' own defaults.
     # Partitions cap the consumer's useful replicas; `migrate` ensures the topic has them.
     kafka_topic_partitions: int = Field(default=12, ge=1, le=10000)
@@ -131,6 +135,8 @@ class Settings(BaseModel):
     relay_listen_notify: bool = True
     # After a NOTIFY the relay waits this long (or for a batch's worth of NOTIFYs) before claiming.
     relay_notify_linger_seconds: float = Field(default=0.005, ge=0, le=1)
+    # Concurrent claim-send-mark loops over disjoint groups of the relay's shards (one connection each).
+    relay_lanes: int = Field(default=4, ge=1, le=16)
     outbox_max_attempts: int = Field(default=20, ge=1, le=1000)
     outbox_backoff_base_seconds: float = Field(default=1.0, ge=0, le=3600)
     outbox_backoff_cap_seconds: float = Field(default=32.0, ge=0, le=86400)
@@ -168,7 +174,7 @@ class Settings(BaseModel):
             raise ValueError("not true or false")
         return value
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "event_loop", mode="before")
     @classmethod
     def _normalise_case(cls, value: Any, info: Any) -> Any:
         if isinstance(value, str):

@@ -294,7 +294,9 @@ class RoleRunner:
         """A lazy pool: ``min_size=0`` opens no connection here, so a start while PostgreSQL is down
         does not fail; each acquire connects (bounded by ``timeout``) and fails fast while it is."""
         dsn = self._settings.require_database_dsn()
-        pool = await asyncpg.create_pool(
+        from .db.pool import create_pool
+
+        return await create_pool(
             dsn,
             min_size=0,
             max_size=self._settings.db_pool_max_size,
@@ -302,8 +304,6 @@ class RoleRunner:
             command_timeout=30,
             **self._security.database,
         )
-        assert pool is not None
-        return pool
 
     async def _wait_for_schema(self) -> _Startup:
         """Until the monitor saw a reachable database with a current schema, or a stop request.
@@ -455,6 +455,7 @@ def build_component(component: Component, deps: Dependencies) -> Service:
             notify_linger_seconds=settings.relay_notify_linger_seconds,
             backoff=BackoffPolicy(*settings.backoff_seconds),
             producer_options=deps.security.kafka,
+            lanes=settings.relay_lanes,
         )
     if component is Component.CONSUMER:
         from .handlers.core import HandlerDependencies, build_registry

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -76,6 +77,8 @@ def build_api_app(
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )
 
+    label_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     @web.middleware
     async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -91,8 +94,16 @@ def build_api_app(
             status = http_error.status
             raise
         finally:
-            requests.labels(route, request.method, str(status)).inc()
-            latency.labels(route, request.method).observe(time.perf_counter() - started)
+            key = (route, request.method, status)
+            children = label_children.get(key)
+            if children is None:  # labels() costs a lock and a dict walk: once per label set
+                children = (
+                    requests.labels(route, request.method, str(status)),
+                    latency.labels(route, request.method),
+                )
+                label_children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
     @web.middleware
     async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -24,7 +24,8 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -42,6 +43,8 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 from aiokafka.errors import KafkaUnavailableError as AioKafkaUnavailableError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from ..errors import (
     KafkaAuthenticationError,
@@ -172,16 +175,33 @@ class _AdminClient(_ExplainedBootstrap, AIOKafkaAdminClient):  # type: ignore[mi
     pass
 
 
+PRODUCER_DEFAULTS: Mapping[str, Any] = {
+    "linger_ms": 5,
+    "request_timeout_ms": 30000,
+    # One batch per partition carries a whole relay batch of ~1 KB events (aiokafka's default,
+    # 16 KiB, splits 500 of them into dozens of requests); below the broker's 1 MiB message.max.bytes.
+    "max_batch_size": 256 * 1024,
+}
+_MAX_REQUEST_SIZE_DEFAULT = 1048576  # aiokafka's own default of max_request_size
+
+
+def producer_settings(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments of every producer we build: defaults, then ``options``, then the
+    forced ``acks=all`` and ``enable_idempotence`` (see :func:`build_producer`)."""
+    settings: dict[str, Any] = dict(PRODUCER_DEFAULTS)
+    settings.update(options or {})
+    settings.update({"acks": "all", "enable_idempotence": True})
+    return settings
+
+
 def build_producer(bootstrap_servers: str, client_id: str, options: Mapping[str, Any] | None) -> Any:
     """An idempotent producer: ``acks=all`` and ``enable_idempotence`` always, other options tunable
     (the security options of :func:`~smartflow_runtime.security.kafka_client_options` among them).
 
     Idempotence makes broker-side retries of a batch never duplicate or reorder records within a
-    partition, which is what per-key order rests on.
+    partition, which is what per-key order rests on. The one place producers are constructed.
     """
-    settings: dict[str, Any] = {"linger_ms": 5, "request_timeout_ms": 30000}
-    settings.update(options or {})
-    settings.update({"acks": "all", "enable_idempotence": True})
+    settings = producer_settings(options)
     producer = _Producer(bootstrap_servers=bootstrap_servers, client_id=client_id, **settings)
     producer._remember(bootstrap_servers, settings)
     return producer
@@ -203,6 +223,106 @@ def build_admin(bootstrap_servers: str, options: Mapping[str, Any]) -> Any:
     admin = _AdminClient(bootstrap_servers=bootstrap_servers, **options)
     admin._remember(bootstrap_servers, options)
     return admin
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message to send: its topic, key and value bytes."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+Delivery = asyncio.Future[Any] | SmartflowError
+"""Per record: the future of the batch carrying it, or the error that stopped it before it was queued."""
+
+
+async def send_batched(producer: Any, records: Sequence[Record], *, max_request_size: int) -> list[Delivery]:
+    """Send ``records`` with aiokafka's batch API: per partition, in input order, closed batches.
+
+    Each record goes to the partition ``producer.send()`` would choose (the default partitioner
+    over the topic's partitions, see :func:`partition_for`). Per partition, the records fill
+    ``create_batch()`` builders in input order, and the builders are submitted one after another
+    with ``send_batch()``; partitions are submitted concurrently. A closed builder is drained at
+    once (no ``linger_ms``): the relay gathered the rows itself. One future per batch, not per
+    record (aiokafka issue #528: thousands of pending futures slow the producer down).
+
+    A record larger than ``max_request_size`` is handed to ``producer.send()``, which rejects it
+    with aiokafka's own error; when submitting a batch fails, the later batches of its partition
+    are not submitted (they would overtake nothing, but keep the rule simple: in order or not at all)
+    and all of their records get that error.
+    """
+    results: list[Delivery | None] = [None] * len(records)
+    partitions: dict[str, list[int]] = {}
+    for topic in {r.topic for r in records}:
+        try:
+            await producer.partitions_for(topic)  # waits for the topic's metadata
+        except Exception as error:
+            failed = wrap_kafka_error(error)
+            for i, record in enumerate(records):
+                if record.topic == topic:
+                    results[i] = failed
+            continue
+        partitions[topic] = sorted(producer.client.cluster.partitions_for_topic(topic))
+    chains: dict[tuple[str, int], list[tuple[Any, list[int]]]] = {}
+    for i, record in enumerate(records):
+        if results[i] is not None:
+            continue
+        all_partitions = partitions[record.topic]
+        partition = partition_for(record.key, all_partitions)
+        if DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, []) > max_request_size:
+            results[i] = await _send_one(producer, record, partition)
+            continue
+        chain = chains.setdefault((record.topic, partition), [])
+        if not chain or chain[-1][0].append(timestamp=None, key=record.key, value=record.value) is None:
+            builder = producer.create_batch()
+            builder.append(timestamp=None, key=record.key, value=record.value)  # the first always fits
+            chain.append((builder, [i]))
+        else:
+            chain[-1][1].append(i)
+
+    async def submit(tp: tuple[str, int], chain: list[tuple[Any, list[int]]]) -> None:
+        failure: SmartflowError | None = None
+        for builder, indexes in chain:
+            delivery: Delivery
+            if failure is None:
+                builder.close()
+                try:
+                    delivery = await producer.send_batch(builder, tp[0], partition=tp[1])
+                except Exception as error:
+                    failure = wrap_kafka_error(error)
+            if failure is not None:
+                delivery = failure
+            for i in indexes:
+                results[i] = delivery
+
+    await asyncio.gather(*(submit(tp, chain) for tp, chain in chains.items()))
+    return [r if r is not None else KafkaUnavailableError("record not submitted") for r in results]
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+def partition_for(key: bytes, all_partitions: Sequence[int]) -> int:
+    """The partition of a keyed record, as ``producer.send()`` picks it: murmur2 of the key over
+    the topic's partitions (the default partitioner; every partition counts, available or not)."""
+    return int(_PARTITIONER(key, list(all_partitions), list(all_partitions)))
+
+
+def max_request_size(options: Mapping[str, Any] | None) -> int:
+    """The ``max_request_size`` a producer built from ``options`` enforces."""
+    return int(producer_settings(options).get("max_request_size", _MAX_REQUEST_SIZE_DEFAULT))
+
+
+async def _send_one(producer: Any, record: Record, partition: int) -> Delivery:
+    try:
+        future: asyncio.Future[Any] = await producer.send(
+            record.topic, value=record.value, key=record.key, partition=partition
+        )
+    except Exception as error:  # rejected before it was queued (too large, bad topic...)
+        return wrap_kafka_error(error)
+    return future
 
 
 class KafkaWatch:

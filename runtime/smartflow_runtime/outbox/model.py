@@ -10,7 +10,7 @@ import enum
 import json
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -243,3 +243,14 @@ def shard_target(shard_count: int, live_relays: int) -> int:
     if live_relays < 1:
         return shard_count
     return -(-shard_count // live_relays)
+
+
+def lane_groups(shards: Iterable[int], lanes: int) -> list[frozenset[int]]:
+    """The relay's lanes: ``shards`` dealt round-robin, in shard order, into ``lanes`` disjoint
+    groups (fewer when there are fewer shards; none when there are none). Every shard is in
+    exactly one group, so one lane owns a shard's order."""
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
+    ordered = sorted(shards)
+    count = min(lanes, len(ordered))
+    return [frozenset(ordered[i::count]) for i in range(count)]

@@ -12,6 +12,15 @@ when replicas come and go:
 - **Order.** One relay publishes a shard's rows in id order, one batch at a time, holding row
   locks until Kafka acked and the rows are marked published. A new owner's claim waits on those
   locks (plain ``FOR UPDATE``), so it cannot overtake a stale owner's in-flight batch.
+- **Lanes.** A relay splits its leased shards into ``lanes`` disjoint groups (round-robin over
+  the sorted shard numbers) and runs one claim-send-mark loop per group concurrently, each on
+  its own connection and transaction: one lane's Kafka round trip overlaps another's claim. A
+  shard belongs to one lane, so the order rule above holds per lane. The lanes stop between
+  batches when a rebalance is due; shards change hands only while no lane runs. A NOTIFY names
+  its row's shard, so after a wake-up by NOTIFY only the lanes holding a notified shard claim;
+  after a poll, a rebalance or a lane that may have left rows, every lane does.
+- **Sending.** A batch goes out with aiokafka's batch API (:func:`~.kafka.send_batched`): per
+  partition, in id order, one closed batch and one future per partition instead of per row.
 - **Wake-ups.** ``LISTEN`` on the outbox channel (writers NOTIFY on commit) plus a fallback poll
   for rows whose backoff expires. After a NOTIFY the relay lingers a few milliseconds (or until a
   batch's worth of NOTIFYs arrived) before claiming, so under load one batch carries many rows
@@ -34,6 +43,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -43,13 +53,22 @@ from ..errors import DatabaseError, KafkaUnavailableError, SmartflowError
 from ..metrics import RuntimeMetrics
 from ..readiness import DATABASE, KAFKA, DependencyStatus, Unready
 from . import store
-from .kafka import KafkaWatch, build_producer, default_client_id, wrap_kafka_error
+from .kafka import (
+    KafkaWatch,
+    Record,
+    build_producer,
+    default_client_id,
+    max_request_size,
+    send_batched,
+    wrap_kafka_error,
+)
 from .model import (
     NOTIFY_CHANNEL,
     SHARDS_CHANNEL,
     BackoffPolicy,
     Envelope,
     OutboxRow,
+    lane_groups,
     outage_retry_seconds,
     shard_target,
 )
@@ -84,6 +103,9 @@ class Relay:
             :func:`~.store.stats` (default 15; None disables).
         send_timeout_seconds: how long a batch waits for Kafka's acks (default 10); after it the
             claim is rolled back un-counted and the producer re-created (the broker is gone).
+        lanes: concurrent claim-send-mark loops over disjoint groups of the leased shards, each
+            with its own pooled connection (default 1: one batch at a time). More lanes than
+            shards held run as many lanes as shards.
     """
 
     def __init__(
@@ -103,6 +125,7 @@ class Relay:
         producer_options: Mapping[str, Any] | None = None,
         stats_interval_seconds: float | None = 15.0,
         send_timeout_seconds: float = 10.0,
+        lanes: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -110,6 +133,9 @@ class Relay:
             raise ValueError("lease_seconds and poll_interval_seconds must be > 0")
         if notify_linger_seconds < 0:
             raise ValueError("notify_linger_seconds must be >= 0")
+        if lanes < 1:
+            raise ValueError("lanes must be >= 1")
+        self._lanes = lanes
         self.relay_id = relay_id or default_client_id("relay")
         self._pool = pool
         self._bootstrap_servers = bootstrap_servers
@@ -123,6 +149,7 @@ class Relay:
         self._backoff = backoff or BackoffPolicy()
         self._clock = clock
         self._producer_options = dict(producer_options or {})
+        self._max_request_size = max_request_size(self._producer_options)
         self._stats_interval = stats_interval_seconds
         self._send_timeout = send_timeout_seconds
         self._producer: Any = None
@@ -131,6 +158,8 @@ class Relay:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._notified = 0  # new-row NOTIFYs since the last claim
+        self._notified_shards: set[int] = set()  # their shards (the NOTIFY payload)
+        self._claim_all = True  # the next cycle claims on every lane (start, poll, rebalance, leftovers)
         self._batch_full = asyncio.Event()  # set once a batch's worth of them arrived
         self._rebalance_now = False
         self._owned: set[int] = set()
@@ -207,7 +236,11 @@ class Relay:
 
     # --- LISTEN/NOTIFY --------------------------------------------------------------------------
 
-    def _on_rows(self, *_: object) -> None:
+    def _on_rows(self, _conn: object, _pid: object, _channel: object, payload: object) -> None:
+        try:
+            self._notified_shards.add(int(str(payload)))
+        except ValueError:  # not a shard number: look everywhere
+            self._claim_all = True
         self._notified += 1
         if self._notified >= self._batch_size:
             self._batch_full.set()
@@ -253,6 +286,7 @@ class Relay:
             await self._listen()
         # Rows committed while we were not listening sent NOTIFYs nobody heard: look now.
         self._rebalance_now = True
+        self._claim_all = True
         self._wake.set()
 
     # --- the producer ---------------------------------------------------------------------------
@@ -298,6 +332,8 @@ class Relay:
         while not self._stopping.is_set():
             self._wake.clear()
             self._notified = 0
+            notified, self._notified_shards = self._notified_shards, set()
+            claim_all, self._claim_all = self._claim_all or not self._listen_notify, False
             self._batch_full.clear()
             more = False
             try:
@@ -309,13 +345,15 @@ class Relay:
                     await self._rebalance()
                     next_rebalance = time.monotonic() + self._tick_seconds
                     reached_db = True
+                    claim_all = True  # shards may have changed hands, and leases were just renewed
                 if self._stats_interval is not None and time.monotonic() >= next_stats:
                     next_stats = time.monotonic() + self._stats_interval
                     async with store.connection(self._pool, "relay stats") as conn:
                         self._metrics.observe_stats(await store.stats(conn, self._clock()))
                 # While the watch sees no broker, claiming would only lock rows until the send times out.
                 if self._owned and not self._deps.is_down(KAFKA):
-                    more = await self._publish_batch()
+                    more = await self._publish_lanes(next_rebalance, None if claim_all else notified)
+                    self._claim_all = self._claim_all or more
                     reached_db = True
                 if reached_db:
                     self._deps.up(DATABASE)
@@ -323,6 +361,7 @@ class Relay:
                 failures = 0
             except Exception as error:  # keep the loop alive: an outage makes the relay unready, never dead
                 failures += 1
+                self._claim_all = True
                 await self._on_cycle_error(error)
                 await self._sleep(outage_retry_seconds(failures, cap=min(self._poll_seconds, 2.0)))
                 continue
@@ -346,8 +385,10 @@ class Relay:
             log.exception("relay cycle failed: %s", error, extra={"relay_id": self.relay_id})
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:  # the fallback poll: rows whose backoff expired sent no NOTIFY
+            self._claim_all = True
         await self._linger()
 
     async def _linger(self) -> None:
@@ -388,20 +429,47 @@ class Relay:
         self._metrics.relay_shards_owned.set(len(owned))
         self._metrics.relay_shards.set(self._shard_count)
 
-    async def _publish_batch(self) -> bool:
-        """Claim, send and mark one batch in one transaction; True when due rows may remain."""
+    async def _publish_lanes(self, next_rebalance: float, notified: set[int] | None) -> bool:
+        """Run the lanes until their shards have no due rows or a rebalance/stop is due; True when
+        due rows may remain. Only lanes holding a ``notified`` shard run, every lane when it is
+        None. A lane's error is raised after every lane finished its batch."""
+        groups = lane_groups(self._owned, self._lanes)
+        if notified is not None:
+            groups = [g for g in groups if not g.isdisjoint(notified)]
+            if not groups:
+                return False
+        if len(groups) == 1:
+            return await self._publish_batch(groups[0])
+
+        def stop_lane() -> bool:
+            return self._stopping.is_set() or self._rebalance_now or time.monotonic() >= next_rebalance
+
+        async def lane(shards: frozenset[int]) -> bool:
+            while True:
+                more = await self._publish_batch(shards)
+                if not more or stop_lane():
+                    return more
+
+        results = await asyncio.gather(*(lane(g) for g in groups), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return any(results)
+
+    async def _publish_batch(self, shards: frozenset[int]) -> bool:
+        """Claim, send and mark one batch of ``shards`` in one transaction; True when due rows may remain."""
         async with store.connection(self._pool, "relay batch") as conn, conn.transaction():
             rows = await store.claim_batch(
                 conn,
                 self.relay_id,
-                self._owned,
+                shards,
                 now=self._clock(),
                 limit=self._batch_size,
                 lock_timeout=self._lease / 2,
             )
             if not rows:
                 return False
-            more = store.claim_may_have_left_rows(rows, limit=self._batch_size, shards=len(self._owned))
+            more = store.claim_may_have_left_rows(rows, limit=self._batch_size, shards=len(shards))
             self._metrics.relay_batch_size.observe(len(rows))
             errors = await self._send(rows)
             now = self._clock()
@@ -413,8 +481,8 @@ class Relay:
                 raise failed[0][1]
             await store.mark_published(conn, sent, now=now)
             outcome = await store.mark_failed(conn, failed, now=now, backoff=self._backoff)
-        for row in sent:
-            self._metrics.events_published.labels(row.event_type).inc()
+        for event_type, count in Counter(row.event_type for row in sent).items():
+            self._metrics.events_published.labels(event_type).inc(count)  # one labels() per type, not row
         for row, error in failed:
             counter = self._metrics.events_dead if row.id in outcome.dead else self._metrics.events_failed
             counter.labels("relay", row.event_type).inc()
@@ -426,31 +494,25 @@ class Relay:
         return more
 
     async def _send(self, rows: Sequence[OutboxRow]) -> list[SmartflowError | None]:
-        """Send every row (enqueued in id order, so per-partition order holds); one result per row."""
-        pending: list[asyncio.Future[Any] | SmartflowError] = []
-        for row in rows:
-            try:
-                future = await self._producer.send(
-                    row.topic, value=Envelope.of_row(row).encode(), key=row.message_key.encode("utf-8")
-                )
-            except Exception as error:  # rejected before it was queued (too large, bad topic...)
-                pending.append(wrap_kafka_error(error))
-                continue
-            pending.append(future)
-        futures = [p for p in pending if isinstance(p, asyncio.Future)]
+        """Send every row (per partition in id order, so per-key order holds); one result per row."""
+        records = [
+            Record(row.topic, row.message_key.encode("utf-8"), Envelope.of_row(row).encode()) for row in rows
+        ]
+        deliveries = await send_batched(self._producer, records, max_request_size=self._max_request_size)
+        futures = list({id(d): d for d in deliveries if isinstance(d, asyncio.Future)}.values())
         acked = asyncio.gather(*futures, return_exceptions=True)
         try:
             async with asyncio.timeout(self._send_timeout):
-                results = iter(await acked)
+                outcomes = dict(zip(map(id, futures), await acked, strict=True))
         except TimeoutError as error:
             # The broker is gone (the producer would keep retrying until its own delivery timeout):
             # give the rows back un-counted and let the loop re-create the producer.
             raise KafkaUnavailableError(f"no acknowledgement within {self._send_timeout:.0f}s") from error
         errors: list[SmartflowError | None] = []
-        for item in pending:
-            if isinstance(item, SmartflowError):
-                errors.append(item)
+        for delivery in deliveries:
+            if isinstance(delivery, SmartflowError):
+                errors.append(delivery)
                 continue
-            result = next(results)
+            result = outcomes[id(delivery)]
             errors.append(wrap_kafka_error(result) if isinstance(result, BaseException) else None)
         return errors

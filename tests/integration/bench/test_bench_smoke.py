@@ -54,6 +54,11 @@ def test_runtime_sections(
     for run in relay["relay_runs"]:
         assert run["events_per_second"] > 0 and run["ratio_to_raw"] > 0
     assert 900 <= relay["envelope_mean_bytes"] <= 1100  # the 1 KB events
+    assert relay["raw_batch_producer_median_events_per_second"] > 0
+    for run in relay["relay_runs"] + relay["relay_variant_runs"]:
+        assert run["ratio_to_raw_batch"] > 0
+    assert [r["variant"] for r in relay["relay_variant_runs"]] == ["lanes=1"]
+    assert relay["relay_variant_runs"][0]["events_per_second"] > 0
 
     consumer = results["consumer"]["figures"]
     assert consumer["raw_median_events_per_second"] > 0
@@ -66,6 +71,15 @@ def test_runtime_sections(
     for run in runs:
         assert run["accepted"] > 0 and run["not_consumed_after_60s"] == 0
         assert 0 < run["e2e_ms"]["p50"] <= run["e2e_ms"]["p99"]
+        per_event = run["cpu_ms_per_event"]
+        # Every component of the pipeline did work for the events (the relay only when notified).
+        for component in ("api_process", "consumer_process", "postgres_backends", "kafka_broker"):
+            assert per_event[component] > 0, (run["mode"], component)
+        assert per_event["pipeline_total"] >= per_event["api_process"] + per_event["consumer_process"]
+        assert run["consumed_per_second"] > 0
+    saturation = results["latency"]["figures"]["saturation"]
+    assert saturation["offered_events_per_second"] == 100
+    assert 0 < saturation["sustained_events_per_second"] <= saturation["accepted_events_per_second"]
 
     profile = results["profile"]["figures"]
     for role in ("relay", "consumer"):

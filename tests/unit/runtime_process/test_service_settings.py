@@ -245,3 +245,26 @@ def test_bad_prune_arguments_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(argv)
     assert exited.value.code == 2
+
+
+def test_relay_lanes_and_event_loop_are_read_validated_and_wired() -> None:
+    defaults = load_settings(BASE, needs=[Need.DATABASE])
+    # The role runs 4 lanes; the Relay class alone stays at one batch at a time.
+    assert (defaults.relay_lanes, _default(Relay, "lanes")) == (4, 1)
+    assert defaults.event_loop == "uvloop"
+    relay = build_component(Component.RELAY, _deps(SMARTFLOW_RELAY_LANES="3"))
+    assert isinstance(relay, Relay) and relay._lanes == 3
+    assert load_settings({**BASE, "SMARTFLOW_EVENT_LOOP": " AsyncIO "}, needs=[]).event_loop == "asyncio"
+    assert _problems({"SMARTFLOW_RELAY_LANES": "0", "SMARTFLOW_EVENT_LOOP": "trio"}) == [
+        "SMARTFLOW_EVENT_LOOP: must be uvloop or asyncio, got 'trio'",
+        "SMARTFLOW_RELAY_LANES: must be an integer 1..16, got '0'",
+    ]
+
+
+def test_event_loop_factory_follows_the_setting() -> None:
+    import uvloop
+
+    from smartflow_runtime.cli import event_loop_factory
+
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None
