@@ -130,9 +130,10 @@ def test_roles_on_sasl_ssl_and_tls_postgres_deliver_each_event_once(
 
     # The mounted key is readable by the container's user and by nobody else but its group.
     relay = ready_pods(runtime.core, runtime.namespace, NAME, "relay")[0]
+    key = "/etc/smartflow/tls/database/tls.key"
     listing = kubectl(
         kube_server.kubeconfig, "-n", runtime.namespace, "exec", relay.metadata.name, "--",
-        "sh", "-c", "id -u; stat -L -c '%a' /etc/smartflow/tls/database/tls.key; head -c 27 /etc/smartflow/tls/database/tls.key",
+        "sh", "-c", f"id -u; stat -L -c '%a' {key}; head -c 27 {key}",
     )  # fmt: skip
     uid, mode, head = listing.stdout.split("\n")[:3]
     assert (uid, mode, head) == ("10001", "440", "-----BEGIN PRIVATE KEY-----")
