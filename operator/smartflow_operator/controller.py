@@ -50,6 +50,7 @@ class Stopped(Protocol):
 
 
 BACKOFF_BASE_SECONDS = 10.0
+MAX_CONCURRENT_PASSES = 32  # twice the client's threads: a pass waits on the apiserver half its time
 BACKOFF_MAX_SECONDS = 300.0
 
 
@@ -73,8 +74,14 @@ class Controller:
         kube: KubeClient,
         metrics: OperatorMetrics,
         schema_versions: SchemaVersionReader | None = None,
+        max_concurrent_passes: int = MAX_CONCURRENT_PASSES,
     ) -> None:
         self.kube = kube
+        # Passes of different runtimes in flight at once. Unbounded, 1,000 new runtimes started
+        # 1,000 passes whose requests interleaved in the client's queue: every pass took about as
+        # long as all of them (none converged before nearly all had), and each held its objects
+        # in memory meanwhile. Bounded, they finish in turn at the same total rate.
+        self._passes = asyncio.Semaphore(max_concurrent_passes)
         self.metrics = metrics
         self.schema_versions = schema_versions  # the lag probes: status.schema.version
         self._gates: defaultdict[Key, _Gate] = defaultdict(_Gate)
@@ -204,7 +211,8 @@ class Controller:
         finally:
             gate.queued -= 1
         try:
-            return await run()
+            async with self._passes:
+                return await run()
         finally:
             gate.lock.release()
             if gate.queued == 0 and self._gates.get(key) is gate:
