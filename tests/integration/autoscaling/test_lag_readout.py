@@ -7,6 +7,7 @@ maxReplicas (here 2 x 2 = 4), so 10 due rows read as ``4+``, never as 4, and 2 d
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -30,7 +31,10 @@ def printed_columns(kubeconfig: str, namespace: str, name: str) -> dict[str, str
         check=True,
     )
     header, row = done.stdout.splitlines()[:2]
-    return dict(zip(header.split(), row.split(), strict=True))
+    # Cells are aligned under their headers and may be empty: cut the row at the headers' offsets.
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
 
 
 async def test_a_capped_relay_reading_prints_as_capped_and_an_uncapped_one_as_the_number(
