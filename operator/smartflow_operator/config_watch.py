@@ -70,7 +70,7 @@ class ConfigWatcher:
     async def versions(self, body: Mapping[str, Any]) -> Versions:
         """The resourceVersion of every Secret/ConfigMap the runtime ``body`` references."""
         try:
-            runtime = SmartflowRuntime.from_object(body)
+            runtime = SmartflowRuntime.from_object(body, with_status=False)
         except ValidationError:
             return {}  # the reconciler reports the invalid spec
         versions: Versions = {}

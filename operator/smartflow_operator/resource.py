@@ -30,8 +30,10 @@ class SmartflowRuntime:
     status: SmartflowRuntimeStatus = field(default_factory=SmartflowRuntimeStatus)
 
     @classmethod
-    def from_object(cls, body: Mapping[str, Any]) -> SmartflowRuntime:
-        """Parse a stored object. Raises ``pydantic.ValidationError`` when the spec does not parse."""
+    def from_object(cls, body: Mapping[str, Any], *, with_status: bool = True) -> SmartflowRuntime:
+        """Parse a stored object. Raises ``pydantic.ValidationError`` when the spec does not parse.
+        ``with_status=False`` leaves ``status`` empty: callers that only read the spec (the
+        autoscaler's and the configuration check's polls) skip its validation."""
         metadata = body.get("metadata") or {}
         return cls(
             name=str(metadata["name"]),
@@ -39,7 +41,9 @@ class SmartflowRuntime:
             uid=str(metadata.get("uid", "")),
             generation=int(metadata.get("generation") or 0),
             spec=_spec_of(str(metadata.get("uid", "")), int(metadata.get("generation") or 0), body),
-            status=SmartflowRuntimeStatus.model_validate(body.get("status") or {}),
+            status=SmartflowRuntimeStatus.model_validate(body.get("status") or {})
+            if with_status
+            else SmartflowRuntimeStatus(),
         )
 
     def owner_reference(self) -> dict[str, Any]:

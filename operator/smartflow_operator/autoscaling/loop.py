@@ -176,7 +176,7 @@ class Autoscaler:
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return IDLE_INTERVAL_SECONDS
         try:
-            runtime = SmartflowRuntime.from_object(body)
+            runtime = SmartflowRuntime.from_object(body, with_status=False)
         except ValidationError:
             return IDLE_INTERVAL_SECONDS  # the reconciler reports the invalid spec
         workload = runtime.spec.roles.for_role(role)
