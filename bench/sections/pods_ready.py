@@ -80,6 +80,14 @@ async def sample(
         for role in ready_roles(await pods(kube, namespace, name)) - set(first_ready):
             first_ready[role] = round(time.perf_counter() - started, 3)
         await asyncio.sleep(0.2)
+        if not first_ready:  # nothing runs yet: stop at once when the operator refused the spec
+            runtime = await kube.request("GET", f"{kube.runtimes_path(namespace)}/{name}")
+            conditions = ((runtime or {}).get("status") or {}).get("conditions") or []
+            degraded = next(
+                (c for c in conditions if c["type"] == "Degraded" and c["status"] == "True"), None
+            )
+            if degraded is not None:
+                raise RuntimeError(f"{name} is Degraded: {degraded['reason']}: {degraded.get('message')}")
     total = max(first_ready.values())
     await kube.delete_runtime(namespace, name)
     gone_by = time.monotonic() + 90
