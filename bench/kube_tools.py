@@ -56,7 +56,7 @@ class Kube:
     async def __aenter__(self) -> Kube:
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {kube_stack.ADMIN_TOKEN}"},
-            timeout=aiohttp.ClientTimeout(total=30),
+            timeout=aiohttp.ClientTimeout(total=120),  # listing 1,000 runtimes on a busy apiserver
         )
         return self
 

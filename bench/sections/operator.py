@@ -32,6 +32,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+
 from smartflow_devstack.manifests import split_runtime
 
 from ..context import Context
@@ -183,7 +185,12 @@ async def fleet(
         deadline = time.monotonic() + 600  # generous: a loaded machine (the report shows the load)
         done = 0
         while time.monotonic() < deadline:
-            done = fleet_converged(await kube.list_runtimes(namespace), "many-")
+            try:
+                done = fleet_converged(await kube.list_runtimes(namespace), "many-")
+            except (TimeoutError, aiohttp.ClientError) as error:  # a busy apiserver: look again
+                ctx.say(f"operator fleet: listing the runtimes failed ({type(error).__name__}), retrying")
+                await asyncio.sleep(2.0)
+                continue
             progress.append([round(time.perf_counter() - started, 2), done])
             rss_samples.append(op.rss()["rss_mib"] or 0.0)
             if done == count:
@@ -191,7 +198,7 @@ async def fleet(
             await asyncio.sleep(2.0 if count >= 100 else 0.3)
         converge = time.perf_counter() - started
         ctx.say(f"operator fleet: {done}/{count} converged after {converge:.1f}s")
-        settle = 15.0 if count >= 100 else 2.0
+        settle = 15.0 if count >= 100 else 7.0  # past the first autoscaling poll (every 5 s)
         await asyncio.sleep(settle)  # the first autoscaling polls and their status reports
         before_op, before_api = kube_requests(await op.metrics()), await kube.apiserver_requests()
         window_start = time.monotonic()
