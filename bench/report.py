@@ -118,6 +118,8 @@ def summary(results: dict[str, dict[str, Any]]) -> Doc:
                 elif goal:
                     gap += f" ({measured / goal:.1f}x the limit)"
             met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
+            if t.get("note"):
+                gap = f"{gap}; {t['note']}" if gap != "-" else t["note"]
             rows.append(
                 [
                     t["name"],

@@ -395,7 +395,17 @@ async def run(ctx: Context) -> Result:
             "writes",
             resync_figures["writes_to_quiet_runtimes"],
         ),
-        Target(f"{count:,} runtimes converge", 120.0, "<=", "s", many["converge_seconds"]),
+        Target(
+            f"{count:,} runtimes converge",
+            120.0,
+            "<=",
+            "s",
+            # Not all converged: the time the bench waited, a lower bound (missed either way).
+            many["converge_seconds"] or (many["progress"][-1][0] if many["progress"] else None),
+            note=""
+            if many["converge_seconds"]
+            else f"only {many['converged']}/{count} had converged when the bench stopped waiting",
+        ),
         Target(f"operator peak RSS with {count:,} runtimes", 400.0, "<=", "MiB", many["peak_rss_mib"]),
         Target(
             f"CR apply -> Deployments p50 with {count:,} runtimes",
