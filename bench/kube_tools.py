@@ -56,7 +56,7 @@ class Kube:
     async def __aenter__(self) -> Kube:
         self._session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {kube_stack.ADMIN_TOKEN}"},
-            timeout=aiohttp.ClientTimeout(total=30),
+            timeout=aiohttp.ClientTimeout(total=120),  # listing 1,000 runtimes on a busy apiserver
         )
         return self
 
@@ -148,6 +148,23 @@ class Kube:
             "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments", params={"labelSelector": selector}
         )
         return list((found or {}).get("items", []))
+
+    async def apiserver_requests(self) -> dict[str, float]:
+        """The apiserver's ``apiserver_request_total`` summed by verb (every client, watches included)."""
+        assert self._session is not None
+        async with self._session.get(self.server + "/metrics", ssl=self._ssl) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise KubeError(response.status, "GET", "/metrics", text)
+        by_verb: dict[str, float] = {}
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels, _, value = line.rpartition(" ")
+            verb = re.search(r'verb="(\w+)"', labels)
+            key = verb.group(1) if verb else "?"
+            by_verb[key] = by_verb.get(key, 0.0) + float(value)
+        return by_verb
 
     async def replicas(self, namespace: str, name: str) -> int | None:
         found = await self.request(

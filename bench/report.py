@@ -118,6 +118,8 @@ def summary(results: dict[str, dict[str, Any]]) -> Doc:
                 elif goal:
                     gap += f" ({measured / goal:.1f}x the limit)"
             met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
+            if t.get("note"):
+                gap = f"{gap}; {t['note']}" if gap != "-" else t["note"]
             rows.append(
                 [
                     t["name"],
@@ -476,6 +478,8 @@ def scaling_section(r: dict[str, Any], plots: Path) -> Doc:
 def operator_section(r: dict[str, Any], plots: Path) -> Doc:
     f, s = r["figures"], r["settings"]
     apply, many, noop = f["apply_to_deployments_ms"], f["many_runtimes"], f["noop_resync"]
+    sized = many.get("apply_at_size_ms") or {}
+    fleet_spec = s.get("fleet_runtime_spec", s["runtime_spec"])
     doc = [
         "## 5. Operator",
         "",
@@ -485,15 +489,32 @@ def operator_section(r: dict[str, Any], plots: Path) -> Doc:
         f" {fmt(apply['p50'])} ms,"
         f" p95 {fmt(apply['p95'])} ms, max {fmt(apply['max'])} ms.",
         "",
-        f"**{many['runtimes']} runtimes**: created in {fmt(many['create_calls_seconds'])} s; all"
-        " converged (four"
-        f" Deployments and `observedGeneration` current) after {fmt(many['converge_seconds'])} s"
-        f" ({many['converged']}/{many['runtimes']} converged). Operator RSS: idle"
+        f"**{fmt(many['runtimes'])} runtimes** on one operator ({fleet_spec}):"
+        f" created in {fmt(many['create_calls_seconds'])} s; all converged (four Deployments in the"
+        f" status and `observedGeneration` current) after {fmt(many['converge_seconds'])} s"
+        f" ({fmt(many['converged'])}/{fmt(many['runtimes'])} converged). Operator RSS: idle"
         f" {fmt(f['operator_idle_rss']['rss_mib'])} MiB,"
         f" peak (VmHWM) {fmt(many['peak_rss_mib'])} MiB,"
         f" {fmt(many.get('settle_seconds'))} s after convergence"
         f" {fmt(many.get('rss_mib_after_settling', many.get('rss_mib_10s_after')))} MiB.",
         "",
+    ]
+    if "idle_window_seconds" in many:
+        doc += [
+            f"**Idle, {fmt(many['runtimes'])} runtimes** ({fmt(many['idle_window_seconds'])} s window, one"
+            " resync period, after convergence): the operator's own client sent"
+            f" {fmt(many['idle_operator_requests_per_second'], 2)} requests/s"
+            f" ({many['idle_operator_requests_by_method']}), {fmt(many['idle_operator_writes'])} of them"
+            " writes; the apiserver served"
+            f" {fmt(many['idle_apiserver_requests_per_second'], 2)} requests/s from every client"
+            f" ({many['idle_apiserver_requests_by_verb']}: kopf's watches, the kube-controller-manager and"
+            " the operator). **CR apply -> Deployments with"
+            f" {fmt(many['runtimes'])} runtimes present** over {fmt(sized.get('count'))} runs: p50"
+            f" {fmt(sized.get('p50'))} ms, p95 {fmt(sized.get('p95'))} ms, max {fmt(sized.get('max'))} ms"
+            f" ({fmt(many.get('apply_at_size_over_60s', 0))} more took over 60 s and are left out).",
+            "",
+        ]
+    doc += [
         "**No-op resync** (a second operator behind a counting proxy, `--resync-seconds"
         f" {fmt(noop['resync_seconds'])}`,"
         f" {fmt(noop['window_seconds'])} s window after the runtimes converged and settled; runtimes:"
@@ -514,15 +535,39 @@ def operator_section(r: dict[str, Any], plots: Path) -> Doc:
         doc += table(["method", "path", "body (start)"], rows)
     progress = many.get("progress") or []
     if progress:
+        goal = next((t["goal"] for t in r["targets"] if t["name"].endswith("runtimes converge")), 120.0)
         fig, ax = plt.subplots(figsize=(7, 3.4))
         ax.plot([p[0] for p in progress], [p[1] for p in progress], "-", color="#4c72b0")
-        ax.axvline(60, color="#c44e52", linestyle="--", label="target 60 s")
+        ax.axvline(goal, color="#c44e52", linestyle="--", label=f"target {fmt(goal, 0)} s")
         ax.set_xlabel("seconds since the first create")
         ax.set_ylabel("runtimes converged")
         ax.set_title(f"{many['runtimes']} runtimes: convergence (peak RSS {fmt(many['peak_rss_mib'])} MiB)")
         ax.legend()
         doc += [f"![operator convergence](plots/{save(fig, plots, 'operator_convergence')})", ""]
     return doc
+
+
+def pods_ready_section(r: dict[str, Any]) -> Doc:
+    f, s = r["figures"], r["settings"]
+    doc = ["## 7. CR apply -> every role pod Ready (real node)", ""]
+    if not f.get("measured"):
+        return [*doc, f"Not measured: {f.get('why_not', 'no node')}.", ""]
+    ready = f["apply_to_all_pods_ready_s"]
+    image = f"`{s['image']}`" + ("" if s["image_is_this_checkouts"] else " (not this checkout's image)")
+    doc += [
+        f"{s['operator']}; runtime: {s['runtime_spec']}; image {image}, already in the node. Clock: the"
+        " create call -> the last role with a Ready pod (pods polled every"
+        f" {fmt(s['poll_ms'])} ms).",
+        "",
+        f"Over {ready['count']} samples: p50 {fmt(ready['p50'], 2)} s, p95 {fmt(ready['p95'], 2)} s, max"
+        f" {fmt(ready['max'], 2)} s.",
+        "",
+    ]
+    rows = [
+        [str(i + 1), *(fmt(sample.get(role), 2) for role in ("api", "relay", "consumer", "memory-worker"))]
+        for i, sample in enumerate(f["per_role_first_ready_s"])
+    ]
+    return doc + table(["sample", "api s", "relay s", "consumer s", "memory-worker s"], rows)
 
 
 def profile_section(r: dict[str, Any]) -> Doc:
@@ -706,7 +751,7 @@ def claim_table(f: dict[str, Any]) -> Doc:
 
 def write_report(results_dir: Path = RESULTS_DIR, out_dir: Path = BENCH_DIR) -> Path:
     found = load_results(results_dir)
-    order = ["relay", "consumer", "latency", "scaling", "operator", "profile"]
+    order = ["relay", "consumer", "latency", "scaling", "operator", "profile", "pods_ready"]
     results = {
         name: found[name] for name in sorted(found, key=lambda n: order.index(n) if n in order else 99)
     }
@@ -729,6 +774,8 @@ def write_report(results_dir: Path = RESULTS_DIR, out_dir: Path = BENCH_DIR) -> 
         if "profile" in results:
             doc += profile_section(results["profile"])
             doc += claim_table(results["profile"]["figures"])
+        if "pods_ready" in results:
+            doc += pods_ready_section(results["pods_ready"])
         doc += findings(results)
         for result in results.values():
             doc += [f"- {result['title']}: {note}" for note in result["notes"]]

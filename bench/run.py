@@ -21,8 +21,10 @@ from .context import Context
 from .machine import load_average
 from .results import BENCH_DIR, RESULTS_DIR
 
-SECTIONS = ("relay", "consumer", "latency", "scaling", "operator", "profile")
-NEEDS_KUBE = frozenset({"scaling", "operator"})
+# The operator section last: its 1,000 runtimes are deleted when it ends, and the apiserver and the
+# kube-controller-manager are busy with that for a while.
+SECTIONS = ("relay", "consumer", "latency", "scaling", "pods_ready", "profile", "operator")
+NEEDS_KUBE = frozenset({"scaling", "pods_ready", "operator"})
 
 
 async def _run(names: Sequence[str], smoke: bool, results_dir: Path, stack_file: Path | None) -> int:

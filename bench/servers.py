@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 import urllib.request
@@ -17,11 +18,13 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from smartflow_devstack import kafka, kube, postgres, stack
+from smartflow_devstack.node.start import NodeInfo
 from smartflow_devstack.process import stop
 from smartflow_devstack.versions import REPO_ROOT
 
@@ -38,10 +41,20 @@ class Servers:
     reused: bool
     started_pids: list[int] = field(default_factory=list)
     state: Path = WORK_ROOT / "stack"
+    node: NodeInfo | None = None  # the real node, when the reused stack has one (never started here)
 
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka.bootstrap_servers
+
+    @property
+    def pod_bootstrap_servers(self) -> str:
+        """Kafka as pods on the node reach it."""
+        return self.kafka.pod_bootstrap_servers
+
+    def pod_dsn(self, database: str) -> str:
+        """``database`` as pods on the node reach it."""
+        return self.postgres.pod_dsn(database)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -49,6 +62,7 @@ class Servers:
             "postgres_port": self.postgres.port,
             "kafka_bootstrap_servers": self.kafka.bootstrap_servers,
             "kube_server": None if self.kube is None else self.kube.server,
+            "node": self.node is not None,
             "postgres_tuning": "devstack cluster: fsync=off, synchronous_commit=off, shared_buffers=256MB",
         }
 
@@ -56,7 +70,7 @@ class Servers:
         if self.kube is None:
             self.kube = kube.start(self.state)
             info = self.kube
-            self.started_pids += [info.etcd_pid, info.apiserver_pid, info.controller_manager_pid]
+            self.started_pids += list(reversed(info.pids()))  # stopped newest first: the scheduler too
         return self.kube
 
     def close(self) -> None:
@@ -134,11 +148,22 @@ def from_file(path: Path) -> Servers:
     devstack dataclasses as dicts), e.g. written by a test from its fixtures; never stopped by the bench."""
     raw = json.loads(path.read_text())
     return Servers(
-        postgres=postgres.PostgresInfo(**raw["postgres"]),
-        kafka=kafka.KafkaInfo(**raw["kafka"]),
-        kube=kube.KubeInfo(**raw["kube"]) if raw.get("kube") else None,
+        postgres=_known(postgres.PostgresInfo, raw["postgres"]),
+        kafka=_known(kafka.KafkaInfo, raw["kafka"]),
+        kube=_known(kube.KubeInfo, raw["kube"]) if raw.get("kube") else None,
+        node=_known(NodeInfo, raw["node"]) if raw.get("node") else None,
         reused=True,
     )
+
+
+T = TypeVar("T")
+
+
+def _known(cls: type[T], values: dict[str, Any]) -> T:
+    """``cls(**values)`` with only the fields ``cls`` has: a stack file written by a newer devstack
+    (more listeners, say) still describes the servers this bench uses."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def acquire(*, need_kube: bool, stack_file: Path | None = None) -> Servers:
@@ -147,7 +172,9 @@ def acquire(*, need_kube: bool, stack_file: Path | None = None) -> Servers:
         return from_file(stack_file)
     running = stack.load()
     if running is not None and running.postgres is not None and running.kafka is not None:
-        return Servers(postgres=running.postgres, kafka=running.kafka, kube=running.kube, reused=True)
+        return Servers(
+            postgres=running.postgres, kafka=running.kafka, kube=running.kube, node=running.node, reused=True
+        )
     state = WORK_ROOT / "stack"
     state.mkdir(parents=True, exist_ok=True)
     pg = postgres.start(state)

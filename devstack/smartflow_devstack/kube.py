@@ -41,6 +41,11 @@ class KubeInfo:
     etcd_port: int
     scheduler_pid: int = 0
 
+    @property
+    def home(self) -> Path:
+        """The control plane's directory: ``tokens.csv`` and ``pki/`` (apiserver and ServiceAccount keys)."""
+        return Path(self.kubeconfig).parent
+
     def pids(self) -> list[int]:
         """Control-plane processes, in the order they should be stopped."""
         return [

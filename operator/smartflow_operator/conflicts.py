@@ -63,6 +63,43 @@ def identity_of(runtime: SmartflowRuntime, fetched: FetchedConfig, *, created: s
     )
 
 
+GroupKey = tuple[tuple[str, ...], str, str]  # (bootstrap, topic, group)
+
+
+class ConsumerGroups:
+    """Every runtime's latest identity, indexed by consumer group: a pass compares its runtime with
+    the runtimes in its own group only (comparing with every runtime made convergence quadratic in
+    the number of runtimes)."""
+
+    def __init__(self) -> None:
+        self._by_runtime: dict[tuple[str, str], ConsumerIdentity] = {}
+        self._by_group: dict[GroupKey, dict[tuple[str, str], ConsumerIdentity]] = {}
+
+    def record(self, identity: ConsumerIdentity) -> None:
+        self.forget(identity.namespace, identity.name)
+        key = (identity.namespace, identity.name)
+        self._by_runtime[key] = identity
+        self._by_group.setdefault(_group_of(identity), {})[key] = identity
+
+    def forget(self, namespace: str, name: str) -> None:
+        old = self._by_runtime.pop((namespace, name), None)
+        if old is not None:
+            members = self._by_group.get(_group_of(old), {})
+            members.pop((namespace, name), None)
+            if not members:
+                self._by_group.pop(_group_of(old), None)
+
+    def in_group_of(self, identity: ConsumerIdentity) -> list[ConsumerIdentity]:
+        return list(self._by_group.get(_group_of(identity), {}).values())
+
+    def __len__(self) -> int:
+        return len(self._by_runtime)
+
+
+def _group_of(identity: ConsumerIdentity) -> GroupKey:
+    return (identity.bootstrap, identity.topic, identity.group)
+
+
 def conflicting_runtime(me: ConsumerIdentity, others: Iterable[ConsumerIdentity]) -> ConsumerIdentity | None:
     """The earliest runtime created before ``me`` in ``me``'s consumer group on another database."""
     earlier = [

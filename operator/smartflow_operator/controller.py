@@ -35,6 +35,7 @@ from .migration import SchemaVersionReader
 from .names import Role
 from .reconcile import ConsumerRegistry, FetchConfig, ReconcileResult, fetch_config, reconcile
 from .resource import SmartflowRuntime
+from .runtime_status import reported_fingerprint
 from .status_writer import PatchFor
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -49,6 +50,7 @@ class Stopped(Protocol):
 
 
 BACKOFF_BASE_SECONDS = 10.0
+MAX_CONCURRENT_PASSES = 32  # twice the client's threads: a pass waits on the apiserver half its time
 BACKOFF_MAX_SECONDS = 300.0
 
 
@@ -72,20 +74,33 @@ class Controller:
         kube: KubeClient,
         metrics: OperatorMetrics,
         schema_versions: SchemaVersionReader | None = None,
+        max_concurrent_passes: int = MAX_CONCURRENT_PASSES,
     ) -> None:
         self.kube = kube
+        # Passes of different runtimes in flight at once. Unbounded, 1,000 new runtimes started
+        # 1,000 passes whose requests interleaved in the client's queue: every pass took about as
+        # long as all of them (none converged before nearly all had), and each held its objects
+        # in memory meanwhile. Bounded, they finish in turn at the same total rate.
+        self._passes = asyncio.Semaphore(max_concurrent_passes)
         self.metrics = metrics
         self.schema_versions = schema_versions  # the lag probes: status.schema.version
         self._gates: defaultdict[Key, _Gate] = defaultdict(_Gate)
         # The configuration the last full pass read, by runtime: (generation, fetched objects).
         self._config: dict[Key, tuple[int, dict[tuple[Kind, str], Any]]] = {}
         # Every runtime's consumer-group identity, for the conflict check (conflicts.py).
-        self._consumers: ConsumerRegistry = {}
+        self._consumers: ConsumerRegistry = ConsumerRegistry()
+        self._child_pending: set[Key] = set()  # runtimes with a child-event pass scheduled
+        self._child_seen: dict[Key, tuple[Any, ...]] = {}  # (namespace, Deployment): fingerprint
 
-    async def reconcile(self, namespace: str, name: str, *, logger: Logger, retry: int = 0) -> None:
-        """For create/update/resume handlers: always runs; failures are retried by kopf with backoff."""
+    async def reconcile(
+        self, namespace: str, name: str, *, logger: Logger, retry: int = 0, new: bool = False
+    ) -> None:
+        """For create/update/resume handlers: always runs; failures are retried by kopf with backoff.
+        ``new``: the create handler (see ``reconcile.reconcile``)."""
         try:
-            await self._serialized((namespace, name), lambda: self._measured(namespace, name, logger))
+            await self._serialized(
+                (namespace, name), lambda: self._measured(namespace, name, logger, new=new)
+            )
         except ConfigurationError as error:
             raise kopf.TemporaryError(
                 f"{error.reason}: {error.message}", delay=backoff_delay(retry)
@@ -114,6 +129,46 @@ class Controller:
         except KubeError as error:
             logger.warning("resync failed, will retry: %s", error)
 
+    async def child_changed(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        event_type: str | None,
+        deployment: Mapping[str, Any],
+        logger: Logger,
+        delay: float,
+    ) -> None:
+        """A watch event of a child Deployment of runtime ``name``: a pass when it changed what the
+        runtime's status reports (``reported_fingerprint``) or went, ``delay`` seconds after the first
+        such event, for every event until then (the pass reads all children anyway).
+
+        The initial listing and ADDED events only record the fingerprint: the resume handler and the
+        pass that created the Deployment have reported it. A new runtime's four Deployments change
+        several times in their first seconds (the Deployment controller's status and condition
+        updates); a pass for each was most of the operator's requests while 1,000 runtimes converged.
+        Readiness reaches the status at most ``delay`` later."""
+        metadata = deployment.get("metadata") or {}
+        child = (namespace, str(metadata.get("name")))
+        if event_type == "DELETED":
+            self._child_seen.pop(child, None)
+        else:
+            fingerprint = reported_fingerprint(deployment)
+            previous = self._child_seen.get(child)
+            self._child_seen[child] = fingerprint
+            gone = bool(metadata.get("deletionTimestamp"))
+            if not gone and (event_type in (None, "ADDED") or previous == fingerprint):
+                return
+        key = (namespace, name)
+        if key in self._child_pending:
+            return  # the pass already scheduled will see this change
+        self._child_pending.add(key)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._child_pending.discard(key)
+        await self.resync(namespace, name, logger=logger, reuse_config=True)
+
     async def scale(
         self, namespace: str, name: str, role: Role, replicas: int, *, report: PatchFor, logger: Logger
     ) -> None:
@@ -134,7 +189,7 @@ class Controller:
     def forget(self, namespace: str, name: str) -> None:
         """The runtime is gone (or going): drop what this controller remembers of it."""
         self._config.pop((namespace, name), None)
-        self._consumers.pop((namespace, name), None)
+        self._consumers.forget(namespace, name)
 
     async def run_resync(
         self, namespace: str, name: str, *, interval: float, stopped: Stopped, logger: Logger
@@ -156,7 +211,8 @@ class Controller:
         finally:
             gate.queued -= 1
         try:
-            return await run()
+            async with self._passes:
+                return await run()
         finally:
             gate.lock.release()
             if gate.queued == 0 and self._gates.get(key) is gate:
@@ -182,6 +238,7 @@ class Controller:
         reuse_config: bool = False,
         also_status: PatchFor | None = None,
         replicas: Mapping[Role, int] | None = None,
+        new: bool = False,
     ) -> ReconcileResult:
         started = time.monotonic()
         key = (namespace, name)
@@ -196,10 +253,11 @@ class Controller:
                 also_status=also_status,
                 replicas=replicas,
                 consumers=self._consumers,
+                new=new,
             )
             if not result.found:
                 self._config.pop(key, None)
-                self._consumers.pop(key, None)
+                self._consumers.forget(*key)
         except ConfigurationError as error:
             self.metrics.reconciles.labels(result="degraded").inc()
             self.metrics.errors.labels(reason=error.reason).inc()

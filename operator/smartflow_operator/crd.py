@@ -75,10 +75,11 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "priority": 1,
     },
     {
+        # A string: a capped reading shows as "800+" (the probe stopped counting there), never as 800.
         "name": "Relay-Lag",
-        "type": "integer",
-        "description": "Due outbox rows not yet published (last reading).",
-        "jsonPath": ".status.roles.relay.lag",
+        "type": "string",
+        "description": "Due outbox rows not yet published (last reading); N+ when counting stopped at N.",
+        "jsonPath": ".status.roles.relay.lagReading",
     },
     {
         "name": "Consumer-Lag",

@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from .autoscaling.watched_replicas import WatchedReplicas
 from .controller import Controller, Logger
 from .names import (
     APP_NAME,
@@ -26,6 +27,8 @@ from .names import (
 )
 from .runtime_loops import RuntimeLoops
 from .runtime_metrics import RuntimeStatusMetrics
+
+CHILD_EVENT_DELAY_SECONDS = 0.5
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -75,10 +78,11 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def runtime_changed(
-        *, namespace: str | None, name: str, memo: Any, retry: int, logger: Logger, **_: Any
+        *, namespace: str | None, name: str, memo: Any, retry: int, reason: Any, logger: Logger, **_: Any
     ) -> None:
         controller: Controller = memo.controller
-        await controller.reconcile(str(namespace), name, logger=logger, retry=retry)
+        new = str(reason) == "create"  # a new runtime: no children to list yet
+        await controller.reconcile(str(namespace), name, logger=logger, retry=retry, new=new)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def runtime_seen(
@@ -105,13 +109,33 @@ def register(registry: kopf.OperatorRegistry) -> None:
         registry=registry,
     )
     async def child_changed(
-        *, namespace: str | None, labels: Mapping[str, str], memo: Any, logger: Logger, **_: Any
+        *,
+        type: str | None,
+        body: Mapping[str, Any],
+        namespace: str | None,
+        labels: Mapping[str, str],
+        memo: Any,
+        logger: Logger,
+        **_: Any,
     ) -> None:
-        # Readiness of a role changed (or someone edited/deleted our Deployment): refresh its runtime.
+        # The autoscaler reads role replicas from here instead of GETting the Deployment each poll.
+        watched: WatchedReplicas | None = getattr(memo, "watched_replicas", None)
+        if watched is not None:
+            watched.observe(type, body)
+        # Readiness of a role changed (or someone edited/deleted our Deployment): refresh its runtime
+        # (only when the event changed what its status reports, see Controller.child_changed).
         if LABEL_INSTANCE in labels:
             controller: Controller = memo.controller
             # Nothing the pods read changed: the pass reuses the configuration the last one read.
-            await controller.resync(str(namespace), labels[LABEL_INSTANCE], logger=logger, reuse_config=True)
+            # Events of the next CHILD_EVENT_DELAY_SECONDS share one pass.
+            await controller.child_changed(
+                str(namespace),
+                labels[LABEL_INSTANCE],
+                event_type=type,
+                deployment=body,
+                logger=logger,
+                delay=CHILD_EVENT_DELAY_SECONDS,
+            )
 
     @kopf.on.event(
         "batch",

@@ -34,6 +34,7 @@ from prometheus_client import start_http_server
 from .autoscaling.loop import Autoscaler
 from .autoscaling.metrics import AutoscalingMetrics
 from .autoscaling.probes import Probes
+from .autoscaling.watched_replicas import WatchedReplicas
 from .config_watch import ConfigWatcher
 from .controller import Controller
 from .handlers import register
@@ -51,6 +52,7 @@ from .logs import configure_logging
 from .metrics import OperatorMetrics
 from .runtime_loops import Loop, RuntimeLoops
 from .runtime_metrics import RuntimeStatusMetrics
+from .shared_reads import SharedReads
 
 _autoscaling_log = logging.getLogger("smartflow_operator.autoscaling")
 _config_log = logging.getLogger("smartflow_operator.config_watch")
@@ -96,6 +98,14 @@ class OperatorConfig:
 Flag = asyncio.Event | threading.Event
 
 
+@dataclass(frozen=True)
+class _TermMetrics:
+    """The metrics of what runs while leading, made once per process (a registry refuses twice)."""
+
+    autoscaling: AutoscalingMetrics
+    runtimes: RuntimeStatusMetrics
+
+
 async def serve(
     config: OperatorConfig,
     *,
@@ -111,6 +121,10 @@ async def serve(
     health = HealthServer(config.health_address, config.health_port)
     await health.start()
     metrics = controller.metrics
+    # Registered once per process: a replica that loses the Lease and leads again reuses them.
+    term_metrics = _TermMetrics(
+        autoscaling=AutoscalingMetrics(metrics.registry), runtimes=RuntimeStatusMetrics(metrics.registry)
+    )
     elector: LeaderElector | None = None
     if config.leader_election:
         settings = config.lease_settings()
@@ -118,6 +132,9 @@ async def serve(
             client.ApiClient(controller.kube.configuration),
             timeout_seconds=settings.retry_period,
             on_request=lambda method: metrics.lease_requests.labels(method=method).inc(),
+            # Its own thread: renewals never queue behind the reconciler's calls (with 1,000
+            # runtimes converging they did, past the renew deadline, and the replica lost the Lease).
+            threads=1,
         )
         elector = LeaderElector(settings, kube=lease_kube)
         controller.kube.may_write = elector.may_write
@@ -127,7 +144,7 @@ async def serve(
             if elector is not None and not await elector.acquire(stopping):
                 break
             metrics.leader.set(1)
-            lost = await _lead(config, controller, elector, stopping, health, ready_flag)
+            lost = await _lead(config, controller, elector, stopping, health, ready_flag, term_metrics)
             metrics.leader.set(0)
             if not lost:
                 break
@@ -148,14 +165,19 @@ async def _lead(
     stopping: asyncio.Event,
     health: HealthServer,
     ready_flag: Flag | None,
+    term_metrics: _TermMetrics,
 ) -> bool:
     """One term as leader: kopf and the loops until ``stopping`` or the lease is lost (True)."""
     registry = kopf.OperatorRegistry()
     register(registry)
+    # Secrets/ConfigMaps read by many runtimes' loops: one GET per object per half check interval.
+    reads = SharedReads(controller.kube, max_age_seconds=config.config_check_seconds / 2)
+    watched_replicas = WatchedReplicas()
     config_watcher = ConfigWatcher(
         kube=controller.kube,
         on_change=lambda namespace, name: controller.resync(namespace, name, logger=_config_log),
         interval_seconds=config.config_check_seconds,
+        reads=reads,
     )
     probes = Probes()
     if controller.schema_versions is None:
@@ -169,14 +191,16 @@ async def _lead(
         scale=lambda namespace, name, role, replicas, report: controller.scale(
             namespace, name, role, replicas, report=report, logger=_autoscaling_log
         ),
-        metrics=AutoscalingMetrics(controller.metrics.registry),
+        metrics=term_metrics.autoscaling,
+        reads=reads,
+        watched=watched_replicas,
     )
     loops: dict[str, Loop] = {
         "resync": lambda namespace, name, _body, stopped, logger: controller.run_resync(
             namespace, name, interval=config.resync_seconds, stopped=stopped, logger=logger
         ),
-        "autoscaler": lambda namespace, name, _body, stopped, logger: autoscaler.run(
-            namespace, name, stopped=stopped, logger=logger
+        "autoscaler": lambda namespace, name, body, stopped, logger: autoscaler.run(
+            namespace, name, stopped=stopped, logger=logger, body=body
         ),
     }
     if config.config_check_seconds > 0:
@@ -191,7 +215,8 @@ async def _lead(
             memo=kopf.Memo(
                 controller=controller,
                 runtime_loops=runtime_loops,
-                runtime_metrics=RuntimeStatusMetrics(controller.metrics.registry),
+                watched_replicas=watched_replicas,
+                runtime_metrics=term_metrics.runtimes,
             ),
             # No kopf peering: the Lease decides who runs (see the module docstring).
             standalone=True,

@@ -56,6 +56,15 @@ def role_status(deployment: Mapping[str, Any]) -> RoleStatus:
     )
 
 
+def reported_fingerprint(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a Deployment the runtime's status reports (its role status, rolled out or not) plus
+    its generation (a spec edit, someone's or ours): equal fingerprints, equal status. The
+    Deployment controller's many updates that only touch conditions leave it alone."""
+    status = role_status(deployment)
+    generation = (deployment.get("metadata") or {}).get("generation", 0)
+    return (tuple(sorted(status.dump().items())), _rolled_out(deployment, status), generation)
+
+
 def _rolled_out(deployment: Mapping[str, Any], status: RoleStatus) -> bool:
     observed = deployment.get("status") or {}
     generation = deployment.get("metadata", {}).get("generation", 0)
@@ -162,10 +171,10 @@ def compute_status(
 def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch turning the operator's fields of ``current`` into ``desired`` ({} if equal).
 
-    Fields others own (``roles.<role>.lag``/``autoscaling``, ``kopf``) are never in the patch, so a
-    merge patch leaves them alone; a role that is no longer reported is removed (``None``). The
-    ``conditions`` list is sent whole (a merge patch cannot do less) with the autoscaler's
-    condition types kept as in ``current``: send it with ``current``'s resourceVersion
+    Fields others own (``roles.<role>.lag``/``lagReading``/``autoscaling``, ``kopf``) are never in
+    the patch, so a merge patch leaves them alone; a role that is no longer reported is removed
+    (``None``). The ``conditions`` list is sent whole (a merge patch cannot do less) with the
+    autoscaler's condition types kept as in ``current``: send it with ``current``'s resourceVersion
     (``status_writer.write_status``) so a concurrent autoscaler write is not undone.
     """
     patch: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
 The operator writes ``observedGeneration``, the conditions and, per role, the Deployment's
 desired/ready replicas and image. Two places belong to others and are preserved as they are:
-``roles.<role>.lag`` / ``roles.<role>.autoscaling`` (written by the autoscaler) and ``kopf``
+``roles.<role>.lag`` / ``lagReading`` / ``autoscaling`` (written by the autoscaler) and ``kopf``
 (kopf's own bookkeeping). Status models accept unknown fields so an older operator never drops
 what a newer one wrote.
 """
@@ -56,6 +56,13 @@ class RoleStatus(_StatusModel):
         default=None,
         description="Last measured lag: due outbox rows (relay) or consumer-group lag (consumer). "
         "Written by the autoscaler.",
+    )
+    lag_reading: str | None = Field(
+        default=None,
+        description="The last lag reading as shown by kubectl get: the number, or N+ when the probe "
+        "stopped counting at N (the relay counts due rows only up to targetPerReplica x maxReplicas, "
+        "past which the decision cannot change; the backlog may be far larger). Written by the "
+        "autoscaler.",
     )
     autoscaling: PreservedObject | None = Field(
         default=None, description="The autoscaler's last readings and decisions for this role."

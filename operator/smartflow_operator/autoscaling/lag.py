@@ -38,6 +38,12 @@ class Reading:
     truncated: bool = False  # the metric was counted up to a bound and may be larger
     oldest_age_seconds: float | None = None  # relay: age of the oldest due row
 
+    @property
+    def shown(self) -> str:
+        """The metric as people should read it: ``800+`` when counting stopped at 800 (there may be
+        7,000), else the number (``status.roles.<role>.lagReading``, the Relay-Lag column)."""
+        return f"{self.metric}+" if self.truncated else str(self.metric)
+
 
 @dataclass(frozen=True)
 class EffectiveLag:

@@ -51,6 +51,7 @@ from ..kube import DEPLOYMENTS, RUNTIMES, KubeClient
 from ..names import Role
 from ..reconcile import fetch_objects
 from ..resource import SmartflowRuntime
+from ..shared_reads import SharedReads
 from ..spec import Mode, ScalableWorkloadSpec
 from ..status import Condition, ConditionStatus
 from ..status_writer import PatchFor, write_status
@@ -73,6 +74,7 @@ from .report import (
     timestamp,
 )
 from .spec import AutoscalingSpec
+from .watched_replicas import WatchedReplicas
 
 SCALED_ROLES = (Role.RELAY, Role.CONSUMER)
 IDLE_INTERVAL_SECONDS = 5.0
@@ -99,6 +101,8 @@ def utc_now() -> datetime:
 class _RoleState:
     history: ScalingHistory | None = None
     error_reason: str | None = None
+    scaled_to: int | None = None  # the count this loop last set, and when (``watched``'s clock)
+    scaled_at: float | None = None
 
 
 class Autoscaler:
@@ -112,22 +116,36 @@ class Autoscaler:
         probes: Probes | None = None,
         metrics: AutoscalingMetrics | None = None,
         clock: Clock = utc_now,
+        reads: SharedReads | None = None,
+        watched: WatchedReplicas | None = None,
     ) -> None:
         self.kube = kube
         self.probes = probes or Probes()
         self.metrics = metrics or AutoscalingMetrics()
         self._scale = scale
         self._clock = clock
+        # The DSN Secret through the operator's shared reads; Deployment counts from the watch.
+        self.reads = reads or SharedReads(kube, max_age_seconds=0.0)
+        self.watched = watched
         self._states: dict[tuple[str, str, Role], _RoleState] = {}
 
     async def close(self) -> None:
         await self.probes.close()
 
-    async def run(self, namespace: str, name: str, *, stopped: Stopped, logger: Logger) -> None:
-        """Poll both roles until ``stopped``; never raises (a broken poll is logged and retried)."""
+    async def run(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        stopped: Stopped,
+        logger: Logger,
+        body: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Poll both roles until ``stopped``; never raises (a broken poll is logged and retried).
+        ``body``: the live view of the runtime (``runtime_loops``); without it each poll reads it."""
         try:
             await asyncio.gather(
-                *(self._loop(namespace, name, role, stopped, logger) for role in SCALED_ROLES)
+                *(self._loop(namespace, name, role, stopped, logger, body) for role in SCALED_ROLES)
             )
         finally:
             await self.probes.release(f"{namespace}/{name}")
@@ -135,24 +153,38 @@ class Autoscaler:
                 self._states.pop((namespace, name, role), None)
                 self.metrics.forget(namespace, name, role.value)
 
-    async def _loop(self, namespace: str, name: str, role: Role, stopped: Stopped, logger: Logger) -> None:
+    async def _loop(
+        self,
+        namespace: str,
+        name: str,
+        role: Role,
+        stopped: Stopped,
+        logger: Logger,
+        body: Mapping[str, Any] | None,
+    ) -> None:
         while not stopped.is_set():
             interval = IDLE_INTERVAL_SECONDS
             try:
-                interval = await self.poll(namespace, name, role, logger=logger)
+                interval = await self.poll(namespace, name, role, logger=logger, body=body)
             except KubeError as error:
                 logger.warning("%s autoscaling poll failed, retrying: %s", role.value, error)
             except Exception:
                 logger.exception("%s autoscaling poll failed unexpectedly, retrying", role.value)
             await stopped.wait(interval)
 
-    async def poll(self, namespace: str, name: str, role: Role, *, logger: Logger) -> float:
-        """One measurement and decision for ``role``; returns the seconds until the next poll."""
-        body = await self.kube.get(RUNTIMES, namespace, name)
+    async def poll(
+        self, namespace: str, name: str, role: Role, *, logger: Logger, body: Mapping[str, Any] | None = None
+    ) -> float:
+        """One measurement and decision for ``role``; returns the seconds until the next poll.
+        ``body``: the watch's live view of the runtime (copied here), else the runtime is read. A
+        status write from a view that trails the object fails its resourceVersion precondition and
+        is rebuilt from a fresh read (``status_writer``), so the view's lag costs a retry, not a
+        lost update."""
+        body = dict(body) if body else await self.kube.get(RUNTIMES, namespace, name)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return IDLE_INTERVAL_SECONDS
         try:
-            runtime = SmartflowRuntime.from_object(body)
+            runtime = SmartflowRuntime.from_object(body, with_status=False)
         except ValidationError:
             return IDLE_INTERVAL_SECONDS  # the reconciler reports the invalid spec
         workload = runtime.spec.roles.for_role(role)
@@ -163,13 +195,12 @@ class Autoscaler:
             self.metrics.forget(namespace, name, role.value)
             await self._report_disabled(body, role)
             return float(scaling.poll_interval_seconds)
-        deployment = await self.kube.get(DEPLOYMENTS, namespace, child_name(runtime, role))
-        if deployment is None:
+        state = self._states.setdefault((namespace, name, role), _RoleState())
+        current = await self._current_replicas(runtime, role, state)
+        if current is None:
             return float(scaling.poll_interval_seconds)  # not created yet: the reconciler will
-        current = int((deployment.get("spec") or {}).get("replicas", 1))
 
         reading, error = await self._measure(runtime, role, scaling)
-        state = self._states.setdefault((namespace, name, role), _RoleState())
         previous = _autoscaling_of(body, role)
         now = self._clock()
         decision = decide(
@@ -191,6 +222,8 @@ class Autoscaler:
         report = self._report(role, fragment, wanted, reading, now)
         if decision.changed and decision.writes_replicas:
             await self._scale(namespace, name, role, decision.desired, report)
+            state.scaled_to = decision.desired
+            state.scaled_at = self.watched.now() if self.watched is not None else None
             direction = "up" if decision.desired > current else "down"
             self.metrics.scale_events.labels(role=role.value, direction=direction).inc()
             await self._event(body, "Normal", decision.reason.value, fragment["message"], now)
@@ -204,6 +237,23 @@ class Autoscaler:
         return float(scaling.poll_interval_seconds)
 
     # -- steps -------------------------------------------------------------------------------
+
+    async def _current_replicas(self, runtime: SmartflowRuntime, role: Role, state: _RoleState) -> int | None:
+        """The role Deployment's replicas, None when there is no Deployment yet. With ``watched``:
+        from the watch when it has seen the Deployment since this loop last scaled it (an older
+        entry may predate the scale: then the count this loop set); without: read."""
+        deployment_name = child_name(runtime, role)
+        if self.watched is not None:
+            seen = self.watched.get(runtime.namespace, deployment_name)
+            if seen is None:
+                return None  # the watch has not seen it: not created yet (the next poll looks again)
+            if state.scaled_at is None or seen.at > state.scaled_at or state.scaled_to is None:
+                return seen.replicas
+            return state.scaled_to
+        deployment = await self.kube.get(DEPLOYMENTS, runtime.namespace, deployment_name)
+        if deployment is None:
+            return None
+        return int((deployment.get("spec") or {}).get("replicas", 1))
 
     async def _measure(
         self, runtime: SmartflowRuntime, role: Role, scaling: AutoscalingSpec
@@ -232,7 +282,7 @@ class Autoscaler:
     async def _database(self, runtime: SmartflowRuntime) -> tuple[str, DatabaseSecurity | None]:
         """The DSN and the TLS settings of the runtime's database, from its Secrets (GET by name)."""
         spec, namespace = runtime.spec, runtime.namespace
-        fetched = await fetch_objects(self.kube, namespace, objects_of(database_refs(spec)))
+        fetched = await fetch_objects(self.reads, namespace, objects_of(database_refs(spec)))
         try:
             return database_dsn(spec, fetched, namespace=namespace), database_security(
                 spec, fetched, namespace=namespace
@@ -243,7 +293,7 @@ class Autoscaler:
     async def _kafka(self, runtime: SmartflowRuntime) -> KafkaSecurity | None:
         """The SASL credentials and TLS material of the runtime's brokers (GET by name)."""
         spec, namespace = runtime.spec, runtime.namespace
-        fetched = await fetch_objects(self.kube, namespace, objects_of(kafka_refs(spec)))
+        fetched = await fetch_objects(self.reads, namespace, objects_of(kafka_refs(spec)))
         try:
             return kafka_security(spec, fetched, namespace=namespace)
         except ConfigurationError as error:
@@ -298,6 +348,8 @@ class Autoscaler:
                 role_patch["autoscaling"] = {**cleared, **fragment}
             if reading is not None and role_status.get("lag") != reading.metric:
                 role_patch["lag"] = reading.metric
+            if reading is not None and role_status.get("lagReading") != reading.shown:
+                role_patch["lagReading"] = reading.shown
             if role_patch:
                 patch["roles"] = {role.spec_key: role_patch}
             conditions = _with_condition(status, wanted, current, now)

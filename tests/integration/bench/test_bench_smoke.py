@@ -101,7 +101,7 @@ def test_operator_sections(
         "kafka": asdict(kafka_server),
         "kube": asdict(kube_server),
     }
-    results = run_bench(tmp_path, servers, "scaling", "operator")
+    results = run_bench(tmp_path, servers, "scaling", "operator", "pods_ready")
 
     scaling = results["scaling"]["figures"]
     assert scaling["relay_scale_up_first_s"]["count"] == 1 and scaling["relay_scale_up_first_s"]["max"] > 0
@@ -109,7 +109,22 @@ def test_operator_sections(
 
     operator = results["operator"]["figures"]
     assert operator["apply_to_deployments_ms"]["p50"] > 0
-    assert operator["many_runtimes"]["converged"] == operator["many_runtimes"]["runtimes"]
-    assert operator["many_runtimes"]["peak_rss_mib"] > 0
+    fleet = operator["many_runtimes"]
+    assert fleet["converged"] == fleet["runtimes"] and fleet["converge_seconds"] > 0
+    assert fleet["peak_rss_mib"] > 0
+    assert fleet["apply_at_size_ms"]["count"] == 2 and fleet["apply_at_size_ms"]["p50"] > 0
+    assert fleet["idle_window_seconds"] > 0 and fleet["idle_apiserver_requests_per_second"] > 0
+    assert fleet["idle_operator_writes"] == 0  # the fleet's idle window: a quiet operator writes nothing
     assert operator["noop_resync"]["requests_by_method"].get("GET", 0) > 0
     assert isinstance(operator["noop_resync"]["writes"], int)
+    assert {t["name"] for t in results["operator"]["targets"]} >= {
+        "3 runtimes converge",
+        "CR apply -> Deployments p50 with 3 runtimes",
+        "operator writes in a resync period, 3 idle runtimes",
+    }
+
+    # Without a node in the stack file the section says why it measured nothing.
+    pods_ready = results["pods_ready"]["figures"]
+    assert pods_ready["measured"] is False and "node" in pods_ready["why_not"]
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "Not measured: the stack has no node" in report and "**Idle, 3 runtimes**" in report

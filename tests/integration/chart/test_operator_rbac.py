@@ -70,7 +70,7 @@ def _healthy(server: str, ca_file: str) -> bool:
 
 @pytest.fixture(scope="session")
 def enforcing_apiserver(kube_server: kube.KubeInfo, test_state: Path) -> Iterator[str]:
-    pki = Path(kube_server.ca_file).parent
+    pki = kube_server.home / "pki"
     home = test_state / "enforcing-apiserver"
     log = test_state / "logs" / "enforcing-apiserver.log"
     port = free_port()
@@ -90,7 +90,7 @@ def enforcing_apiserver(kube_server: kube.KubeInfo, test_state: Path) -> Iterato
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--authorization-mode=RBAC",
-            f"--token-auth-file={pki.parent / 'tokens.csv'}",
+            f"--token-auth-file={kube_server.home / 'tokens.csv'}",
             "--endpoint-reconciler-type=none",
             "--allow-privileged=false",
             "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",

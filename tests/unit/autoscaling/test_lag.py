@@ -59,3 +59,9 @@ def test_exclusion_off_counts_everything() -> None:
         Reading(metric=95, partitions=parts), previous={0: 5}, exclude_persistent=False, current_replicas=2
     )
     assert (result.metric, result.excluded) == (95, ())
+
+
+def test_a_capped_reading_is_shown_as_capped_and_an_uncapped_one_as_the_number() -> None:
+    assert Reading(metric=800, truncated=True).shown == "800+"
+    assert Reading(metric=800).shown == "800"
+    assert Reading(metric=0).shown == "0"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from smartflow_operator.conflicts import ConsumerIdentity, conflict_message, conflicting_runtime, identity_of
+from smartflow_operator.conflicts import (
+    ConsumerGroups,
+    ConsumerIdentity,
+    conflict_message,
+    conflicting_runtime,
+    identity_of,
+)
 
 from .conftest import make_runtime, with_spec
 
@@ -54,3 +60,19 @@ def test_the_dsn_is_fingerprinted_never_kept() -> None:
     assert "db1" not in FIRST.database and FIRST.database.startswith("dsn:")
     unknown = identity("x", "2026-01-03T00:00:00Z", None)
     assert unknown.database.startswith("secret:")
+
+
+def test_the_registry_compares_a_runtime_with_its_own_group_only_and_forgets() -> None:
+    groups = ConsumerGroups()
+    a = identity("a", "2026-01-01T00:00:00Z", "postgresql://a/db1", consumerGroup="g1")
+    b = identity("b", "2026-01-01T00:00:01Z", "postgresql://a/db2", consumerGroup="g1")
+    c = identity("c", "2026-01-01T00:00:02Z", "postgresql://a/db3", consumerGroup="g2")
+    for one in (a, b, c):
+        groups.record(one)
+    assert {i.name for i in groups.in_group_of(a)} == {"a", "b"}
+    assert conflicting_runtime(b, groups.in_group_of(b)) == a
+    groups.record(identity("b", "2026-01-01T00:00:01Z", "postgresql://a/db2", consumerGroup="g2"))  # moved
+    assert {i.name for i in groups.in_group_of(a)} == {"a"}
+    assert {i.name for i in groups.in_group_of(c)} == {"b", "c"}
+    groups.forget(c.namespace, "c")
+    assert {i.name for i in groups.in_group_of(c)} == {"b"} and len(groups) == 2

@@ -92,3 +92,10 @@ class TestCrdSchema:
         assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
         assert columns["Consumer-Lag"] == ".status.roles.consumer.lag"
         assert "Age" in columns
+
+    def test_the_relay_lag_column_prints_the_reading_that_can_say_capped(self) -> None:
+        column = next(c for c in _version()["additionalPrinterColumns"] if c["name"] == "Relay-Lag")
+        assert (column["jsonPath"], column["type"]) == (".status.roles.relay.lagReading", "string")
+        relay = _version()["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["roles"]
+        reading = relay["properties"]["relay"]["properties"]["lagReading"]
+        assert reading["type"] == "string" and "N+" in reading["description"]
