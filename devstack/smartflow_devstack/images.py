@@ -11,8 +11,11 @@ imported into the node's containerd (namespace ``k8s.io``) by the node's start-u
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,8 +103,26 @@ def _mounts() -> list[str]:
     return mounts
 
 
+@contextlib.contextmanager
+def _build_lock(name: str) -> Iterator[None]:
+    """One build of ``name`` at a time on this machine: parallel test workers (or checkouts) that
+    need the same image wait for the first build and then find its archive cached."""
+    _images_dir().mkdir(parents=True, exist_ok=True)
+    with open(_images_dir() / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def build(name: str) -> Image:
     """Build ``runtime`` or ``operator`` from ``<name>/Dockerfile`` unless its inputs are cached."""
+    with _build_lock(name):
+        return _build(name)
+
+
+def _build(name: str) -> Image:
     dockerfile = REPO_ROOT / name / "Dockerfile"
     tag = input_hash(dockerfile)
     reference = f"localhost/smartflow-{name}:{tag}"

@@ -39,8 +39,9 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "apps",
         "deployments",
-        ("get", "list", "watch", "create", "patch", "delete"),
-        "one Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness",
+        ("list", "watch", "create", "patch", "delete"),
+        "one Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness and"
+        " replicas (the autoscaler reads them from the watch, never by GET)",
     ),
     Permission(
         "",

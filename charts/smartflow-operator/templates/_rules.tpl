@@ -18,10 +18,10 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: ["smartflow.io"]
   resources: ["smartflowruntimes/finalizers"]
   verbs: ["update"]
-# One Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness, scale.
+# One Deployment per role: server-side apply (a patch, never a PUT), prune, watch readiness and replicas (no GET).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The API role's Service: listed by label, server-side applied; wanted in every mode, never pruned.
 - apiGroups: [""]
   resources: ["services"]

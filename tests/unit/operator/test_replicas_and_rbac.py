@@ -28,7 +28,7 @@ class TestPermissions:
         granted = {(p.api_group, p.resource): set(p.verbs) for p in PERMISSIONS}
         assert {"get", "list", "watch", "patch"} <= granted[("smartflow.io", "smartflowruntimes")]
         assert "patch" in granted[("smartflow.io", "smartflowruntimes/status")]
-        assert {"get", "list", "watch", "patch", "delete"} <= granted[("apps", "deployments")]
+        assert {"list", "watch", "patch", "delete"} <= granted[("apps", "deployments")]
         # The api Service is desired in every mode, so it is applied but never pruned.
         assert granted[("", "services")] == {"list", "create", "patch"}
         assert {"list", "patch", "delete"} <= granted[("policy", "poddisruptionbudgets")]
