@@ -10,6 +10,7 @@ Tier markers are derived from the folder (unit/, integration/, e2e/) so ``-m uni
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -142,23 +143,41 @@ def kubeconfig(kube_server: kube.KubeInfo) -> str:
     return kube_server.kubeconfig
 
 
+@contextlib.asynccontextmanager
+async def fresh_database(
+    server: postgres.PostgresInfo, *, prefix: str, owner: str | None = None
+) -> AsyncIterator[str]:
+    """A new database (its name), owned by ``owner`` when given, dropped on exit."""
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server.dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"' + (f" OWNER {owner}" if owner else ""))
+    finally:
+        await admin.close()
+    try:
+        yield name
+    finally:
+        admin = await asyncpg.connect(server.dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 @pytest.fixture
 async def database_dsn(postgres_server: postgres.PostgresInfo) -> AsyncIterator[str]:
     """A fresh, empty database per test, dropped afterwards: tests never see each other's rows."""
-    import asyncpg
+    async with fresh_database(postgres_server, prefix="t") as name:
+        yield postgres.dsn_for(postgres_server.port, name)
 
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield postgres.dsn_for(postgres_server.port, name)
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+
+@pytest.fixture
+async def tls_database(postgres_server: postgres.PostgresInfo) -> AsyncIterator[str]:
+    """A fresh database owned by the TLS-only role; its DSN (no sslmode: the client decides)."""
+    async with fresh_database(postgres_server, prefix="tls", owner=postgres.TLS_USER) as name:
+        yield postgres_server.tls_dsn(name)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -98,22 +99,38 @@ def progress_curve(times: list[float], points: int = 20) -> list[list[float]]:
 
 async def raw_producer(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]]) -> dict[str, float]:
     """Send every pair and wait for every ack; settings as the relay's producer (acks=all, idempotent)."""
-    producer: AIOKafkaProducer = build_producer(bootstrap, "bench-raw-producer", None)
+
+    async def send(producer: AIOKafkaProducer) -> None:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in pairs]
+        await asyncio.gather(*futures)
+
+    return await _timed_producer(bootstrap, "bench-raw-producer", topic, len(pairs), send)
+
+
+async def _timed_producer(
+    bootstrap: str,
+    client_id: str,
+    topic: str,
+    events: int,
+    send: Callable[[AIOKafkaProducer], Awaitable[None]],
+) -> dict[str, float]:
+    """Run ``send`` on a started producer with the relay's settings (after one warm-up message),
+    timing it: wall and bench-process CPU seconds."""
+    producer: AIOKafkaProducer = build_producer(bootstrap, client_id, None)
     await producer.start()
     try:
         await producer.send_and_wait(topic, value=b"warm-up", key=b"warm-up")
         started = time.perf_counter()
         cpu_before = time.process_time()
-        futures = [await producer.send(topic, value=value, key=key) for key, value in pairs]
-        await asyncio.gather(*futures)
+        await send(producer)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_before
     finally:
         await producer.stop()
     return {
-        "events": len(pairs),
+        "events": events,
         "seconds": round(elapsed, 4),
-        "events_per_second": round(len(pairs) / elapsed, 1),
+        "events_per_second": round(events / elapsed, 1),
         "cpu_seconds_bench_process": round(cpu, 3),
     }
 
@@ -124,12 +141,8 @@ Pairs = list[tuple[bytes, bytes]]
 async def raw_batch_producer(bootstrap: str, topic: str, pairs: Pairs) -> dict[str, float]:
     """The same pairs with aiokafka's batch API: per partition (the default partitioner's choice),
     ``create_batch()`` builders filled in order, closed, ``send_batch()``; then await every batch."""
-    producer: AIOKafkaProducer = build_producer(bootstrap, "bench-raw-batch-producer", None)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value=b"warm-up", key=b"warm-up")
-        started = time.perf_counter()
-        cpu_before = time.process_time()
+
+    async def send(producer: AIOKafkaProducer) -> None:
         partitions = sorted(await producer.partitions_for(topic))
         by_partition: dict[int, Pairs] = {}
         for key, value in pairs:
@@ -151,16 +164,8 @@ async def raw_batch_producer(bootstrap: str, topic: str, pairs: Pairs) -> dict[s
 
         chains = await asyncio.gather(*(one_partition(p, items) for p, items in by_partition.items()))
         await asyncio.gather(*(f for chain in chains for f in chain))
-        elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu_before
-    finally:
-        await producer.stop()
-    return {
-        "events": len(pairs),
-        "seconds": round(elapsed, 4),
-        "events_per_second": round(len(pairs) / elapsed, 1),
-        "cpu_seconds_bench_process": round(cpu, 3),
-    }
+
+    return await _timed_producer(bootstrap, "bench-raw-batch-producer", topic, len(pairs), send)
 
 
 async def one_relay_run(

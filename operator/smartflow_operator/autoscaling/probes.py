@@ -409,13 +409,23 @@ class Probes:
         self._consumers: dict[ConsumerKey, ConsumerProbe] = {}
         self._users: dict[tuple[str, Any], set[str]] = {}
         self._current: dict[tuple[str, str], Any] = {}  # (kind, user) -> the key it uses now
+        # Keys whose last user left (a rotation, a release): what close_unused looks at, so a poll
+        # costs no walk over every probe.
+        self._orphaned: set[tuple[str, Any]] = set()
 
     def _use(self, kind: str, key: Any, user: str) -> None:
         previous = self._current.get((kind, user))
         if previous is not None and previous != key:
-            self._users.get((kind, previous), set()).discard(user)
+            self._leave(kind, previous, user)
         self._current[(kind, user)] = key
         self._users.setdefault((kind, key), set()).add(user)
+
+    def _leave(self, kind: str, key: Any, user: str) -> None:
+        users = self._users.get((kind, key))
+        if users is not None:
+            users.discard(user)
+            if not users:
+                self._orphaned.add((kind, key))
 
     def relay(self, dsn: str, *, user: str, security: DatabaseSecurity | None = None) -> RelayProbe:
         key: RelayKey = (dsn, security)
@@ -444,18 +454,18 @@ class Probes:
     async def release(self, user: str) -> None:
         """Forget ``user`` (a runtime); close the probes no runtime uses any more."""
         for kind in ("relay", "consumer"):
-            self._current.pop((kind, user), None)
-        for users in self._users.values():
-            users.discard(user)
+            key = self._current.pop((kind, user), None)
+            if key is not None:
+                self._leave(kind, key, user)
         await self.close_unused()
 
     async def close_unused(self) -> None:
         """Close the probes no runtime uses any more (e.g. after a credential rotation)."""
-        for key, users in list(self._users.items()):
-            if users:
-                continue
-            del self._users[key]
-            kind, target = key
+        while self._orphaned:
+            kind, target = key = self._orphaned.pop()
+            if self._users.get(key):
+                continue  # taken up again since its last user left
+            self._users.pop(key, None)
             probe: RelayProbe | ConsumerProbe | None = (
                 self._relays.pop(target, None) if kind == "relay" else self._consumers.pop(target, None)
             )
@@ -468,6 +478,7 @@ class Probes:
         self._consumers.clear()
         self._users.clear()
         self._current.clear()
+        self._orphaned.clear()
         for probe in probes:
             await probe.stop()
 

@@ -44,6 +44,14 @@ def migrate(dsn: str, *, shards: int = SHARDS) -> None:
 
 
 @pytest.fixture
+async def tls_outbox(tls_database: str) -> str:
+    """A database of the TLS-only role, migrated over TLS by the runtime's own ``migrate``; the
+    role's DSN without sslmode."""
+    await asyncio.to_thread(migrate, f"{tls_database}?sslmode=require")
+    return tls_database
+
+
+@pytest.fixture
 async def outbox_dsn(database_dsn: str) -> str:
     """A fresh database with the outbox schema and SHARDS shards."""
     await asyncio.to_thread(migrate, database_dsn)

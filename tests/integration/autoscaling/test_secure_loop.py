@@ -7,16 +7,14 @@ the consumer's condition while the replicas hold; the right one again, and it me
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from smartflow_devstack import kafka, postgres
 
-from .conftest import create_topic, insert_events, migrate, produce
+from .conftest import create_topic, insert_events, produce
 from .operator_harness import Cluster, eventually, fast_autoscaling, running_operator, runtime_body
 
 pytestmark = pytest.mark.timeout(240)
@@ -27,24 +25,6 @@ RELAY, CONSUMER = f"{NAME}-relay", f"{NAME}-consumer"
 
 def _pem(path: str) -> str:
     return Path(path).read_text()
-
-
-@pytest.fixture
-async def tls_outbox(postgres_server: postgres.PostgresInfo) -> AsyncIterator[str]:
-    name = f"tls_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" OWNER {postgres.TLS_USER}')
-    finally:
-        await admin.close()
-    dsn = postgres_server.tls_dsn(name)
-    await asyncio.to_thread(migrate, f"{dsn}?sslmode=require")
-    yield dsn
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def test_both_lags_over_tls_scale_and_a_wrong_password_is_a_typed_reason(

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from smartflow_devstack import kafka, pki, postgres
@@ -23,7 +22,7 @@ from smartflow_operator.autoscaling.errors import (
 from smartflow_operator.autoscaling.probes import ConsumerProbe, Probes, RelayProbe
 from smartflow_operator.connection_security import DatabaseSecurity, KafkaSecurity
 
-from .conftest import SHARDS, commit, create_topic, describe_group, insert_events, migrate, produce, tool_lag
+from .conftest import SHARDS, commit, create_topic, describe_group, insert_events, produce, tool_lag
 
 
 def _pem(path: str | Path) -> str:
@@ -167,26 +166,6 @@ async def test_probes_are_shared_by_security_and_a_rotation_closes_the_old_one(
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def tls_outbox(postgres_server: postgres.PostgresInfo) -> AsyncIterator[str]:
-    """A fresh database owned by the TLS-only role, migrated (over TLS) by the runtime's own
-    ``migrate``; yields the role's DSN without sslmode."""
-    name = f"tls_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" OWNER {postgres.TLS_USER}')
-    finally:
-        await admin.close()
-    dsn = postgres_server.tls_dsn(name)
-    await asyncio.to_thread(migrate, f"{dsn}?sslmode=require")
-    yield dsn
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def _database(

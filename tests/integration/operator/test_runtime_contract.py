@@ -15,8 +15,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +31,6 @@ from smartflow_operator.names import Role
 from smartflow_operator.resource import SmartflowRuntime
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def tls_database(postgres_server: postgres.PostgresInfo) -> AsyncIterator[str]:
-    name = f"tls_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" OWNER {postgres.TLS_USER}')
-    finally:
-        await admin.close()
-    yield name
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def _resolved_env(
@@ -98,7 +80,7 @@ async def test_the_operators_env_migrates_and_runs_a_role_over_sasl_ssl_and_veri
         "containers"
     ][0]
     secrets = {
-        ("db", "dsn"): postgres_server.tls_dsn(tls_database),
+        ("db", "dsn"): tls_database,
         ("kafka-user", "username"): kafka.SCRAM_USER,
         ("kafka-user", "password"): kafka.SCRAM_PASSWORD,
     }
@@ -126,7 +108,7 @@ async def test_the_operators_env_migrates_and_runs_a_role_over_sasl_ssl_and_veri
     )
     assert result.returncode == 0, f"migrate with the operator's env failed:\n{result.stdout}{result.stderr}"
 
-    admin = await asyncpg.connect(postgres_server.dsn.rsplit("/", 1)[0] + f"/{tls_database}")
+    admin = await asyncpg.connect(postgres.dsn_for(postgres_server.port, tls_database.rsplit("/", 1)[1]))
     try:
         assert await admin.fetchval("SELECT max(version) FROM schema_migrations") >= 1
         shards = await admin.fetchval("SELECT count(*) FROM outbox_shards")

@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,6 @@ from smartflow_runtime.config import load_settings
 from smartflow_runtime.security import load_client_security
 
 from .conftest import RuntimeProcess, Spawner, base_env, run_cli, wait_for
-
-
-@pytest.fixture
-async def tls_database(postgres_server: postgres.PostgresInfo) -> AsyncIterator[str]:
-    """A fresh database owned by the TLS-only role; its DSN (no sslmode: the variables decide)."""
-    name = f"tls_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" OWNER {postgres.TLS_USER}')
-    finally:
-        await admin.close()
-    yield postgres_server.tls_dsn(name)
-    admin = await asyncpg.connect(postgres_server.dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def database_env(server: postgres.PostgresInfo, dsn: str) -> dict[str, str]:
@@ -72,6 +54,18 @@ def kafka_env(server: kafka.KafkaInfo, mode: str) -> dict[str, str]:
         "kafka_sasl_username": user,
         "kafka_sasl_password": password,
         "kafka_ssl_cafile": server.tls.ca_file,
+    }
+
+
+def secured_env(
+    postgres_server: postgres.PostgresInfo, kafka_server: kafka.KafkaInfo, dsn: str, mode: str, suffix: str
+) -> dict[str, str]:
+    """A runtime's settings on the TLS-only database and the broker's ``mode`` listener."""
+    return {
+        **database_env(postgres_server, dsn),
+        **kafka_env(kafka_server, mode),
+        "kafka_topic": f"outbox-{suffix}",
+        "kafka_consumer_group": f"group-{suffix}",
     }
 
 
@@ -116,12 +110,7 @@ async def test_events_have_exactly_one_effect_over_secured_kafka_and_tls_postgre
     unique_name: str,
     spawn_runtime: Spawner,
 ) -> None:
-    env = {
-        **database_env(postgres_server, tls_database),
-        **kafka_env(kafka_server, mode),
-        "kafka_topic": f"outbox-{unique_name}",
-        "kafka_consumer_group": f"group-{unique_name}",
-    }
+    env = secured_env(postgres_server, kafka_server, tls_database, mode, unique_name)
     code, out, err = await run_cli(
         "migrate", "--shards", "8", "--topic-partitions", "3", env=base_env(**env), within=90
     )
@@ -173,12 +162,7 @@ async def test_memory_worker_worker_all_and_the_outbox_commands_on_tls_only_post
     unique_name: str,
     spawn_runtime: Spawner,
 ) -> None:
-    env = {
-        **database_env(postgres_server, tls_database),
-        **kafka_env(kafka_server, "SCRAM-SHA-512"),
-        "kafka_topic": f"outbox-{unique_name}",
-        "kafka_consumer_group": f"group-{unique_name}",
-    }
+    env = secured_env(postgres_server, kafka_server, tls_database, "SCRAM-SHA-512", unique_name)
     code, out, err = await run_cli("migrate", "--shards", "8", "--topic-partitions", "2", env=base_env(**env))
     assert code == 0, err
     # Without the TLS variables the same DSN is refused by pg_hba (no encryption): TLS is what admits it.
@@ -208,12 +192,9 @@ async def test_a_wrong_scram_password_is_named_and_the_role_recovers_once_the_br
     user = f"user-{unique_name}"
     kafka.set_scram_password(kafka_server, user, "the-old-password")
     env = {
-        **database_env(postgres_server, tls_database),
-        **kafka_env(kafka_server, "SCRAM-SHA-512"),
+        **secured_env(postgres_server, kafka_server, tls_database, "SCRAM-SHA-512", unique_name),
         "kafka_sasl_username": user,
         "kafka_sasl_password": "the-new-password",
-        "kafka_topic": f"outbox-{unique_name}",
-        "kafka_consumer_group": f"group-{unique_name}",
     }
     code, _, err = await run_cli("migrate", "--shards", "8", "--topic-partitions", "2", env=base_env(**env))
     assert code == 1 and "SASL authentication failed" in err, err  # schema done, topic refused
@@ -243,12 +224,7 @@ async def test_unknown_cas_and_a_hostname_mismatch_are_named_and_the_role_stays_
     tmp_path: Path,
 ) -> None:
     foreign_ca = str(pki.foreign_authority(tmp_path / "foreign"))
-    env = {
-        **database_env(postgres_server, tls_database),
-        **kafka_env(kafka_server, "PLAIN"),
-        "kafka_topic": f"outbox-{unique_name}",
-        "kafka_consumer_group": f"group-{unique_name}",
-    }
+    env = secured_env(postgres_server, kafka_server, tls_database, "PLAIN", unique_name)
     code, _, err = await run_cli("migrate", "--shards", "8", "--topic-partitions", "2", env=base_env(**env))
     assert code == 0, err
 
@@ -328,12 +304,7 @@ async def test_consumer_lag_read_over_sasl_ssl_equals_kafkas_own_tool(
     tmp_path: Path,
 ) -> None:
     topic, group = f"outbox-{unique_name}", f"group-{unique_name}"
-    env = {
-        **database_env(postgres_server, tls_database),
-        **kafka_env(kafka_server, "SCRAM-SHA-512"),
-        "kafka_topic": topic,
-        "kafka_consumer_group": group,
-    }
+    env = secured_env(postgres_server, kafka_server, tls_database, "SCRAM-SHA-512", unique_name)
     code, _, err = await run_cli("migrate", "--shards", "8", "--topic-partitions", "3", env=base_env(**env))
     assert code == 0, err
     api = await spawn_runtime("api", **env)
