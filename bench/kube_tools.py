@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,22 @@ class Kube:
         )
         return list((found or {}).get("items", []))
 
+    @contextlib.asynccontextmanager
+    async def watch_deployments(self, namespace: str, selector: str) -> AsyncIterator[DeploymentWatch]:
+        """A watch of the Deployments matching ``selector``, opened before the caller creates
+        anything: the apiserver serves it from its watch cache and pushes each event, where polling
+        a LIST would cost every Deployment of the namespace per poll (thousands with the fleet)."""
+        assert self._session is not None
+        async with self._session.get(
+            f"{self.server}/apis/apps/v1/namespaces/{namespace}/deployments",
+            params={"watch": "1", "labelSelector": selector, "allowWatchBookmarks": "false"},
+            ssl=self._ssl,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+        ) as response:
+            if response.status >= 400:
+                raise KubeError(response.status, "WATCH", namespace, await response.text())
+            yield DeploymentWatch(response)
+
     async def apiserver_requests(self) -> dict[str, float]:
         """The apiserver's ``apiserver_request_total`` summed by verb (every client, watches included)."""
         assert self._session is not None
@@ -171,6 +188,29 @@ class Kube:
             "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}", ok404=True
         )
         return None if found is None else int(found["spec"].get("replicas", 1))
+
+
+class DeploymentWatch:
+    """The names a watch has seen ADDED so far (see :meth:`Kube.watch_deployments`)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.added: set[str] = set()
+
+    async def until(self, count: int, *, within: float) -> bool:
+        """Wait until ``count`` Deployments were added; False after ``within`` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                while len(self.added) < count:
+                    line = await self._response.content.readline()
+                    if not line:
+                        raise KubeError(0, "WATCH", "deployments", "the watch ended")
+                    event = json.loads(line)
+                    if event.get("type") == "ADDED":
+                        self.added.add(event["object"]["metadata"]["name"])
+        except TimeoutError:
+            return False
+        return True
 
 
 def write_kubeconfig(path: Path, *, server: str, ca_file: str | None) -> Path:
@@ -293,9 +333,19 @@ def kube_requests(samples: dict[str, float]) -> dict[str, float]:
     """The operator's own request counter by method."""
     found = {}
     for key, value in samples.items():
-        match = re.match(r'smartflow_operator_kube_requests_total\{method="(\w+)"\}', key)
+        match = re.match(r'smartflow_operator_kube_requests_total\{method="(\w+)"', key)
+        if match:  # summed over the resource label
+            found[match.group(1)] = found.get(match.group(1), 0.0) + value
+    return found
+
+
+def kube_requests_by_resource(samples: dict[str, float]) -> dict[str, float]:
+    """The operator's own request counter as ``"METHOD resource"`` -> count."""
+    found = {}
+    for key, value in samples.items():
+        match = re.match(r'smartflow_operator_kube_requests_total\{method="(\w+)",resource="([^"]*)"', key)
         if match:
-            found[match.group(1)] = value
+            found[f"{match.group(1)} {match.group(2)}"] = value
     return found
 
 
@@ -362,7 +412,9 @@ class CountingProxy:
             ssl=self._ssl,
         ) as upstream:
             response = web.StreamResponse(status=upstream.status)
-            for key in ("Content-Type", "Warning", "Audit-Id"):
+            # Content-Encoding too: bodies pass through still compressed (auto_decompress=False), and
+            # the apiserver gzips large responses (a LIST of thousands of Deployments).
+            for key in ("Content-Type", "Content-Encoding", "Warning", "Audit-Id"):
                 if key in upstream.headers:
                     response.headers[key] = upstream.headers[key]
             await response.prepare(request)

@@ -496,22 +496,37 @@ def operator_section(r: dict[str, Any], plots: Path) -> Doc:
         f" {fmt(f['operator_idle_rss']['rss_mib'])} MiB,"
         f" peak (VmHWM) {fmt(many['peak_rss_mib'])} MiB,"
         f" {fmt(many.get('settle_seconds'))} s after convergence"
-        f" {fmt(many.get('rss_mib_after_settling', many.get('rss_mib_10s_after')))} MiB.",
+        f" {fmt(many.get('rss_mib_after_settling', many.get('rss_mib_10s_after')))} MiB."
+        + (
+            f" Rolled out (every runtime's `Progressing` False: the Deployment controller had caught"
+            f" up) {fmt(many['settled'])}/{fmt(many['runtimes'])} when the idle window began,"
+            f" {fmt(many['settle_seconds'])} s after convergence (the bench waits up to"
+            f" {fmt(many['settle_wait_limit_seconds'])} s)."
+            if "settled" in many
+            else ""
+        ),
         "",
     ]
     if "idle_window_seconds" in many:
         doc += [
             f"**Idle, {fmt(many['runtimes'])} runtimes** ({fmt(many['idle_window_seconds'])} s window, one"
-            " resync period, after convergence): the operator's own client sent"
+            " resync period, after convergence and roll-out): the operator's own client sent"
             f" {fmt(many['idle_operator_requests_per_second'], 2)} requests/s"
             f" ({many['idle_operator_requests_by_method']}), {fmt(many['idle_operator_writes'])} of them"
-            " writes; the apiserver served"
+            " writes"
+            + (
+                f" (by resource: {many['idle_operator_requests_by_resource']})"
+                if "idle_operator_requests_by_resource" in many
+                else ""
+            )
+            + "; the apiserver served"
             f" {fmt(many['idle_apiserver_requests_per_second'], 2)} requests/s from every client"
             f" ({many['idle_apiserver_requests_by_verb']}: kopf's watches, the kube-controller-manager and"
             " the operator). **CR apply -> Deployments with"
             f" {fmt(many['runtimes'])} runtimes present** over {fmt(sized.get('count'))} runs: p50"
             f" {fmt(sized.get('p50'))} ms, p95 {fmt(sized.get('p95'))} ms, max {fmt(sized.get('max'))} ms"
-            f" ({fmt(many.get('apply_at_size_over_60s', 0))} more took over 60 s and are left out).",
+            f" ({fmt(many.get('apply_at_size_timed_out', many.get('apply_at_size_over_60s', 0)))} more took"
+            f" over {fmt(many.get('apply_at_size_timeout_seconds', 60))} s and are left out).",
             "",
         ]
     doc += [
