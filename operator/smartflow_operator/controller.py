@@ -12,7 +12,12 @@ mapping of errors to kopf's retry semantics. Held in kopf's ``memo`` and called 
   reconciler's view and the autoscaler's report together), no Secret read (the configuration of
   the last full pass is reused while the runtime's generation is the same). A child Deployment
   event reuses it too; spec changes, retries, the configuration check and the periodic resync
-  always read afresh.
+  always read afresh. A pass that reuses the configuration also takes the runtime from the watch
+  (no GET) when the watch shows the generation that configuration was read for.
+* An autoscaling report without a scale (:meth:`Controller.report`) is written in the same gate,
+  so it never conflicts with a pass; reports waiting at once share one write, and a pass takes the
+  reports waiting for it into its own status write.
+* Children come from the watches (``watched_children``), never from a LIST per pass.
 """
 
 from __future__ import annotations
@@ -23,20 +28,28 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import kopf
 
 from .config_refs import Kind
 from .errors import ConfigurationError, KubeError, OperatorError
-from .kube import KubeClient
+from .kube import RUNTIMES, KubeClient
 from .metrics import OperatorMetrics
 from .migration import SchemaVersionReader
 from .names import Role
-from .reconcile import ConsumerRegistry, FetchConfig, ReconcileResult, fetch_config, reconcile
+from .reconcile import (
+    ConsumerRegistry,
+    FetchConfig,
+    ReconcileResult,
+    fetch_config,
+    merge_status_patches,
+    reconcile,
+)
 from .resource import SmartflowRuntime
 from .runtime_status import reported_fingerprint
-from .status_writer import PatchFor
+from .status_writer import PatchFor, write_status
+from .watched_children import WatchedChildren
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -65,6 +78,21 @@ class _Gate:
 
 
 Key = tuple[str, str]
+T = TypeVar("T")
+
+
+def combined(reports: list[PatchFor]) -> PatchFor:
+    """One status patch doing what each of ``reports`` does (each replaces its own fields and
+    condition types in the object it is given). Pure."""
+
+    def patch_for(current: Mapping[str, Any]) -> dict[str, Any]:
+        status = current.get("status") or {}
+        patch: dict[str, Any] = {}
+        for report in reports:
+            patch = merge_status_patches(status, patch, report(current))
+        return patch
+
+    return patch_for
 
 
 class Controller:
@@ -90,7 +118,12 @@ class Controller:
         # Every runtime's consumer-group identity, for the conflict check (conflicts.py).
         self._consumers: ConsumerRegistry = ConsumerRegistry()
         self._child_pending: set[Key] = set()  # runtimes with a child-event pass scheduled
+        self._reports: dict[Key, list[PatchFor]] = {}  # autoscaler reports waiting for the gate
         self._child_seen: dict[Key, tuple[Any, ...]] = {}  # (namespace, Deployment): fingerprint
+        # Every runtime's children from the watches (set per leadership term): a pass lists nothing.
+        self.children: WatchedChildren | None = None
+        # (namespace, name) -> the runtime as the watch last showed it (set per term).
+        self.views: Callable[[str, str], Mapping[str, Any] | None] | None = None
 
     async def reconcile(
         self, namespace: str, name: str, *, logger: Logger, retry: int = 0, new: bool = False
@@ -186,6 +219,26 @@ class Controller:
         except ConfigurationError as error:
             logger.debug("scaled, but the runtime is still %s", error.reason)
 
+    async def report(self, namespace: str, name: str, *, body: Mapping[str, Any], report: PatchFor) -> None:
+        """Write an autoscaler report that changes no replicas, in the runtime's gate: never at the
+        same time as a pass (one of two concurrent status writes conflicts, re-reads and writes
+        again). Reports waiting for the gate share one write: the relay's and the consumer's, or
+        the pass ahead of them takes them along in its own status write. ``body``: the runtime as
+        the watch shows it, read when the write starts. Raises ``KubeError``."""
+        key = (namespace, name)
+        waiting = self._reports.get(key)
+        if waiting is not None:
+            waiting.append(report)
+            return
+        self._reports[key] = [report]
+
+        async def write() -> None:
+            reports = self._reports.pop(key, None)
+            if reports:  # else a pass wrote them
+                await write_status(self.kube, RUNTIMES, body=dict(body), patch_for=combined(reports))
+
+        await self._serialized(key, write)
+
     def forget(self, namespace: str, name: str) -> None:
         """The runtime is gone (or going): drop what this controller remembers of it."""
         self._config.pop((namespace, name), None)
@@ -200,8 +253,8 @@ class Controller:
             await self.resync(namespace, name, logger=logger)
 
     async def _serialized(
-        self, key: tuple[str, str], run: Callable[[], Awaitable[ReconcileResult]], *, coalesce: bool = False
-    ) -> ReconcileResult | None:
+        self, key: tuple[str, str], run: Callable[[], Awaitable[T]], *, coalesce: bool = False
+    ) -> T | None:
         gate = self._gates[key]
         if coalesce and gate.queued > 0:
             return None
@@ -229,6 +282,18 @@ class Controller:
 
         return fetch
 
+    def _seen_for(self, key: Key) -> Mapping[str, Any] | None:
+        """The watch's view of the runtime for a pass that reuses the last configuration, when that
+        view has the generation the last full pass read (so its spec is the one that pass saw): no
+        GET. A view of another generation (a spec change on its way, or an older event) is not
+        used: the pass reads the runtime, so it never applies an outdated spec."""
+        view = self.views(*key) if self.views is not None else None
+        known = self._config.get(key)
+        if view is None or known is None:
+            return None
+        generation = (view.get("metadata") or {}).get("generation")
+        return view if generation == known[0] else None
+
     async def _measured(
         self,
         namespace: str,
@@ -242,6 +307,10 @@ class Controller:
     ) -> ReconcileResult:
         started = time.monotonic()
         key = (namespace, name)
+        waiting = self._reports.pop(key, None)  # autoscaler reports: written with this pass's status
+        seen = self._seen_for(key) if reuse_config else None
+        if waiting:
+            also_status = combined([also_status, *waiting] if also_status is not None else waiting)
         try:
             result = await reconcile(
                 namespace,
@@ -254,6 +323,8 @@ class Controller:
                 replicas=replicas,
                 consumers=self._consumers,
                 new=new,
+                watched=self.children.of if self.children is not None else None,
+                seen=seen,
             )
             if not result.found:
                 self._config.pop(key, None)

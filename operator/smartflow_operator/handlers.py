@@ -15,6 +15,7 @@ import kopf
 
 from .autoscaling.watched_replicas import WatchedReplicas
 from .controller import Controller, Logger
+from .kube import CHILD_KINDS, ResourceKind
 from .names import (
     APP_NAME,
     GROUP,
@@ -27,8 +28,23 @@ from .names import (
 )
 from .runtime_loops import RuntimeLoops
 from .runtime_metrics import RuntimeStatusMetrics
+from .watched_children import WatchedChildren, compact
 
 CHILD_EVENT_DELAY_SECONDS = 0.5
+CHILD_LABELS = {LABEL_MANAGED_BY: OPERATOR_NAME, LABEL_NAME: APP_NAME}
+# One kopf index per child kind (watched_children); kopf passes each to handlers by this name.
+CHILD_INDEXES = {kind.kind: f"children_{kind.plural}" for kind in CHILD_KINDS}
+
+
+def watched_children() -> WatchedChildren:
+    """The view over this registry's child indexes (attached by the first handler that runs)."""
+    return WatchedChildren(CHILD_INDEXES.values())
+
+
+def _attach(memo: Any, handler_kwargs: Mapping[str, Any]) -> None:
+    children: WatchedChildren | None = getattr(memo, "watched_children", None)
+    if children is not None:
+        children.attach(handler_kwargs)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -63,7 +79,23 @@ def connection_info(configuration: Any) -> kopf.ConnectionInfo:
     )
 
 
+def _register_child_index(registry: kopf.OperatorRegistry, kind: ResourceKind) -> None:
+    group, _, version = kind.api_version.rpartition("/")
+    selector = (group, version, kind.plural) if group else (version, kind.plural)
+
+    def index(*, body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str], **_: Any) -> Any:
+        instance = labels.get(LABEL_INSTANCE)
+        if instance is None:
+            return None
+        return {(str(namespace), instance): compact(body, api_version=kind.api_version, kind=kind.kind)}
+
+    kopf.index(*selector, labels=CHILD_LABELS, id=CHILD_INDEXES[kind.kind], registry=registry)(index)
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
+    for kind in CHILD_KINDS:
+        _register_child_index(registry, kind)
+
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
@@ -78,16 +110,18 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def runtime_changed(
-        *, namespace: str | None, name: str, memo: Any, retry: int, reason: Any, logger: Logger, **_: Any
+        *, namespace: str | None, name: str, memo: Any, retry: int, reason: Any, logger: Logger, **kwargs: Any
     ) -> None:
+        _attach(memo, kwargs)  # the child indexes, for the passes this handler starts
         controller: Controller = memo.controller
         new = str(reason) == "create"  # a new runtime: no children to list yet
         await controller.reconcile(str(namespace), name, logger=logger, retry=retry, new=new)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def runtime_seen(
-        *, type: str | None, body: Mapping[str, Any], memo: Any, logger: Logger, **_: Any
+        *, type: str | None, body: Mapping[str, Any], memo: Any, logger: Logger, **kwargs: Any
     ) -> None:
+        _attach(memo, kwargs)  # the child indexes, for the passes this handler starts
         # Starts/stops the runtime's periodic resync, config check and autoscaler (runtime_loops):
         # unlike kopf timers and daemons, an event handler puts no finalizer on the runtime.
         # The same events keep its per-runtime metrics current, and drop them when it goes.
@@ -105,7 +139,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         "apps",
         "v1",
         "deployments",
-        labels={LABEL_MANAGED_BY: OPERATOR_NAME, LABEL_NAME: APP_NAME},
+        labels=CHILD_LABELS,
         registry=registry,
     )
     async def child_changed(
@@ -116,8 +150,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
         labels: Mapping[str, str],
         memo: Any,
         logger: Logger,
-        **_: Any,
+        **kwargs: Any,
     ) -> None:
+        _attach(memo, kwargs)  # the child indexes, for the passes this handler starts
         # The autoscaler reads role replicas from here instead of GETting the Deployment each poll.
         watched: WatchedReplicas | None = getattr(memo, "watched_replicas", None)
         if watched is not None:
@@ -141,12 +176,13 @@ def register(registry: kopf.OperatorRegistry) -> None:
         "batch",
         "v1",
         "jobs",
-        labels={LABEL_MANAGED_BY: OPERATOR_NAME, LABEL_NAME: APP_NAME},
+        labels=CHILD_LABELS,
         registry=registry,
     )
     async def migration_changed(
-        *, namespace: str | None, labels: Mapping[str, str], memo: Any, logger: Logger, **_: Any
+        *, namespace: str | None, labels: Mapping[str, str], memo: Any, logger: Logger, **kwargs: Any
     ) -> None:
+        _attach(memo, kwargs)  # the child indexes, for the passes this handler starts
         # A migration Job finished (or went): the roles may roll now, or the failure is reported.
         if LABEL_INSTANCE in labels:
             controller: Controller = memo.controller

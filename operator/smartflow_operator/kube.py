@@ -80,6 +80,21 @@ CHILD_KINDS = (
 _BY_KIND = {kind.kind: kind for kind in (RUNTIMES, *CHILD_KINDS, SECRETS, CONFIG_MAPS, EVENTS, JOBS, PODS)}
 
 
+def resource_of(path: str) -> str:
+    """The resource an API path names: its plural, with the subresource if any
+    (``/apis/smartflow.io/v1alpha1/namespaces/ns/smartflowruntimes/x/status`` ->
+    ``smartflowruntimes/status``). Pure; a bounded set of values, fit for a metric label."""
+    parts = [part for part in path.split("?", 1)[0].split("/") if part]
+    if "namespaces" in parts:
+        at = parts.index("namespaces")
+        rest = parts[at + 2 :] if len(parts) > at + 2 else ["namespaces"]
+    else:
+        rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if not rest:
+        return "-"
+    return rest[0] if len(rest) < 3 else f"{rest[0]}/{rest[2]}"
+
+
 def kind_of(manifest: Mapping[str, Any]) -> ResourceKind:
     return _BY_KIND[str(manifest["kind"])]
 
@@ -107,7 +122,7 @@ class KubeClient:
         *,
         field_manager: str = FIELD_MANAGER,
         timeout_seconds: float = 30.0,
-        on_request: Callable[[str], None] | None = None,
+        on_request: Callable[[str, str], None] | None = None,
         may_write: Callable[[], bool] | None = None,
         threads: int = DEFAULT_THREADS,
     ) -> None:
@@ -165,7 +180,7 @@ class KubeClient:
         self.calls[method] += 1
         self.requests[(method, path)] += 1
         if self._on_request is not None:
-            self._on_request(method)
+            self._on_request(method, resource_of(path))
         try:
             serialized = self._api.param_serialize(
                 method,

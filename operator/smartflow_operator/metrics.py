@@ -23,8 +23,9 @@ class OperatorMetrics:
         )
         self.kube_requests = Counter(
             "smartflow_operator_kube_requests_total",
-            "Requests the reconciler sent to the Kubernetes API, by HTTP method (PATCH/POST/DELETE write).",
-            ["method"],
+            "Requests the reconciler sent to the Kubernetes API, by HTTP method (PATCH/POST/DELETE write)"
+            " and resource (plural, with the subresource: smartflowruntimes/status).",
+            ["method", "resource"],
             registry=self.registry,
         )
         self.duration = Histogram(

@@ -46,20 +46,21 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(
         "",
         "services",
-        ("list", "create", "patch"),
-        "the API Service: listed by label, server-side applied; wanted in every mode, so never pruned",
+        ("list", "watch", "create", "patch"),
+        "the API Service: watched (the passes read children from the watch), server-side applied;"
+        " wanted in every mode, so never pruned",
     ),
     Permission(
         "policy",
         "poddisruptionbudgets",
-        ("list", "create", "patch", "delete"),
-        "a disruption budget per role: listed by label, server-side applied, pruned",
+        ("list", "watch", "create", "patch", "delete"),
+        "a disruption budget per role: watched, server-side applied, pruned",
     ),
     Permission(
         "networking.k8s.io",
         "networkpolicies",
-        ("list", "create", "patch", "delete"),
-        "the optional NetworkPolicy (spec.networkPolicy): listed by label, server-side applied, pruned",
+        ("list", "watch", "create", "patch", "delete"),
+        "the optional NetworkPolicy (spec.networkPolicy): watched, server-side applied, pruned",
     ),
     Permission(
         "batch",

@@ -51,16 +51,19 @@ from .errors import ConfigurationError, Invalid
 from .events import build_event
 from .kube import CHILD_KINDS, CONFIG_MAPS, DEPLOYMENTS, RUNTIMES, SECRETS, KubeClient, kind_of
 from .migration import SchemaVersionReader, gate_schema
-from .names import ANNOTATION_APPLIED_HASH, KIND, Role
+from .names import ANNOTATION_APPLIED_HASH, KIND, LABEL_INSTANCE, Role
 from .resource import SmartflowRuntime
 from .runtime_status import Problem, compute_status, status_patch
 from .schema_gate import SchemaGate
 from .shared_reads import SharedReads
 from .status import SmartflowRuntimeStatus
 from .status_writer import PatchFor, write_status
+from .watched_children import ChildKey
 
 Clock = Callable[[], datetime]
 FetchConfig = Callable[[SmartflowRuntime, KubeClient], Awaitable[dict[tuple[Kind, str], Any]]]
+# (namespace, runtime) -> its children as the watches last saw them, None when they cannot tell.
+LiveChildren = Callable[[str, str], dict[ChildKey, dict[str, Any]] | None]
 ConsumerRegistry = ConsumerGroups  # every runtime's consumer-group identity as last seen
 
 
@@ -96,6 +99,8 @@ async def reconcile(
     replicas: Mapping[Role, int] | None = None,
     consumers: ConsumerRegistry | None = None,
     new: bool = False,
+    watched: LiveChildren | None = None,
+    seen: Mapping[str, Any] | None = None,
 ) -> ReconcileResult:
     """Bring the children and status of runtime ``namespace/name`` in line with its spec.
 
@@ -106,9 +111,13 @@ async def reconcile(
     counts for autoscaled roles (clamped to the spec's maxReplicas like the live count);
     ``consumers``: every runtime's consumer-group identity as last seen, for the conflict check
     (:mod:`.conflicts`), updated with this runtime's. ``new``: kopf's create handler (the runtime
-    was just created): its children are not listed first."""
+    was just created): its children are not listed first. ``watched``: the children from the
+    operator's watches (:mod:`.watched_children`) instead of a LIST per kind. ``seen``: the runtime
+    as the watch shows it, used instead of a GET (the caller vouches for its spec, see
+    ``Controller``); a status written from a view that trails the object conflicts and is rebuilt
+    from a fresh read (``status_writer``)."""
     log = logger or logging.getLogger(__name__)
-    body = await kube.get(RUNTIMES, namespace, name)
+    body = seen if seen is not None else await kube.get(RUNTIMES, namespace, name)
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
         return ReconcileResult(found=False)  # the garbage collector removes the children
     metadata = body["metadata"]
@@ -133,7 +142,7 @@ async def reconcile(
         # listings, whose cost grows with every object of their kind in the namespace. (An earlier
         # attempt of the same create may have applied some: applying again is idempotent, and a
         # child of a spec changed in between is pruned by the next periodic resync.)
-        live = {} if new else await _live_children_of(namespace, name, kube)
+        live = {} if new else await _live_children_of(namespace, name, kube, watched)
         if schema.open:  # else the roles wait for the migration, as they are
             children = _desired(runtime, fetched, live, replicas or {})
             await _apply_changed(children, live, kube, result)
@@ -149,7 +158,7 @@ async def reconcile(
             error.reason,
             error.message,
         )
-        live = await _live_children_of(namespace, name, kube)
+        live = await _live_children_of(namespace, name, kube, watched)
 
     deployments = [obj for obj in live.values() if obj["kind"] == DEPLOYMENTS.kind]
 
@@ -277,9 +286,6 @@ def _desired(
     return desired_children(runtime, config_hashes=hashes, replicas=replicas)
 
 
-ChildKey = tuple[str, str]  # (kind, name)
-
-
 def _live_replicas(
     live: Mapping[ChildKey, Mapping[str, Any]], runtime: SmartflowRuntime, role: Role
 ) -> int | None:
@@ -293,8 +299,15 @@ def _key(obj: Mapping[str, Any]) -> ChildKey:
     return str(obj["kind"]), str(obj["metadata"]["name"])
 
 
-async def _live_children_of(namespace: str, name: str, kube: KubeClient) -> dict[ChildKey, dict[str, Any]]:
-    """Our children of runtime ``name``: carrying our labels (ownership is checked before pruning)."""
+async def _live_children_of(
+    namespace: str, name: str, kube: KubeClient, watched: LiveChildren | None = None
+) -> dict[ChildKey, dict[str, Any]]:
+    """Our children of runtime ``name``: carrying our labels (ownership is checked before pruning).
+    From the watches when given, else listed (each LIST costs every object of its kind in the
+    namespace)."""
+    seen = watched(namespace, name) if watched is not None else None
+    if seen is not None:
+        return seen
     labels = instance_labels(name)
     live: dict[ChildKey, dict[str, Any]] = {}
     for kind in CHILD_KINDS:
@@ -326,13 +339,28 @@ async def _apply_changed(
         if _up_to_date(child, live.get(key)):
             continue
         try:
-            await hand_over_replicas(child, live.get(key), kube)  # paused/External: keep the count
+            # paused/External: keep the count, as the apiserver has it now (a watched copy may
+            # trail the last scale, and carries no managedFields)
+            current = await _listed(child, kube) if _omits_replicas(child) else live.get(key)
+            await hand_over_replicas(child, current, kube)
             applied = await kube.apply(child)
         except Invalid as error:
             raise ConfigurationError(c.CHILD_REJECTED, f"{key[0]} {key[1]} rejected: {error}") from error
         verb = "updated" if key in live else "created"
         live[key] = applied
         result.applied.append(f"{key[0]}/{key[1]} ({verb})")
+
+
+def _omits_replicas(child: Mapping[str, Any]) -> bool:
+    return child["kind"] == DEPLOYMENTS.kind and "replicas" not in (child.get("spec") or {})
+
+
+async def _listed(child: Mapping[str, Any], kube: KubeClient) -> dict[str, Any] | None:
+    """``child`` as the apiserver has it now (by its labels: the operator has no GET on Deployments)."""
+    metadata = child["metadata"]
+    labels = instance_labels(metadata["labels"][LABEL_INSTANCE])
+    found = await kube.list(kind_of(child), metadata["namespace"], labels=labels)
+    return next((obj for obj in found if obj["metadata"]["name"] == metadata["name"]), None)
 
 
 async def _prune(

@@ -37,7 +37,7 @@ from .autoscaling.probes import Probes
 from .autoscaling.watched_replicas import WatchedReplicas
 from .config_watch import ConfigWatcher
 from .controller import Controller
-from .handlers import register
+from .handlers import register, watched_children
 from .health import HealthServer
 from .kube import KubeClient, load_api_client
 from .leadership import (
@@ -131,7 +131,7 @@ async def serve(
         lease_kube = KubeClient(
             client.ApiClient(controller.kube.configuration),
             timeout_seconds=settings.retry_period,
-            on_request=lambda method: metrics.lease_requests.labels(method=method).inc(),
+            on_request=lambda method, _resource: metrics.lease_requests.labels(method=method).inc(),
             # Its own thread: renewals never queue behind the reconciler's calls (with 1,000
             # runtimes converging they did, past the renew deadline, and the replica lost the Lease).
             threads=1,
@@ -170,6 +170,8 @@ async def _lead(
     """One term as leader: kopf and the loops until ``stopping`` or the lease is lost (True)."""
     registry = kopf.OperatorRegistry()
     register(registry)
+    children = watched_children()  # this term's kopf indexes: the passes list no children
+    controller.children = children
     # Secrets/ConfigMaps read by many runtimes' loops: one GET per object per half check interval.
     reads = SharedReads(controller.kube, max_age_seconds=config.config_check_seconds / 2)
     watched_replicas = WatchedReplicas()
@@ -194,6 +196,9 @@ async def _lead(
         metrics=term_metrics.autoscaling,
         reads=reads,
         watched=watched_replicas,
+        report=lambda namespace, name, body, report: controller.report(
+            namespace, name, body=body, report=report
+        ),
     )
     loops: dict[str, Loop] = {
         "resync": lambda namespace, name, _body, stopped, logger: controller.run_resync(
@@ -208,6 +213,7 @@ async def _lead(
             namespace, name, body=body, stopped=stopped, logger=logger
         )
     runtime_loops = RuntimeLoops(loops, stop_timeout_seconds=2.0)
+    controller.views = runtime_loops.view  # passes that reuse the configuration need no GET
     kopf_stop, kopf_ready = asyncio.Event(), asyncio.Event()
     kopf_task = asyncio.create_task(
         kopf.operator(
@@ -216,6 +222,7 @@ async def _lead(
                 controller=controller,
                 runtime_loops=runtime_loops,
                 watched_replicas=watched_replicas,
+                watched_children=children,
                 runtime_metrics=term_metrics.runtimes,
             ),
             # No kopf peering: the Lease decides who runs (see the module docstring).
@@ -299,7 +306,7 @@ def run_operator(config: OperatorConfig) -> int:
     metrics = OperatorMetrics()
     kube = KubeClient(
         load_api_client(config.kubeconfig),
-        on_request=lambda method: metrics.kube_requests.labels(method=method).inc(),
+        on_request=lambda method, resource: metrics.kube_requests.labels(method, resource).inc(),
     )
     start_http_server(config.metrics_port, addr=config.health_address, registry=metrics.registry)
     try:

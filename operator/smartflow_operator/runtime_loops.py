@@ -65,6 +65,11 @@ class RuntimeLoops:
     def running(self) -> set[tuple[str, str]]:
         return set(self._running)
 
+    def view(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The runtime as its latest watch event showed it (a copy), None when it has no loops."""
+        running = self._running.get((namespace, name))
+        return dict(running.body) if running is not None else None
+
     async def observe(self, event_type: str | None, body: Mapping[str, Any], *, logger: Logger) -> None:
         """One watch event of a runtime: start its loops, refresh their view, or stop them."""
         metadata = body.get("metadata") or {}

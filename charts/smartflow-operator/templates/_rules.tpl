@@ -22,18 +22,19 @@ Used by the Role in each watched namespace and by the ClusterRole (allNamespaces
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# The API role's Service: listed by label, server-side applied; wanted in every mode, never pruned.
+# The API role's Service: watched (passes read children from the watch, never LIST them),
+# server-side applied; wanted in every mode, never pruned.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "create", "patch"]
-# A disruption budget per role that can run two or more pods: listed by label, applied, pruned.
+  verbs: ["list", "watch", "create", "patch"]
+# A disruption budget per role that can run two or more pods: watched, applied, pruned.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["list", "create", "patch", "delete"]
-# The optional NetworkPolicy (spec.networkPolicy): listed by label, server-side applied, pruned.
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# The optional NetworkPolicy (spec.networkPolicy): watched, server-side applied, pruned.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # The schema migration Job: read by name, watched for completion, created once per spec
 # (never updated or deleted: finished Jobs go by their TTL or with the runtime).
 - apiGroups: ["batch"]

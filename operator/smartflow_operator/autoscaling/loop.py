@@ -13,7 +13,9 @@ and says why in the condition.
 
 Status is written through :mod:`..status_writer` (a merge patch under the read's
 resourceVersion, rebuilt from the fresh object on conflict): the reconciler and the two role loops
-write the same object, and each replaces only its own condition type.
+write the same object, and each replaces only its own condition type. In the operator a report
+goes through the controller's per-runtime gate (``report``): it never races a pass, and the two
+roles' reports waiting at once, or a pass ahead of them, share one write.
 
 A poll that changes nothing writes nothing: the status is patched only when a reported field,
 the lag or the condition changed, or the decision history changed in a way a restart would
@@ -82,6 +84,8 @@ IDLE_INTERVAL_SECONDS = 5.0
 Clock = Callable[[], datetime]
 # (namespace, runtime, role, replicas, the status report to write with it)
 Scale = Callable[[str, str, Role, int, PatchFor], Awaitable[object]]
+# (namespace, name, the runtime as last seen, the report) -> written (``Controller.report``)
+Report = Callable[[str, str, Mapping[str, Any], PatchFor], Awaitable[object]]
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
@@ -118,11 +122,15 @@ class Autoscaler:
         clock: Clock = utc_now,
         reads: SharedReads | None = None,
         watched: WatchedReplicas | None = None,
+        report: Report | None = None,
     ) -> None:
         self.kube = kube
         self.probes = probes or Probes()
         self.metrics = metrics or AutoscalingMetrics()
         self._scale = scale
+        # A report without a scale: through the controller's gate when given (one write with the
+        # other role's report or the next pass, never racing a pass), else written here.
+        self._write_report = report or self._write_directly
         self._clock = clock
         # The DSN Secret through the operator's shared reads; Deployment counts from the watch.
         self.reads = reads or SharedReads(kube, max_age_seconds=0.0)
@@ -180,6 +188,7 @@ class Autoscaler:
         status write from a view that trails the object fails its resourceVersion precondition and
         is rebuilt from a fresh read (``status_writer``), so the view's lag costs a retry, not a
         lost update."""
+        live = body
         body = dict(body) if body else await self.kube.get(RUNTIMES, namespace, name)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return IDLE_INTERVAL_SECONDS
@@ -229,7 +238,7 @@ class Autoscaler:
             await self._event(body, "Normal", decision.reason.value, fragment["message"], now)
             logger.info("%s scaled %d -> %d: %s", role.value, current, decision.desired, fragment["message"])
         else:
-            await write_status(self.kube, RUNTIMES, body=body, patch_for=report)
+            await self._write_report(namespace, name, live or body, report)
         if error is not None and error.reason != state.error_reason:
             await self._event(body, "Warning", error.reason, fragment["message"], now)
             logger.warning("%s", fragment["message"])
@@ -237,6 +246,11 @@ class Autoscaler:
         return float(scaling.poll_interval_seconds)
 
     # -- steps -------------------------------------------------------------------------------
+
+    async def _write_directly(
+        self, _namespace: str, _name: str, body: Mapping[str, Any], report: PatchFor
+    ) -> None:
+        await write_status(self.kube, RUNTIMES, body=dict(body), patch_for=report)
 
     async def _current_replicas(self, runtime: SmartflowRuntime, role: Role, state: _RoleState) -> int | None:
         """The role Deployment's replicas, None when there is no Deployment yet. With ``watched``:

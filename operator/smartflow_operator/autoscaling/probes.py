@@ -70,6 +70,13 @@ APPLICATION_NAME = "smartflow-operator-lag-probe"
 DEFAULT_TIMEOUT_SECONDS = 5.0
 TLS_ALERT_WAIT_SECONDS = 1.0
 TOPICS_MAX_AGE_SECONDS = 2.0  # a topic created since is found at most this much later
+# A topic's log start/end offsets, shared by every runtime's read of that topic for this long: two
+# of a read's four requests, the same answer for each runtime on the topic. Read after the group's
+# committed offsets, so a shared answer can only trail them by this much: a lag reading stays at
+# most this old (the polls are 5 s apart by default).
+OFFSETS_MAX_AGE_SECONDS = 1.0
+_Range = tuple[dict[TopicPartition, int], dict[TopicPartition, int]]  # (log starts, log ends)
+_SharedRange = tuple["_KafkaClients", float, "asyncio.Task[_Range]"]
 
 # Relay lag as docs/contracts.md defines it. The COUNT stops at $1 (the caller passes the count
 # past which the decision cannot change), so a huge backlog costs no more than a small one; the
@@ -93,6 +100,13 @@ SCHEMA_TABLE_SQL = "SELECT to_regclass('schema_migrations') IS NOT NULL"
 SCHEMA_VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 
 
+READING_MAX_AGE_SECONDS = 1.0  # a relay reading shared by the runtimes of one database
+
+
+async def _no_reset(_conn: Any) -> None:
+    return None
+
+
 class RelayProbe:
     """Due outbox rows, the oldest due row's age and the shard count, from one database; also the
     schema version (the reconciler reports it in ``status.schema``) through the same pool.
@@ -112,6 +126,7 @@ class RelayProbe:
         self._max_connections = max_connections
         self._pool: Any = None
         self._lock = asyncio.Lock()
+        self._readings: dict[int, tuple[float, asyncio.Task[Reading]]] = {}  # limit -> (when, read)
 
     async def start(self) -> None:
         """Create the pool; it connects lazily, so a database that is down does not fail this."""
@@ -135,6 +150,10 @@ class RelayProbe:
                         timeout=self._timeout,
                         command_timeout=self._timeout,
                         server_settings={"application_name": APPLICATION_NAME},
+                        # No reset query on release (asyncpg's default is one more round trip and
+                        # statement per borrow): these connections only run SELECTs and keep no
+                        # session state (no SET, LISTEN, advisory lock or cursor).
+                        reset=_no_reset,
                         **options,
                     )
                 except (ValueError, asyncpg.ClientConfigurationError) as error:
@@ -162,7 +181,24 @@ class RelayProbe:
         await self.stop()
 
     async def read(self, *, limit: int) -> Reading:
-        """One reading; ``metric`` counts due rows up to ``limit`` (``truncated`` when it hit it)."""
+        """One reading; ``metric`` counts due rows up to ``limit`` (``truncated`` when it hit it).
+        Runtimes on one database asking with the same limit share one query in flight and its
+        answer for ``READING_MAX_AGE_SECONDS``: the same outbox, the same answer."""
+        now = time.monotonic()
+        known = self._readings.get(limit)
+        if known is None or now - known[0] >= READING_MAX_AGE_SECONDS:
+            task = asyncio.create_task(self._read(limit), name="relay lag reading")
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            known = (now, task)
+            self._readings[limit] = known
+        try:
+            return await asyncio.shield(known[1])
+        except BaseException:
+            if self._readings.get(limit) is known and known[1].done():
+                del self._readings[limit]  # a failed reading is not shared: the next poll asks again
+            raise
+
+    async def _read(self, limit: int) -> Reading:
         pool = await self._started_pool()
         try:
             async with asyncio.timeout(self._timeout):
@@ -217,6 +253,8 @@ class ConsumerProbe:
         self._made: list[_KafkaClients] = []  # every pair made and not known closed
         self._lock = asyncio.Lock()
         self._topics_read: tuple[_KafkaClients, float, list[dict[str, Any]]] | None = None
+        # (topic, partitions) -> (clients, when asked, the one read in flight or done)
+        self._ranges: dict[tuple[str, tuple[int, ...]], _SharedRange] = {}
 
     async def start(self) -> None:
         async with self._lock:
@@ -348,6 +386,33 @@ class ConsumerProbe:
         self._topics_read = (clients, now, described)
         return described
 
+    async def _log_range(
+        self, clients: _KafkaClients, topic: str, partitions: list[TopicPartition]
+    ) -> _Range:
+        """Log start and end offsets of ``partitions``: one read in flight per topic, its answer
+        shared for ``OFFSETS_MAX_AGE_SECONDS`` (1,000 runtimes on one topic: one read, not 1,000)."""
+        key = (topic, tuple(tp.partition for tp in partitions))
+        now = time.monotonic()
+        known = self._ranges.get(key)
+        if known is None or known[0] is not clients or now - known[1] >= OFFSETS_MAX_AGE_SECONDS:
+
+            async def read() -> _Range:
+                starts = await clients.offsets.beginning_offsets(partitions)
+                return starts, await clients.offsets.end_offsets(partitions)
+
+            task = asyncio.create_task(read(), name=f"log range of {topic}")
+            # Retrieved here too: when every reader timed out, nobody else would.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            known = (clients, now, task)
+            self._ranges[key] = known
+        try:
+            # Shielded: a reader that times out does not cancel the read others wait for.
+            return await asyncio.shield(known[2])
+        except BaseException:
+            if self._ranges.get(key) is known and known[2].done():
+                del self._ranges[key]  # a failed read is not shared: the next reader asks again
+            raise
+
     async def _read(self, clients: _KafkaClients, topic: str, group: str) -> Reading:
         # Metadata for all topics: asking for one by name would auto-create it on most brokers.
         described = await self._topics(clients)
@@ -357,8 +422,7 @@ class ConsumerProbe:
         partitions = [TopicPartition(topic, p["partition"]) for p in found["partitions"]]
         partitions.sort(key=lambda tp: tp.partition)
         committed = await clients.admin.list_consumer_group_offsets(group, partitions=partitions)
-        starts = await clients.offsets.beginning_offsets(partitions)
-        ends = await clients.offsets.end_offsets(partitions)
+        starts, ends = await self._log_range(clients, topic, partitions)
         lags = []
         for tp in partitions:
             offset = committed.get(tp)

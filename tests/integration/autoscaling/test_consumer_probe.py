@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from smartflow_devstack import kafka as kafka_stack
 from smartflow_devstack.process import free_port, stop
 from smartflow_operator.autoscaling.errors import KafkaUnavailable, TopicNotFound
-from smartflow_operator.autoscaling.probes import ConsumerProbe, Probes
+from smartflow_operator.autoscaling.probes import OFFSETS_MAX_AGE_SECONDS, ConsumerProbe, Probes
 
 from .conftest import commit, create_topic, describe_group, established_connections_to, produce, tool_lag
 
@@ -224,3 +224,37 @@ async def test_a_failed_read_does_not_tear_down_the_clients_of_reads_in_flight(
         assert await _connections_settle_at(broker.port, 0) == 0
     finally:
         stop(broker.pid)
+
+
+async def test_runtimes_on_one_topic_share_one_read_of_its_log_range(
+    bootstrap_servers: str, names: Callable[[str], str]
+) -> None:
+    """Each group's lag is its own, but the topic's start/end offsets are read once for all of them
+    while fresh (``OFFSETS_MAX_AGE_SECONDS``), and read again once that age has passed."""
+    topic = names("shared")
+    groups = [names(f"group-{i}") for i in range(5)]
+    await create_topic(bootstrap_servers, topic, 2)
+    await produce(bootstrap_servers, topic, {0: 10, 1: 4})
+    for i, group in enumerate(groups):
+        await commit(bootstrap_servers, topic, group, {0: i, 1: 4})
+
+    async with ConsumerProbe(bootstrap_servers) as probe:
+        await probe.read(topic=topic, group=groups[0])  # connected, metadata known
+        clients = probe._clients
+        assert clients is not None
+        asked: list[float] = []
+        end_offsets = clients.offsets.end_offsets
+
+        async def counted(partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+            asked.append(time.monotonic())
+            return dict(await end_offsets(partitions))
+
+        clients.offsets.end_offsets = counted
+        await asyncio.sleep(OFFSETS_MAX_AGE_SECONDS)  # the first read's range is too old now
+        readings = await asyncio.gather(*(probe.read(topic=topic, group=group) for group in groups))
+        assert [r.metric for r in readings] == [10 - i for i in range(5)]
+        assert len(asked) == 1
+        await produce(bootstrap_servers, topic, {0: 3})
+        await asyncio.sleep(OFFSETS_MAX_AGE_SECONDS)
+        again = await probe.read(topic=topic, group=groups[0])
+        assert (again.metric, len(asked)) == (13, 2)

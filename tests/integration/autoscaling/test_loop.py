@@ -85,7 +85,9 @@ async def test_relay_and_consumer_scale_independently_and_come_down_after_the_wi
         assert cluster.replicas(RELAY) == 5, "scaled down before the stabilization window passed"
         eventually(lambda: cluster.replicas(RELAY) == 1, timeout=15, what="relay back to min")
         relay_down = time.monotonic() - drained
-        assert relay_down >= 2.0
+        # The 3 s window counts from the last poll that still saw the backlog, which can precede
+        # the drain by one 1 s interval plus that poll's own time on a loaded machine.
+        assert relay_down >= 1.5
         assert cluster.replicas(CONSUMER) == 4
 
         await commit(bootstrap_servers, topic, group, {0: 20, 1: 20, 2: 20, 3: 20})

@@ -12,7 +12,12 @@ import pytest
 
 from smartflow_devstack.process import free_port
 from smartflow_operator.autoscaling.errors import DatabaseUnavailable, OutboxNotMigrated
-from smartflow_operator.autoscaling.probes import APPLICATION_NAME, Probes, RelayProbe
+from smartflow_operator.autoscaling.probes import (
+    APPLICATION_NAME,
+    READING_MAX_AGE_SECONDS,
+    Probes,
+    RelayProbe,
+)
 
 from .conftest import SHARDS, insert_events, migrate
 
@@ -111,3 +116,27 @@ async def test_one_connection_is_reused_across_polls_and_runtimes(
         assert await application_connections(APPLICATION_NAME) == 0
     finally:
         await probes.close()
+
+
+async def test_runtimes_on_one_database_share_one_reading_while_it_is_fresh(outbox_dsn: str) -> None:
+    """Concurrent reads with the same limit are one query; a read after READING_MAX_AGE_SECONDS
+    asks again and sees rows added since."""
+    await insert_events(outbox_dsn, 3)
+    async with RelayProbe(outbox_dsn) as probe:
+        queries = 0
+        read = probe._read
+
+        async def counted(limit: int) -> Any:
+            nonlocal queries
+            queries += 1
+            return await read(limit)
+
+        probe._read = counted  # type: ignore[method-assign]
+        readings = await asyncio.gather(*(probe.read(limit=100) for _ in range(20)))
+        assert [r.metric for r in readings] == [3] * 20
+        assert queries == 1
+        await insert_events(outbox_dsn, 2)
+        await asyncio.sleep(READING_MAX_AGE_SECONDS)
+        assert (await probe.read(limit=100)).metric == 5
+        assert (await probe.read(limit=50)).metric == 5  # another limit: its own reading
+        assert queries == 3

@@ -71,10 +71,14 @@ class OperatorProcess:
             return str(response.read().decode())
 
     def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` carrying ``labels`` (other labels summed over)."""
         text = self.get(self.metrics_port, "/metrics")
-        selector = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-        match = re.search(rf"^{name}\{{{selector}\}} (\S+)$", text, re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
+        total = 0.0
+        for match in re.finditer(rf"^{name}\{{([^}}]*)\}} (\S+)$", text, re.MULTILINE):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            if all(found.get(key) == value for key, value in labels.items()):
+                total += float(match.group(2))
+        return total
 
     def writes(self) -> float:
         return sum(

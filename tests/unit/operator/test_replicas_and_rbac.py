@@ -29,9 +29,11 @@ class TestPermissions:
         assert {"get", "list", "watch", "patch"} <= granted[("smartflow.io", "smartflowruntimes")]
         assert "patch" in granted[("smartflow.io", "smartflowruntimes/status")]
         assert {"list", "watch", "patch", "delete"} <= granted[("apps", "deployments")]
-        # The api Service is desired in every mode, so it is applied but never pruned.
-        assert granted[("", "services")] == {"list", "create", "patch"}
-        assert {"list", "patch", "delete"} <= granted[("policy", "poddisruptionbudgets")]
+        # The api Service is desired in every mode, so it is applied but never pruned. Every child
+        # kind is watched: the passes read children from the watches (watched_children).
+        assert granted[("", "services")] == {"list", "watch", "create", "patch"}
+        assert {"list", "watch", "patch", "delete"} <= granted[("policy", "poddisruptionbudgets")]
+        assert {"list", "watch", "patch", "delete"} <= granted[("networking.k8s.io", "networkpolicies")]
         assert granted[("", "secrets")] == {"get"}
         assert "create" in granted[("", "events")]
 
