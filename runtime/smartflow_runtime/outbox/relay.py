@@ -470,14 +470,12 @@ class Relay:
 
     async def _publish_batch(self, shards: frozenset[int]) -> bool:
         """Claim, send and mark one batch of ``shards`` in one transaction; True when due rows may remain."""
-        async with store.connection(self._pool, "relay batch") as conn, conn.transaction():
+        async with (
+            store.connection(self._pool, "relay batch") as conn,
+            store.claim_transaction(conn, lock_timeout=self._lease / 2),
+        ):
             rows = await store.claim_batch(
-                conn,
-                self.relay_id,
-                shards,
-                now=self._clock(),
-                limit=self._batch_size,
-                lock_timeout=self._lease / 2,
+                conn, self.relay_id, shards, now=self._clock(), limit=self._batch_size
             )
             if not rows:
                 return False
