@@ -489,8 +489,12 @@ class Relay:
                 # The broker is gone, not these rows: roll the claim back (no attempt counted, so a
                 # long outage cannot send events dead) and let the loop re-create the producer.
                 raise failed[0][1]
-            await store.mark_published(conn, sent, now=now)
-            outcome = await store.mark_failed(conn, failed, now=now, backoff=self._backoff)
+            if failed:
+                await store.mark_published(conn, sent, now=now)
+                outcome = await store.mark_failed(conn, failed, now=now, backoff=self._backoff)
+            else:  # the common case: mark and commit in one round trip
+                await store.mark_published_and_commit(conn, sent, now=now)
+                outcome = store.FailureOutcome(frozenset(), frozenset())
         for event_type, count in Counter(row.event_type for row in sent).items():
             self._metrics.events_published.labels(event_type).inc(count)  # one labels() per type, not row
         for row, error in failed:
