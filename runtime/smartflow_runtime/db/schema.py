@@ -215,6 +215,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX api_idempotency_keys_created ON api_idempotency_keys (created_at);
         """,
     ),
+    Migration(
+        7,
+        "drop the outbox index no statement uses",
+        # Since version 5 no outbox statement (relay claim, marks, consumer locks, stats, prune,
+        # replay, the operator's lag probe) needs (shard, status, available_at, id): EXPLAIN on a
+        # realistic table shows each served by the primary key or a partial index. It was the
+        # widest index and every status change (pending -> published -> consumed is never a HOT
+        # update: status is indexed) wrote an entry into it; a custom plan of the claim could
+        # even pick it and sort all due rows of a shard, the cost version 5 removed.
+        """
+        DROP INDEX IF EXISTS outbox_events_shard_status_due;
+        """,
+    ),
 )
 
 REQUIRED_SCHEMA_VERSION = MIGRATIONS[-1].version

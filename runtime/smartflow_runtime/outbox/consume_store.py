@@ -1,7 +1,8 @@
 """The consumer's batch store: one transaction applies a partition's fetched messages.
 
-Called by :class:`~.consumer.Consumer` once per partition and poll, on a connection it holds for
-the whole batch. The contract is :func:`~.store.consume_and_mark`'s, per message and in offset
+Called by :class:`~.consumer.Consumer` once per partition and poll (once per poll for a small
+poll's partitions together, each partition's messages in offset order), on a connection it holds
+for the whole batch. The contract is :func:`~.store.consume_and_mark`'s, per message and in offset
 order, but with the round trips of a batch instead of eight per event:
 
 1. **Optimistic pass** (the common case): ``BEGIN``; lock every row of the batch with one
@@ -90,7 +91,7 @@ class _HandlerFailed(Exception):
 async def consume_batch(
     conn: Any, messages: Sequence[BatchMessage], *, now: datetime, backoff: BackoffPolicy
 ) -> list[ConsumeOutcome]:
-    """Apply ``messages`` (one partition, offset order) in one transaction on ``conn``.
+    """Apply ``messages`` (per partition in offset order) in one transaction on ``conn``.
 
     Returns one outcome per message, in order. A bad envelope's outcome is ``DEAD`` when its row
     was sent dead, ``MISSING`` when there was none left to kill. ``conn`` must not be inside a

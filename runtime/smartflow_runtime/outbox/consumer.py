@@ -10,7 +10,12 @@ records' effects; either way the offset moves on, so a poison message never bloc
 partition. Offsets are committed only after the batches' transactions committed; when the
 database fails, nothing of the batch is durable and the same records are retried.
 
-Partitions of one poll are processed concurrently, each in offset order.
+Partitions of one poll are processed concurrently, each in offset order. A small poll (at most
+``merge_partitions_up_to`` records, default 100) is applied in one transaction across its
+partitions instead, still each partition in offset order: at moderate rates a poll holds a few
+records per partition, and every transaction costs its pool borrow, ``BEGIN``, lock, mark and
+``COMMIT`` whatever its size. The contract per event is the same (lock, skip if done, handle,
+mark consumed; offsets committed only after the commit); a DB failure retries the whole poll.
 
 Rebalancing: aiokafka 0.14 implements only the eager JoinGroup protocol; it has no cooperative
 incremental rebalancing (KIP-429) and no KIP-848 consumer protocol. What we do with what it has:
@@ -133,6 +138,8 @@ class Consumer:
         max_poll_records: records fetched per poll (default 500).
         poll_timeout_ms: how long one poll waits for records (default 500); bounds stop latency.
         db_retry_seconds: pause before retrying a message when the database is unavailable.
+        merge_partitions_up_to: a poll of at most this many records is applied in one transaction
+            across its partitions (default 100; 0 keeps one transaction per partition always).
         consumer_options: extra aiokafka consumer options (``session_timeout_ms``, the security
             options...); auto commit is always off.
     """
@@ -153,7 +160,11 @@ class Consumer:
         poll_timeout_ms: int = 500,
         db_retry_seconds: float = 1.0,
         consumer_options: Mapping[str, Any] | None = None,
+        merge_partitions_up_to: int = 100,
     ) -> None:
+        if merge_partitions_up_to < 0:
+            raise ValueError("merge_partitions_up_to must be >= 0")
+        self._merge_up_to = merge_partitions_up_to
         self.client_id = client_id or default_client_id("consumer")
         self._pool = pool
         self._bootstrap_servers = bootstrap_servers
@@ -320,18 +331,30 @@ class Consumer:
         async with self._batch_lock:
             assigned = self._kafka.assignment()
             work = {tp: records for tp, records in batch.items() if tp in assigned}
-            self._metrics.consumer_batch_size.observe(sum(len(r) for r in work.values()))
-            done = await asyncio.gather(*(self._process_partition(records) for records in work.values()))
-            offsets = {tp: offset for tp, offset in zip(work, done, strict=True) if offset is not None}
+            total = sum(len(r) for r in work.values())
+            self._metrics.consumer_batch_size.observe(total)
+            if len(work) > 1 and total <= self._merge_up_to:
+                groups = [list(work.values())]
+            else:
+                groups = [[records] for records in work.values()]
+            done = await asyncio.gather(*(self._process_partitions(group) for group in groups))
+            offsets = {tp: offset for found in done for tp, offset in found.items()}
             if offsets:
                 await self._commit(offsets)
 
-    async def _process_partition(self, records: Sequence[Any]) -> int | None:
-        """Apply one partition's records (offset order) in one transaction; returns the offset to
-        commit (next to read), or None when stopping before the batch's outcome was durable."""
-        if not records or self._stopping.is_set():
-            return None
-        messages, undecodable = self._decode(records)
+    async def _process_partitions(self, partitions: Sequence[Sequence[Any]]) -> dict[TopicPartition, int]:
+        """Apply the records of ``partitions`` (each in offset order) in one transaction; returns the
+        offsets to commit (next to read) per partition, none when stopping before the outcome was
+        durable."""
+        partitions = [records for records in partitions if records]
+        if not partitions or self._stopping.is_set():
+            return {}
+        messages: list[BatchMessage] = []
+        undecodable = 0
+        for records in partitions:
+            decoded, skipped = self._decode(records)
+            messages += decoded
+            undecodable += skipped
         while True:
             try:
                 await self._consume(messages)
@@ -345,13 +368,14 @@ class Consumer:
                 log.warning("could not record the outcome of a batch; retrying it: %s", error)
                 if self._stopping.is_set() or self._revoke_pending:
                     # Not durable, not committed: whoever owns the partition next reads it again.
-                    self._rewind(records[0])
-                    return None
+                    for records in partitions:
+                        self._rewind(records[0])
+                    return {}
                 await asyncio.sleep(self._db_retry_seconds)
         if undecodable:
             self._metrics.events_skipped.labels("bad_envelope").inc(undecodable)
         self._last_progress = time.monotonic()
-        return int(records[-1].offset) + 1
+        return {TopicPartition(r[-1].topic, r[-1].partition): int(r[-1].offset) + 1 for r in partitions}
 
     def _rewind(self, first: Any) -> None:
         with contextlib.suppress(Exception):  # not ours any more after the rebalance: nothing to do

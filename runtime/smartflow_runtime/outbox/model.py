@@ -10,7 +10,7 @@ import enum
 import json
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -254,3 +254,33 @@ def lane_groups(shards: Iterable[int], lanes: int) -> list[frozenset[int]]:
     ordered = sorted(shards)
     count = min(lanes, len(ordered))
     return [frozenset(ordered[i::count]) for i in range(count)]
+
+
+def lanes_for_notified(notified_rows: int, *, lanes: int, batch_size: int) -> int:
+    """How many lanes a wake-up by ``notified_rows`` NOTIFYs runs: one per ``batch_size / lanes``
+    rows (at least one, at most ``lanes``).
+
+    Lanes pay off when there is more than one batch's share of work: one lane's Kafka round trip
+    then overlaps another's claim. At moderate rates a wake-up carries a few rows spread over the
+    shards; one claim per lane holding one of them would publish batches of one or two rows, and
+    every batch costs a transaction, a claim, a Kafka request and a mark whatever its size.
+    """
+    if lanes < 1:
+        raise ValueError(f"lanes must be >= 1, got {lanes}")
+    per_lane = max(1, batch_size // lanes)
+    return max(1, min(lanes, -(-notified_rows // per_lane)))
+
+
+def merge_lanes(groups: Sequence[frozenset[int]], count: int) -> list[frozenset[int]]:
+    """``groups`` (disjoint lanes) dealt round-robin into at most ``count`` unions, for one cycle.
+
+    Still disjoint, so one loop per union keeps every shard's order: shards change loops only
+    between cycles, when no loop runs."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    if len(groups) <= count:
+        return list(groups)
+    merged: list[set[int]] = [set() for _ in range(count)]
+    for i, group in enumerate(groups):
+        merged[i % count] |= group
+    return [frozenset(m) for m in merged]

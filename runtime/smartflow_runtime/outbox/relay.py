@@ -18,7 +18,10 @@ when replicas come and go:
   shard belongs to one lane, so the order rule above holds per lane. The lanes stop between
   batches when a rebalance is due; shards change hands only while no lane runs. A NOTIFY names
   its row's shard, so after a wake-up by NOTIFY only the lanes holding a notified shard claim;
-  after a poll, a rebalance or a lane that may have left rows, every lane does.
+  after a poll, a rebalance or a lane that may have left rows, every lane does. A wake-up by
+  fewer NOTIFYs than a lane's share of a batch (``batch_size / lanes``) runs the notified lanes
+  as one loop for that cycle (:func:`~.model.lanes_for_notified`): at moderate rates one claim
+  then carries every notified row instead of one tiny batch per lane.
 - **Sending.** A batch goes out with aiokafka's batch API (:func:`~.kafka.send_batched`): per
   partition, in id order, one closed batch and one future per partition instead of per row.
 - **Wake-ups.** ``LISTEN`` on the outbox channel (writers NOTIFY on commit) plus a fallback poll
@@ -69,6 +72,8 @@ from .model import (
     Envelope,
     OutboxRow,
     lane_groups,
+    lanes_for_notified,
+    merge_lanes,
     outage_retry_seconds,
     shard_target,
 )
@@ -331,7 +336,7 @@ class Relay:
         failures = 0
         while not self._stopping.is_set():
             self._wake.clear()
-            self._notified = 0
+            notified_rows, self._notified = self._notified, 0
             notified, self._notified_shards = self._notified_shards, set()
             claim_all, self._claim_all = self._claim_all or not self._listen_notify, False
             self._batch_full.clear()
@@ -352,7 +357,9 @@ class Relay:
                         self._metrics.observe_stats(await store.stats(conn, self._clock()))
                 # While the watch sees no broker, claiming would only lock rows until the send times out.
                 if self._owned and not self._deps.is_down(KAFKA):
-                    more = await self._publish_lanes(next_rebalance, None if claim_all else notified)
+                    more = await self._publish_lanes(
+                        next_rebalance, None if claim_all else notified, notified_rows
+                    )
                     self._claim_all = self._claim_all or more
                     reached_db = True
                 if reached_db:
@@ -429,15 +436,20 @@ class Relay:
         self._metrics.relay_shards_owned.set(len(owned))
         self._metrics.relay_shards.set(self._shard_count)
 
-    async def _publish_lanes(self, next_rebalance: float, notified: set[int] | None) -> bool:
+    async def _publish_lanes(
+        self, next_rebalance: float, notified: set[int] | None, notified_rows: int = 0
+    ) -> bool:
         """Run the lanes until their shards have no due rows or a rebalance/stop is due; True when
         due rows may remain. Only lanes holding a ``notified`` shard run, every lane when it is
-        None. A lane's error is raised after every lane finished its batch."""
+        None; ``notified_rows`` NOTIFYs too few for several lanes run those lanes as one. A lane's
+        error is raised after every lane finished its batch."""
         groups = lane_groups(self._owned, self._lanes)
         if notified is not None:
             groups = [g for g in groups if not g.isdisjoint(notified)]
             if not groups:
                 return False
+            wanted = lanes_for_notified(notified_rows, lanes=self._lanes, batch_size=self._batch_size)
+            groups = merge_lanes(groups, wanted)
         if len(groups) == 1:
             return await self._publish_batch(groups[0])
 
@@ -458,14 +470,12 @@ class Relay:
 
     async def _publish_batch(self, shards: frozenset[int]) -> bool:
         """Claim, send and mark one batch of ``shards`` in one transaction; True when due rows may remain."""
-        async with store.connection(self._pool, "relay batch") as conn, conn.transaction():
+        async with (
+            store.connection(self._pool, "relay batch") as conn,
+            store.claim_transaction(conn, lock_timeout=self._lease / 2),
+        ):
             rows = await store.claim_batch(
-                conn,
-                self.relay_id,
-                shards,
-                now=self._clock(),
-                limit=self._batch_size,
-                lock_timeout=self._lease / 2,
+                conn, self.relay_id, shards, now=self._clock(), limit=self._batch_size
             )
             if not rows:
                 return False
@@ -479,8 +489,12 @@ class Relay:
                 # The broker is gone, not these rows: roll the claim back (no attempt counted, so a
                 # long outage cannot send events dead) and let the loop re-create the producer.
                 raise failed[0][1]
-            await store.mark_published(conn, sent, now=now)
-            outcome = await store.mark_failed(conn, failed, now=now, backoff=self._backoff)
+            if failed:
+                await store.mark_published(conn, sent, now=now)
+                outcome = await store.mark_failed(conn, failed, now=now, backoff=self._backoff)
+            else:  # the common case: mark and commit in one round trip
+                await store.mark_published_and_commit(conn, sent, now=now)
+                outcome = store.FailureOutcome(frozenset(), frozenset())
         for event_type, count in Counter(row.event_type for row in sent).items():
             self._metrics.events_published.labels(event_type).inc(count)  # one labels() per type, not row
         for row, error in failed:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smartflow_runtime.outbox.model import lane_groups
+from smartflow_runtime.outbox.model import lane_groups, lanes_for_notified, merge_lanes
 
 
 def test_every_shard_is_in_exactly_one_lane_dealt_round_robin() -> None:
@@ -27,3 +27,25 @@ def test_lanes_are_balanced_within_one_shard() -> None:
 def test_lanes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="lanes must be >= 1"):
         lane_groups({1}, 0)
+
+
+def test_a_wake_up_runs_one_lane_per_lane_share_of_a_batch_of_notified_rows() -> None:
+    assert lanes_for_notified(0, lanes=4, batch_size=500) == 1
+    assert lanes_for_notified(3, lanes=4, batch_size=500) == 1
+    assert lanes_for_notified(125, lanes=4, batch_size=500) == 1
+    assert lanes_for_notified(126, lanes=4, batch_size=500) == 2
+    assert lanes_for_notified(10_000, lanes=4, batch_size=500) == 4
+    assert lanes_for_notified(5, lanes=4, batch_size=2) == 4
+    with pytest.raises(ValueError):
+        lanes_for_notified(1, lanes=0, batch_size=500)
+
+
+def test_merged_lanes_stay_disjoint_and_cover_every_shard() -> None:
+    groups = lane_groups(range(32), 4)
+    assert merge_lanes(groups, 4) == groups
+    (one,) = merge_lanes(groups, 1)
+    assert one == frozenset(range(32))
+    two = merge_lanes(groups[:3], 2)
+    assert two == [groups[0] | groups[2], groups[1]]
+    with pytest.raises(ValueError):
+        merge_lanes(groups, 0)
