@@ -174,6 +174,7 @@ async def _lead(
     controller.children = children
     # Secrets/ConfigMaps read by many runtimes' loops: one GET per object per half check interval.
     reads = SharedReads(controller.kube, max_age_seconds=config.config_check_seconds / 2)
+    controller.reads = reads  # the periodic resyncs' Secret/ConfigMap reads
     watched_replicas = WatchedReplicas()
     config_watcher = ConfigWatcher(
         kube=controller.kube,

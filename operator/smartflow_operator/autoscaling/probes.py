@@ -31,7 +31,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -421,7 +421,18 @@ class ConsumerProbe:
             raise TopicNotFound(f"topic {topic!r} does not exist on {self._bootstrap}")
         partitions = [TopicPartition(topic, p["partition"]) for p in found["partitions"]]
         partitions.sort(key=lambda tp: tp.partition)
-        committed = await clients.admin.list_consumer_group_offsets(group, partitions=partitions)
+        # The group's coordinator is asked once per client pair, not before every read (a round
+        # trip each time otherwise); after any failure it is asked again (it may have moved).
+        coordinator = clients.coordinators.get(group)
+        try:
+            if coordinator is None:
+                coordinator = clients.coordinators[group] = await clients.admin.find_coordinator(group)
+            committed = await clients.admin.list_consumer_group_offsets(
+                group, group_coordinator_id=coordinator, partitions=partitions
+            )
+        except BaseException:
+            clients.coordinators.pop(group, None)
+            raise
         starts, ends = await self._log_range(clients, topic, partitions)
         lags = []
         for tp in partitions:
@@ -446,6 +457,7 @@ class _KafkaClients:
     users: int = 0
     retired: bool = False
     closed: bool = False
+    coordinators: dict[str, int] = field(default_factory=dict)  # group -> its coordinator's node id
 
     async def close(self) -> None:
         if not self.closed:
