@@ -519,6 +519,17 @@ def operator_section(r: dict[str, Any], plots: Path) -> Doc:
                 if "idle_operator_requests_by_resource" in many
                 else ""
             )
+            + (
+                f". Of the {fmt(many['rolled_out_at_window_start'])} runtimes already rolled out when the"
+                f" window began, {fmt(many['rolled_out_runtimes_written_in_window'])} were written during it"
+                + (
+                    f" (first: {many['rolled_out_runtimes_written_sample']})"
+                    if many.get("rolled_out_runtimes_written_sample")
+                    else ""
+                )
+                if "rolled_out_at_window_start" in many
+                else ""
+            )
             + "; the apiserver served"
             f" {fmt(many['idle_apiserver_requests_per_second'], 2)} requests/s from every client"
             f" ({many['idle_apiserver_requests_by_verb']}: kopf's watches, the kube-controller-manager and"
