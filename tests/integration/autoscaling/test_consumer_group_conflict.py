@@ -48,8 +48,11 @@ async def test_a_second_runtime_in_the_same_group_on_another_database_is_degrade
         )
         assert degraded["reason"] == "ConsumerGroupConflict"
         assert f"{cluster.namespace}/first" in degraded["message"] and "spec.kafka" in degraded["message"]
-        events = cluster.events("ConsumerGroupConflict")
-        assert events and events[0]["involvedObject"]["name"] == "second"
+        # The pass posts its Warning right after the status write that made it Degraded.
+        events = eventually(
+            lambda: cluster.events("ConsumerGroupConflict"), timeout=10, what="the conflict's Event"
+        )
+        assert events[0]["involvedObject"]["name"] == "second"
         assert events[0]["type"] == "Warning"
 
         # The first keeps running and scaling; nothing of the second is created or scaled.

@@ -115,12 +115,13 @@ def test_operator_sections(
     assert fleet["apply_at_size_ms"]["count"] == 2 and fleet["apply_at_size_ms"]["p50"] > 0
     assert fleet["idle_window_seconds"] > 0 and fleet["idle_apiserver_requests_per_second"] > 0
     assert fleet["idle_operator_writes"] == 0  # the fleet's idle window: a quiet operator writes nothing
+    assert fleet["settled"] == 3 and fleet["rolled_out_runtimes_written_in_window"] == 0
     assert operator["noop_resync"]["requests_by_method"].get("GET", 0) > 0
     assert isinstance(operator["noop_resync"]["writes"], int)
     assert {t["name"] for t in results["operator"]["targets"]} >= {
         "3 runtimes converge",
         "CR apply -> Deployments p50 with 3 runtimes",
-        "operator writes in a resync period, 3 idle runtimes",
+        "rolled-out runtimes written in a resync period, 3 runtimes",
     }
 
     # Without a node in the stack file the section says why it measured nothing.
