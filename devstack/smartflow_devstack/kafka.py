@@ -244,9 +244,15 @@ def set_scram_password(
 
 
 def _cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, never starting with "-" (as Kafka's
+    own ``Uuid.randomUuid`` does), which ``kafka-storage format --cluster-id`` would parse as an
+    option (1 start in 64 failed with "expected one argument")."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 # --- stopping and starting again on the same ports, keeping the data (fault drills) --------------
