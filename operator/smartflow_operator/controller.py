@@ -327,7 +327,9 @@ class Controller:
         waiting = self._reports.pop(key, None)  # autoscaler reports: written with this pass's status
         seen = self._seen_for(key) if reuse_config else None
         if waiting:
-            also_status = combined([also_status, *waiting] if also_status is not None else waiting)
+            # In the order they were made, this pass's own report last: for a role, the newest wins
+            # (a role's loop goes on polling while its earlier report waits here).
+            also_status = combined([*waiting, also_status] if also_status is not None else waiting)
         try:
             result = await reconcile(
                 namespace,
