@@ -24,7 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from smartflow_devstack.node import network
 from smartflow_devstack.node.start import NodeInfo, tag_image
-from tests.integration.node.pods import container_pids, ready_pods
+from tests.integration.node.pods import container_procs, ready_pods
 
 T = TypeVar("T")
 
@@ -176,12 +176,18 @@ def frozen(core: client.CoreV1Api, namespace: str, instance: str, role: str) -> 
     on exit when they still exist."""
     pods = ready_pods(core, namespace, instance, role)
     assert pods, f"no ready {role} pod of {instance} to stop"
-    pids = [pid for pod in pods for pid in container_pids(pod)]
-    for pid in pids:
+    procs = [container_procs(pod) for pod in pods]
+    stopped = {pid for path in procs for pid in map(int, path.read_text().split())}
+    for pid in stopped:
         os.kill(pid, signal.SIGSTOP)
     try:
         yield pods
     finally:
-        for pid in pids:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        # Only processes still in their container: one that kubelet restarted meanwhile freed its
+        # pid, and the host may have given that pid to another server (a CI run saw a test's
+        # stopped Kafka broker continued by a stale SIGCONT: pid_max is 32768 here).
+        for path in procs:
+            with suppress(FileNotFoundError):
+                for pid in stopped & set(map(int, path.read_text().split())):
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)

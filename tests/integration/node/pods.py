@@ -43,12 +43,16 @@ def ready_pods(core: client.CoreV1Api, namespace: str, instance: str, role: str)
     return [pod for pod in role_pods(core, namespace, instance, role) if is_ready(pod)]
 
 
-def container_pids(pod: Any) -> list[int]:
-    """Host pids of the pod's first container, found through its cgroup under the node's root."""
+def container_procs(pod: Any) -> Path:
+    """The ``cgroup.procs`` file of the pod's first container under the node's root."""
     container_id = pod.status.container_statuses[0].container_id.split("://", 1)[1]
     root = cgroups.CGROUP_FS / "pids" / network.CGROUP_ROOT
     for dirpath, dirnames, _ in os.walk(root):
         if container_id in dirnames:
-            procs = Path(dirpath) / container_id / "cgroup.procs"
-            return [int(p) for p in procs.read_text().split()]
+            return Path(dirpath) / container_id / "cgroup.procs"
     raise AssertionError(f"no cgroup for container {container_id} under {root}")
+
+
+def container_pids(pod: Any) -> list[int]:
+    """Host pids of the pod's first container, found through its cgroup under the node's root."""
+    return [int(p) for p in container_procs(pod).read_text().split()]
