@@ -30,10 +30,10 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -76,7 +76,6 @@ TOPICS_MAX_AGE_SECONDS = 2.0  # a topic created since is found at most this much
 # most this old (the polls are 5 s apart by default).
 OFFSETS_MAX_AGE_SECONDS = 1.0
 _Range = tuple[dict[TopicPartition, int], dict[TopicPartition, int]]  # (log starts, log ends)
-_SharedRange = tuple["_KafkaClients", float, "asyncio.Task[_Range]"]
 
 # Relay lag as docs/contracts.md defines it. The COUNT stops at $1 (the caller passes the count
 # past which the decision cannot change), so a huge backlog costs no more than a small one; the
@@ -103,6 +102,52 @@ SCHEMA_VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 READING_MAX_AGE_SECONDS = 1.0  # a relay reading shared by the runtimes of one database
 
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SharedAnswers(Generic[K, V]):
+    """One read in flight per key, its answer shared for ``max_age`` seconds by every caller
+    asking with that key (1,000 runtimes on one topic or database: one read, not 1,000).
+
+    The read is shielded: a caller that times out or is cancelled does not cancel the read the
+    others wait for. A failed read is not shared: the next caller reads again. Expired answers
+    are dropped whenever a new read starts, so keys nobody asks for any more (a retired client
+    pair's, say) do not accumulate.
+    """
+
+    def __init__(self, max_age: float) -> None:
+        self._max_age = max_age
+        self._known: dict[K, tuple[float, asyncio.Task[V]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    async def get(self, key: K, read: Callable[[], Coroutine[Any, Any, V]], *, name: str) -> V:
+        now = time.monotonic()
+        known = self._known.get(key)
+        if known is None or now - known[0] >= self._max_age:
+            self._drop_expired(now)
+            task = asyncio.create_task(read(), name=name)
+            # Retrieved here too: when every caller timed out, nobody else would.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            known = (now, task)
+            self._known[key] = known
+        try:
+            return await asyncio.shield(known[1])
+        except BaseException:
+            if self._known.get(key) is known and known[1].done():
+                del self._known[key]  # a failed read is not shared: the next caller asks again
+            raise
+
+    def _drop_expired(self, now: float) -> None:
+        expired = [
+            key for key, (at, task) in self._known.items() if task.done() and now - at >= self._max_age
+        ]
+        for key in expired:
+            del self._known[key]
+
+
 async def _no_reset(_conn: Any) -> None:
     return None
 
@@ -126,7 +171,7 @@ class RelayProbe:
         self._max_connections = max_connections
         self._pool: Any = None
         self._lock = asyncio.Lock()
-        self._readings: dict[int, tuple[float, asyncio.Task[Reading]]] = {}  # limit -> (when, read)
+        self._readings: SharedAnswers[int, Reading] = SharedAnswers(READING_MAX_AGE_SECONDS)  # by limit
 
     async def start(self) -> None:
         """Create the pool; it connects lazily, so a database that is down does not fail this."""
@@ -184,19 +229,7 @@ class RelayProbe:
         """One reading; ``metric`` counts due rows up to ``limit`` (``truncated`` when it hit it).
         Runtimes on one database asking with the same limit share one query in flight and its
         answer for ``READING_MAX_AGE_SECONDS``: the same outbox, the same answer."""
-        now = time.monotonic()
-        known = self._readings.get(limit)
-        if known is None or now - known[0] >= READING_MAX_AGE_SECONDS:
-            task = asyncio.create_task(self._read(limit), name="relay lag reading")
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-            known = (now, task)
-            self._readings[limit] = known
-        try:
-            return await asyncio.shield(known[1])
-        except BaseException:
-            if self._readings.get(limit) is known and known[1].done():
-                del self._readings[limit]  # a failed reading is not shared: the next poll asks again
-            raise
+        return await self._readings.get(limit, lambda: self._read(limit), name="relay lag reading")
 
     async def _read(self, limit: int) -> Reading:
         pool = await self._started_pool()
@@ -252,9 +285,13 @@ class ConsumerProbe:
         self._clients: _KafkaClients | None = None
         self._made: list[_KafkaClients] = []  # every pair made and not known closed
         self._lock = asyncio.Lock()
-        self._topics_read: tuple[_KafkaClients, float, list[dict[str, Any]]] | None = None
-        # (topic, partitions) -> (clients, when asked, the one read in flight or done)
-        self._ranges: dict[tuple[str, tuple[int, ...]], _SharedRange] = {}
+        self._topics_read: SharedAnswers[_KafkaClients, list[dict[str, Any]]] = SharedAnswers(
+            TOPICS_MAX_AGE_SECONDS
+        )
+        # (client pair, topic, partitions) -> the log range read, shared while fresh
+        self._ranges: SharedAnswers[tuple[_KafkaClients, str, tuple[int, ...]], _Range] = SharedAnswers(
+            OFFSETS_MAX_AGE_SECONDS
+        )
 
     async def start(self) -> None:
         async with self._lock:
@@ -378,40 +415,24 @@ class ConsumerProbe:
     async def _topics(self, clients: _KafkaClients) -> list[dict[str, Any]]:
         """Metadata for all topics, shared by every runtime's read for ``TOPICS_MAX_AGE_SECONDS``:
         the same answer for each of them, and the largest of a read's four requests."""
-        now = time.monotonic()
-        known = self._topics_read
-        if known is not None and known[0] is clients and now - known[1] < TOPICS_MAX_AGE_SECONDS:
-            return known[2]
-        described = list(await clients.admin.describe_topics())
-        self._topics_read = (clients, now, described)
-        return described
+
+        async def read() -> list[dict[str, Any]]:
+            return list(await clients.admin.describe_topics())
+
+        return await self._topics_read.get(clients, read, name="topic metadata")
 
     async def _log_range(
         self, clients: _KafkaClients, topic: str, partitions: list[TopicPartition]
     ) -> _Range:
         """Log start and end offsets of ``partitions``: one read in flight per topic, its answer
         shared for ``OFFSETS_MAX_AGE_SECONDS`` (1,000 runtimes on one topic: one read, not 1,000)."""
-        key = (topic, tuple(tp.partition for tp in partitions))
-        now = time.monotonic()
-        known = self._ranges.get(key)
-        if known is None or known[0] is not clients or now - known[1] >= OFFSETS_MAX_AGE_SECONDS:
 
-            async def read() -> _Range:
-                starts = await clients.offsets.beginning_offsets(partitions)
-                return starts, await clients.offsets.end_offsets(partitions)
+        async def read() -> _Range:
+            starts = await clients.offsets.beginning_offsets(partitions)
+            return starts, await clients.offsets.end_offsets(partitions)
 
-            task = asyncio.create_task(read(), name=f"log range of {topic}")
-            # Retrieved here too: when every reader timed out, nobody else would.
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
-            known = (clients, now, task)
-            self._ranges[key] = known
-        try:
-            # Shielded: a reader that times out does not cancel the read others wait for.
-            return await asyncio.shield(known[2])
-        except BaseException:
-            if self._ranges.get(key) is known and known[2].done():
-                del self._ranges[key]  # a failed read is not shared: the next reader asks again
-            raise
+        key = (clients, topic, tuple(tp.partition for tp in partitions))
+        return await self._ranges.get(key, read, name=f"log range of {topic}")
 
     async def _read(self, clients: _KafkaClients, topic: str, group: str) -> Reading:
         # Metadata for all topics: asking for one by name would auto-create it on most brokers.
