@@ -329,16 +329,6 @@ class OperatorProcess:
         return proc.returncode
 
 
-def kube_requests(samples: dict[str, float]) -> dict[str, float]:
-    """The operator's own request counter by method."""
-    found = {}
-    for key, value in samples.items():
-        match = re.match(r'smartflow_operator_kube_requests_total\{method="(\w+)"', key)
-        if match:  # summed over the resource label
-            found[match.group(1)] = found.get(match.group(1), 0.0) + value
-    return found
-
-
 def kube_requests_by_resource(samples: dict[str, float]) -> dict[str, float]:
     """The operator's own request counter as ``"METHOD resource"`` -> count."""
     found = {}
@@ -346,6 +336,15 @@ def kube_requests_by_resource(samples: dict[str, float]) -> dict[str, float]:
         match = re.match(r'smartflow_operator_kube_requests_total\{method="(\w+)",resource="([^"]*)"', key)
         if match:
             found[f"{match.group(1)} {match.group(2)}"] = value
+    return found
+
+
+def kube_requests(samples: dict[str, float]) -> dict[str, float]:
+    """The operator's own request counter by method (summed over the resource label)."""
+    found: dict[str, float] = {}
+    for key, value in kube_requests_by_resource(samples).items():
+        method = key.split(" ", 1)[0]
+        found[method] = found.get(method, 0.0) + value
     return found
 
 
