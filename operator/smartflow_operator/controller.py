@@ -19,6 +19,10 @@ mapping of errors to kopf's retry semantics. Held in kopf's ``memo`` and called 
   so it never conflicts with a pass; reports waiting at once share one write, and a pass takes the
   reports waiting for it into its own status write.
 * Children come from the watches (``watched_children``), never from a LIST per pass.
+* Passes of different runtimes run at most ``max_concurrent_passes`` at once; a change of a
+  runtime (create/update/resume handlers) and a scaling decision are urgent (``priority``): they
+  take the next free slot, and their requests the client's next free thread, before resyncs,
+  child-event passes and reports.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .kube import RUNTIMES, KubeClient
 from .metrics import OperatorMetrics
 from .migration import SchemaVersionReader
 from .names import Role
+from .priority import PrioritySlots, urgent
 from .reconcile import (
     ConsumerRegistry,
     FetchConfig,
@@ -111,7 +116,9 @@ class Controller:
         # 1,000 passes whose requests interleaved in the client's queue: every pass took about as
         # long as all of them (none converged before nearly all had), and each held its objects
         # in memory meanwhile. Bounded, they finish in turn at the same total rate.
-        self._passes = asyncio.Semaphore(max_concurrent_passes)
+        # A free slot goes to urgent passes first (``priority``): a runtime a user created or
+        # changed, or a scaling decision, does not wait behind the resyncs and reports of the rest.
+        self._passes = PrioritySlots(max_concurrent_passes)
         self.metrics = metrics
         self.schema_versions = schema_versions  # the lag probes: status.schema.version
         self._gates: defaultdict[Key, _Gate] = defaultdict(_Gate)
@@ -135,9 +142,10 @@ class Controller:
         """For create/update/resume handlers: always runs; failures are retried by kopf with backoff.
         ``new``: the create handler (see ``reconcile.reconcile``)."""
         try:
-            await self._serialized(
-                (namespace, name), lambda: self._measured(namespace, name, logger, new=new)
-            )
+            with urgent():
+                await self._serialized(
+                    (namespace, name), lambda: self._measured(namespace, name, logger, new=new)
+                )
         except ConfigurationError as error:
             raise kopf.TemporaryError(
                 f"{error.reason}: {error.message}", delay=backoff_delay(retry)
@@ -227,7 +235,8 @@ class Controller:
             )
 
         try:
-            await self._serialized((namespace, name), run)
+            with urgent():
+                await self._serialized((namespace, name), run)
         except ConfigurationError as error:
             logger.debug("scaled, but the runtime is still %s", error.reason)
 
@@ -276,7 +285,7 @@ class Controller:
         finally:
             gate.queued -= 1
         try:
-            async with self._passes:
+            async with self._passes.slot():
                 return await run()
         finally:
             gate.lock.release()

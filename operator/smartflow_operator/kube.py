@@ -5,7 +5,8 @@ Why the official *synchronous* client, run in threads: it already understands ev
 kubeconfig or a pod can authenticate (exec plugins, rotated in-cluster tokens, client certs),
 and kopf logs in through the same library, so both see one identity. A call waits for the
 apiserver in a thread of the client's own pool (16 by default, as many pooled connections), so
-up to that many requests are in flight while the event loop goes on, and
+up to that many requests are in flight while the event loop goes on (urgent ones, see
+``priority``, take the next free thread first), and
 only the client's transport is used (``param_serialize`` + ``call_api``): no generated models,
 one generic path per kind. Errors become ``errors.KubeError`` subclasses here; nothing above
 this module sees the client's exception types.
@@ -31,6 +32,7 @@ from kubernetes import client, config
 
 from .errors import Conflict, Invalid, KubeError, NotFound, NotLeading
 from .names import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from .priority import PrioritySlots
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,9 @@ class KubeClient:
         # default one, 6 threads on 2 cores, shared with everything else), and urllib3 keeps as many
         # connections so no request waits for a free one.
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+        # Who gets the next free thread: urgent requests (a user's change, a scaling decision; see
+        # ``priority``) before background ones, instead of the executor's arrival order.
+        self._slots = PrioritySlots(threads)
         pool = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
         if pool is not None:
             pool.connection_pool_kw["maxsize"] = threads
@@ -209,7 +214,8 @@ class KubeClient:
 
     async def _in_thread(self, method: str, path: str, **kwargs: Any) -> Any:
         call = functools.partial(self._request_sync, method, path, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+        async with self._slots.slot():
+            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         payload: dict[str, Any] = await self._in_thread(method, path, **kwargs)

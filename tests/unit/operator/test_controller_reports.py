@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,3 +91,34 @@ def test_a_reusing_pass_takes_the_watch_view_only_at_the_generation_its_configur
     controller._config[key] = (4, {})  # a newer spec was read than the view shows: read it
     assert controller._seen_for(key) is None
     assert controller._seen_for(("team", "other")) is None
+
+
+async def test_a_change_of_a_runtime_goes_ahead_of_the_resyncs_waiting_for_a_pass_slot() -> None:
+    controller = Controller(
+        kube=KubeClient(_NoApi()),  # type: ignore[arg-type]
+        metrics=OperatorMetrics(),
+        max_concurrent_passes=1,
+    )
+    ran: list[str] = []
+    release = asyncio.Event()
+
+    async def measured(_ns: str, name: str, _logger: Any, **_: Any) -> ReconcileResult:
+        ran.append(name)
+        await release.wait()
+        return ReconcileResult()
+
+    controller._measured = measured  # type: ignore[method-assign]
+    log = logging.getLogger("test")
+    busy = asyncio.create_task(controller.resync("team", "busy", logger=log))
+    await asyncio.sleep(0)
+    resyncs = [
+        asyncio.create_task(controller.resync("team", f"resync-{i}", logger=log, periodic=True))
+        for i in range(3)
+    ]
+    await asyncio.sleep(0)
+    created = asyncio.create_task(controller.reconcile("team", "created", logger=log, new=True))
+    await asyncio.sleep(0)
+    assert ran == ["busy"]  # one slot, held
+    release.set()
+    await asyncio.gather(busy, created, *resyncs)
+    assert ran == ["busy", "created", "resync-0", "resync-1", "resync-2"]
