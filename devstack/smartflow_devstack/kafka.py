@@ -11,7 +11,7 @@ from pathlib import Path
 from . import pki
 from .errors import StackError
 from .node import network
-from .process import free_port, run, spawn, tcp_open, wait_until
+from .process import free_ports, run, spawn, tcp_open, wait_until
 from .versions import kafka_libs
 
 JAVA_OPTS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true"]
@@ -148,10 +148,8 @@ def start(state: Path, *, partitions: int = 6) -> KafkaInfo:
         shutil.rmtree(home)
     (home / "data").mkdir(parents=True)
     log = state / "logs" / "kafka.log"
-    ports = {
-        name: free_port()
-        for name in ("PLAINTEXT", "POD", "CONTROLLER", "SASL_SSL", "POD_SASL_SSL", "SSL", "POD_SSL")
-    }
+    listeners = ("PLAINTEXT", "POD", "CONTROLLER", "SASL_SSL", "POD_SASL_SSL", "SSL", "POD_SSL")
+    ports = dict(zip(listeners, free_ports(len(listeners)), strict=True))
     tls_dir = home / "tls"
     server = pki.issue(
         state, tls_dir, "broker", subject="/CN=smartflow-kafka", sans=pki.SERVER_SANS, server=True

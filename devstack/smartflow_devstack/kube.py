@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import StackError
 from .node import network
 from .pki import SERVER_SANS, authority, issue
-from .process import free_port, run, spawn, tcp_open, wait_until
+from .process import free_port, free_ports, run, spawn, tcp_open, wait_until
 from .versions import etcd_bin, kube_bin
 
 ADMIN_TOKEN = "smartflow-admin-token"
@@ -111,7 +111,7 @@ def start(state: Path) -> KubeInfo:
     ca = _make_certs(state, pki)
     logs = state / "logs"
 
-    etcd_port, peer_port = free_port(), free_port()
+    etcd_port, peer_port = free_ports(2)
     etcd_log = logs / "etcd.log"
     etcd_pid = spawn(
         [
