@@ -37,7 +37,7 @@ from typing import Any, Protocol, TypeVar
 
 import kopf
 
-from .config_refs import Kind, all_referenced_objects
+from .config_refs import Kind
 from .errors import ConfigurationError, KubeError, OperatorError
 from .kube import RUNTIMES, KubeClient
 from .metrics import OperatorMetrics
@@ -48,7 +48,7 @@ from .reconcile import (
     ConsumerRegistry,
     FetchConfig,
     ReconcileResult,
-    fetch_objects,
+    fetch_config,
     merge_status_patches,
     reconcile,
 )
@@ -301,7 +301,7 @@ class Controller:
             # shared reads, at most half a configuration-check interval old): with 1,000 runtimes on
             # one Secret that is a GET every 2.5 s instead of 1,000 a minute.
             source = self.reads if periodic and self.reads is not None else kube
-            fetched = await fetch_objects(source, runtime.namespace, all_referenced_objects(runtime.spec))
+            fetched = await fetch_config(runtime, source)
             self._config[key] = (runtime.generation, fetched)
             return fetched
 

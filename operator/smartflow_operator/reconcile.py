@@ -244,8 +244,11 @@ def merge_status_patches(
     return merged
 
 
-async def fetch_config(runtime: SmartflowRuntime, kube: KubeClient) -> dict[tuple[Kind, str], Any]:
-    """GET every Secret/ConfigMap the spec references (None for a missing one)."""
+async def fetch_config(
+    runtime: SmartflowRuntime, kube: KubeClient | SharedReads
+) -> dict[tuple[Kind, str], Any]:
+    """GET every Secret/ConfigMap the spec references (None for a missing one); ``kube`` as in
+    :func:`fetch_objects`."""
     return await fetch_objects(kube, runtime.namespace, all_referenced_objects(runtime.spec))
 
 
