@@ -213,6 +213,7 @@ class LeaderElector:
                     LEASES, self.settings.namespace, self.settings.name, updated
                 )
         except Conflict:
+            log.info("leader election: lease %s changed under this write; reading again", self.settings.name)
             return False  # another candidate wrote first: read again next time
         except KubeError as error:
             log.warning(
@@ -245,18 +246,32 @@ class LeaderElector:
         """While leading: renew every retry period; return when ``stopping`` is set or when no
         renewal succeeded within the renew deadline (then ``lost`` is set and writes are refused)."""
         while not stopping.is_set():
+            slept = self._monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self.settings.retry_period)
             if stopping.is_set():
                 return
+            woke = self._monotonic()
             renewed = self._renewed_at or 0.0
-            remaining = renewed + self.settings.renew_deadline - self._monotonic()
+            remaining = renewed + self.settings.renew_deadline - woke
             ok = False
-            if remaining > 0:
+            if remaining <= 0:
+                # Nothing was even tried: the process did not run for a while (a blocked event
+                # loop, a CPU-starved or stopped process). Said so, or the loss looks unexplained.
+                log.warning(
+                    "leader election: renewal due after %.1f s ran after %.1f s: too late for the "
+                    "renew deadline (the process or its event loop was held up)",
+                    self.settings.retry_period,
+                    woke - slept,
+                )
+            else:
                 try:
                     ok = await asyncio.wait_for(self.try_acquire_or_renew(), remaining)
                 except TimeoutError:
-                    ok = False
+                    log.warning(
+                        "leader election: renewal unfinished in the %.1f s left before the renew deadline",
+                        remaining,
+                    )
             if not ok and not self.may_write():
                 self.leading.clear()
                 self.lost.set()

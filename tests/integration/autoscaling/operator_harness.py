@@ -61,7 +61,16 @@ def running_operator(kubeconfig: str, namespace: str, **settings: Any) -> Iterat
         kubeconfig=kubeconfig,
         health_address="127.0.0.1",
         health_port=free_port(),
-        **{"resync_seconds": 30.0, "log_format": "text", **settings},
+        # A lease that survives a few seconds' stall of this shared, loaded test machine: these
+        # tests are not about leadership (test_leader_election.py is, with the real defaults), and
+        # a lost lease stops the operator's writes mid-test.
+        **{
+            "resync_seconds": 30.0,
+            "log_format": "text",
+            "lease_duration_seconds": 60.0,
+            "lease_renew_deadline_seconds": 45.0,
+            **settings,
+        },
     )
     stop, ready = threading.Event(), threading.Event()
     failure: list[BaseException] = []

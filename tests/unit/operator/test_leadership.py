@@ -110,3 +110,51 @@ async def test_the_api_client_refuses_every_write_while_not_leading_before_sendi
         await kube.delete(DEPLOYMENTS, "ns", "x")
     assert kube.writes == 0 and not kube.requests  # nothing was sent
     kube.close()
+
+
+class _Leases:
+    """A Lease store in memory: what ``LeaderElector`` reads and writes through its API client."""
+
+    def __init__(self) -> None:
+        self.lease: dict | None = None
+        self.writes = 0
+
+    async def get(self, _kind: object, _namespace: str, _name: str) -> dict | None:
+        return self.lease
+
+    async def create_in(self, _kind: object, _namespace: str, body: dict) -> dict:
+        self.writes += 1
+        self.lease = body
+        return body
+
+    async def replace(self, _kind: object, _namespace: str, _name: str, body: dict) -> dict:
+        self.writes += 1
+        self.lease = body
+        return body
+
+
+async def test_a_leader_held_up_past_its_renew_deadline_stops_writing_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+
+    from smartflow_operator.leadership import LeaderElector
+
+    now = [100.0]
+    leases = _Leases()
+    settings = LeaseSettings(namespace="ops", identity="b", retry_period=0.01)
+    elector = LeaderElector(settings, kube=leases, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    stopping = asyncio.Event()
+    assert await elector.acquire(stopping)
+    assert elector.may_write()
+
+    # The first sleep of the renewer "lasts" 12 s: past the 10 s renew deadline, nothing is tried.
+    async def held_up() -> None:
+        await asyncio.sleep(0)
+        now[0] += 12.0
+
+    asyncio.get_running_loop().create_task(held_up())
+    await asyncio.wait_for(elector.keep_renewing(stopping), 5)
+    assert elector.lost.is_set() and not elector.may_write()
+    assert leases.writes == 1  # only the acquisition
+    assert "too late for the renew deadline" in caplog.text
