@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from smartflow_operator.handlers import CHILD_INDEXES, watched_children
 from smartflow_operator.watched_children import WatchedChildren, compact
 
@@ -29,6 +31,25 @@ def test_compact_drops_managed_fields_and_names_the_kind() -> None:
         {"replicas": 2},
         {"readyReplicas": 1},
     )
+
+
+def test_compacted_children_share_their_keys_and_short_strings() -> None:
+    # Decoded separately, as two watch events are: equal strings, distinct objects.
+    first, second = (
+        compact(json.loads(json.dumps(deployment("rt-relay"))), api_version="apps/v1", kind="Deployment")
+        for _ in range(2)
+    )
+    assert first == second
+    (key_a,), (key_b,) = first["metadata"]["labels"].keys(), second["metadata"]["labels"].keys()
+    assert key_a is key_b
+    assert first["metadata"]["name"] is second["metadata"]["name"]
+    long_value = "x" * 200  # long strings (e.g. a large annotation) are copied, not interned
+    kept = [
+        compact(json.loads(json.dumps({"metadata": {"annotations": {"a": long_value}}})), api_version="v1", kind="K")
+        for _ in range(2)
+    ]
+    assert kept[0]["metadata"]["annotations"]["a"] == long_value
+    assert kept[0]["metadata"]["annotations"]["a"] is not kept[1]["metadata"]["annotations"]["a"]
 
 
 def test_children_of_a_runtime_by_kind_and_name() -> None:
