@@ -44,10 +44,8 @@ def test_compacted_children_share_their_keys_and_short_strings() -> None:
     assert key_a is key_b
     assert first["metadata"]["name"] is second["metadata"]["name"]
     long_value = "x" * 200  # long strings (e.g. a large annotation) are copied, not interned
-    kept = [
-        compact(json.loads(json.dumps({"metadata": {"annotations": {"a": long_value}}})), api_version="v1", kind="K")
-        for _ in range(2)
-    ]
+    raw = json.dumps({"metadata": {"annotations": {"a": long_value}}})
+    kept = [compact(json.loads(raw), api_version="v1", kind="K") for _ in range(2)]
     assert kept[0]["metadata"]["annotations"]["a"] == long_value
     assert kept[0]["metadata"]["annotations"]["a"] is not kept[1]["metadata"]["annotations"]["a"]
 
