@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
@@ -100,6 +101,14 @@ def combined(reports: list[PatchFor]) -> PatchFor:
         return patch
 
     return patch_for
+
+
+def first_resync_delay(interval: float, draw: float) -> float:
+    """The wait before a runtime's first periodic resync: between half an interval and one and a
+    half (``draw`` in [0, 1)), so the resyncs of runtimes resumed together spread over a whole
+    interval and the mean period stays ``interval``. Like the jitter controller-runtime puts on
+    its resync period."""
+    return interval * (0.5 + draw)
 
 
 class Controller:
@@ -269,9 +278,15 @@ class Controller:
         self, namespace: str, name: str, *, interval: float, stopped: Stopped, logger: Logger
     ) -> None:
         """The periodic resync of one runtime, every ``interval`` seconds until ``stopped`` (a
-        ``runtime_loops`` loop; the first pass is the create/resume handler's)."""
-        while not await stopped.wait(interval):
+        ``runtime_loops`` loop; the first pass is the create/resume handler's).
+
+        The first wait is spread (:func:`first_resync_delay`): an operator that starts (or takes
+        over the lease) resumes every runtime at once, and without it all of them would resync
+        in the same second of every interval from then on."""
+        wait = first_resync_delay(interval, random.random())
+        while not await stopped.wait(wait):
             await self.resync(namespace, name, logger=logger, periodic=True)
+            wait = interval
 
     async def _serialized(
         self, key: tuple[str, str], run: Callable[[], Awaitable[T]], *, coalesce: bool = False

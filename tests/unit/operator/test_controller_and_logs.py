@@ -6,7 +6,9 @@ import asyncio
 import json
 import logging
 
-from smartflow_operator.controller import Controller
+import pytest
+
+from smartflow_operator.controller import Controller, first_resync_delay
 from smartflow_operator.kube import KubeClient
 from smartflow_operator.logs import JsonFormatter, RoutineSuccessFilter
 from smartflow_operator.metrics import OperatorMetrics
@@ -50,6 +52,39 @@ class TestSerializedPasses:
         assert dropped is None
         assert runs == 3  # first, the queued resync, and the other runtime
         assert overlaps == 2  # only across runtimes
+
+
+class TestPeriodicResync:
+    def test_the_first_waits_of_runtimes_resumed_together_spread_over_a_whole_interval(self) -> None:
+        assert first_resync_delay(60.0, 0.0) == 30.0
+        assert first_resync_delay(60.0, 0.5) == 60.0  # the mean period stays the interval
+        assert first_resync_delay(60.0, 0.999) < 90.0
+        delays = sorted(first_resync_delay(60.0, i / 1000) for i in range(1000))
+        assert delays[-1] - delays[0] > 59.0  # over a whole interval, not in one second
+
+    async def test_only_the_first_wait_is_spread_then_every_interval(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        controller = _controller()
+        passes: list[str] = []
+        waits: list[float] = []
+
+        async def resync(namespace: str, name: str, **_: object) -> None:
+            passes.append(name)
+
+        class Flag:
+            def is_set(self) -> bool:
+                return len(waits) > 3
+
+            async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (the protocol)
+                waits.append(float(timeout or 0))
+                return len(waits) > 3  # set after the third pass
+
+        monkeypatch.setattr("smartflow_operator.controller.random.random", lambda: 0.25)
+        monkeypatch.setattr(controller, "resync", resync)
+        await controller.run_resync("ns", "rt", interval=60.0, stopped=Flag(), logger=logging.getLogger())
+        assert waits == [45.0, 60.0, 60.0, 60.0]
+        assert passes == ["rt", "rt", "rt"]
 
 
 class TestJsonLogs:
