@@ -6,9 +6,11 @@ travels without the hardware and software it came from.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -73,3 +75,36 @@ def versions(*, postgres: str | None = None, kube: str | None = None) -> dict[st
         "kopf": _package("kopf"),
         "kubernetes_client": _package("kubernetes"),
     }
+
+
+def cpu_times() -> tuple[float, float]:
+    """The machine's (busy, total) CPU seconds since boot, all cores (``/proc/stat``; idle and
+    iowait count as not busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    return (total - values[3] - values[4]) / ticks, total / ticks
+
+
+def busy_cores(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Cores busy on average between two :func:`cpu_times` readings (2.0 = two cores busy)."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    cores = os.cpu_count() or 1
+    return round(busy / total * cores, 3) if total > 0 else 0.0
+
+
+async def wait_quiet(*, max_busy_cores: float, window: float = 3.0, limit: float = 120.0) -> dict[str, float]:
+    """Wait until the machine is quiet: fewer than ``max_busy_cores`` busy over ``window`` seconds
+    (e.g. a garbage collection of thousands of objects an earlier section left to the control
+    plane, or a node still starting). Gives up after ``limit`` seconds: a measurement on a
+    machine that never settles goes ahead, and says so. Returns the seconds waited and the busy
+    cores of the last window."""
+    started = time.monotonic()
+    while True:
+        before = cpu_times()
+        await asyncio.sleep(window)
+        busy = busy_cores(before, cpu_times())
+        waited = time.monotonic() - started
+        if busy < max_busy_cores or waited >= limit:
+            quiet = busy < max_busy_cores
+            return {"waited_seconds": round(waited, 1), "busy_cores_before": busy, "quiet": quiet}

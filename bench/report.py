@@ -338,20 +338,38 @@ def latency_section(r: dict[str, Any], plots: Path) -> Doc:
             " `smartflow_relay_batch_size` / `smartflow_consumer_batch_size` histograms:",
             "",
         ]
+        machine = any("machine_busy_cores" in run for run in cpu_runs)
         doc += table(
-            ["mode", "target ev/s", *groups, "total", "relay batch", "consumer batch"],
+            [
+                "mode",
+                "target ev/s",
+                *groups,
+                "total",
+                *(["rest of machine", "waited for quiet s"] if machine else []),
+                "relay batch",
+                "consumer batch",
+            ],
             [
                 [
                     run["mode"],
                     run["rate"],
                     *[f"{run['cpu_cores_used'].get(g, 0):.2f}" for g in groups],
                     f"{sum(run['cpu_cores_used'].values()):.2f}",
+                    *([_rest_of_machine(run), _quiet_wait(run)] if machine else []),
                     (run.get("mean_batch") or {}).get("relay"),
                     (run.get("mean_batch") or {}).get("consumer"),
                 ]
                 for run in cpu_runs
             ],
         )
+        if machine:
+            doc += [
+                "`rest of machine`: every other process in the same interval (the control plane, the"
+                " node, the bench's listener), from `/proc/stat`. Before each rate the bench waited for a"
+                f" quiet machine ({s.get('quiet_before_each_rate', '-')}); a `!` marks a rate that"
+                " started on a machine still busy at the limit.",
+                "",
+            ]
     per_event_runs = [run for run in f["runs"] if run.get("cpu_ms_per_event")]
     if per_event_runs:
         parts = [k for k in per_event_runs[0]["cpu_ms_per_event"] if k != "pipeline_total"]
@@ -821,3 +839,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _rest_of_machine(run: dict[str, Any]) -> str:
+    """The cores busy outside the measured processes during a latency run."""
+    if "machine_busy_cores" not in run:
+        return "-"
+    rest = run["machine_busy_cores"] - sum(run["cpu_cores_used"].values())
+    return f"{max(0.0, rest):.2f}"
+
+
+def _quiet_wait(run: dict[str, Any]) -> str:
+    wait = run.get("quiet_wait")
+    if not wait:
+        return "-"
+    return f"{fmt(wait['waited_seconds'])}" + ("" if wait.get("quiet") else " !")

@@ -1,0 +1,31 @@
+"""The bench's machine readings: busy cores from /proc/stat and the wait for a quiet machine."""
+
+from __future__ import annotations
+
+import os
+
+from bench.machine import busy_cores, cpu_times, wait_quiet
+from bench.report import _quiet_wait, _rest_of_machine
+
+
+def test_busy_cores_scale_the_busy_share_by_the_core_count() -> None:
+    cores = os.cpu_count() or 1
+    assert busy_cores((10.0, 100.0), (15.0, 110.0)) == round(0.5 * cores, 3)
+    assert busy_cores((10.0, 100.0), (10.0, 100.0)) == 0.0  # no time passed
+    busy, total = cpu_times()
+    assert 0 <= busy <= total
+
+
+async def test_a_machine_counts_as_quiet_below_the_bound_and_the_wait_gives_up_at_its_limit() -> None:
+    roomy = await wait_quiet(max_busy_cores=(os.cpu_count() or 1) + 1.0, window=0.1, limit=5.0)
+    assert roomy["quiet"] and roomy["waited_seconds"] < 1.0
+    never = await wait_quiet(max_busy_cores=0.0, window=0.1, limit=0.3)
+    assert not never["quiet"] and 0.3 <= never["waited_seconds"] < 2.0
+
+
+def test_the_report_shows_what_ran_beside_the_measured_processes() -> None:
+    run = {"cpu_cores_used": {"api": 0.5, "relay": 0.25}, "machine_busy_cores": 1.0}
+    assert _rest_of_machine(run) == "0.25"
+    assert _rest_of_machine({"cpu_cores_used": {"api": 0.5}}) == "-"  # an older result
+    assert _quiet_wait({"quiet_wait": {"waited_seconds": 3.0, "quiet": True}}) == "3.0"
+    assert _quiet_wait({"quiet_wait": {"waited_seconds": 120.0, "quiet": False}}) == "120.0 !"
