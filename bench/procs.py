@@ -40,6 +40,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Seconds the threads of one process spent runnable but waiting for a core (the second field
+    of each thread's ``/proc/PID/task/TID/schedstat``; 0 when it is gone). Threads that ended
+    before the reading are not counted."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 def peak_rss_mib(pid: int) -> float | None:
     """``VmHWM``: the kernel's record of the process's peak resident set, in MiB."""
     return _status_kib(pid, "VmHWM")
@@ -82,12 +99,19 @@ class CpuMeter:
 
     groups: dict[str, list[int]] = field(default_factory=dict)
     _before: dict[int, float] = field(default_factory=dict)
+    _waits_before: dict[int, float] = field(default_factory=dict)
     _self_before: float = 0.0
+    _self_wait_before: float = 0.0
     result: dict[str, float] = field(default_factory=dict)
+    # Seconds each group was runnable but waiting for a core (run queue), between start and stop.
+    waits: dict[str, float] = field(default_factory=dict)
 
     def start(self) -> None:
-        self._before = {pid: cpu_seconds(pid) for pids in self.groups.values() for pid in pids}
+        pids = [pid for pids in self.groups.values() for pid in pids]
+        self._before = {pid: cpu_seconds(pid) for pid in pids}
+        self._waits_before = {pid: run_queue_seconds(pid) for pid in pids}
         self._self_before = time.process_time()
+        self._self_wait_before = run_queue_seconds(os.getpid())
 
     def add(self, group: str, pids: Iterable[int], *, started_during_run: bool = False) -> None:
         """Count more processes. Ones that already ran count from now; ones ``started_during_run``
@@ -95,6 +119,7 @@ class CpuMeter:
         for pid in pids:
             if pid not in self._before:
                 self._before[pid] = 0.0 if started_during_run else cpu_seconds(pid)
+                self._waits_before[pid] = 0.0 if started_during_run else run_queue_seconds(pid)
                 self.groups.setdefault(group, []).append(pid)
 
     def stop(self) -> dict[str, float]:
@@ -103,6 +128,13 @@ class CpuMeter:
             for group, pids in self.groups.items()
         }
         self.result["bench_process"] = round(time.process_time() - self._self_before, 3)
+        self.waits = {
+            group: round(
+                sum(max(0.0, run_queue_seconds(p) - self._waits_before.get(p, 0.0)) for p in pids), 3
+            )
+            for group, pids in self.groups.items()
+        }
+        self.waits["bench_process"] = round(run_queue_seconds(os.getpid()) - self._self_wait_before, 3)
         return self.result
 
 

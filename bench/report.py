@@ -370,6 +370,28 @@ def latency_section(r: dict[str, Any], plots: Path) -> Doc:
                 " started on a machine still busy at the limit.",
                 "",
             ]
+    wait_runs = [run for run in f["runs"] if run.get("cpu_wait_cores")]
+    if wait_runs:
+        waiting = list(wait_runs[0]["cpu_wait_cores"])
+        doc += [
+            "Time the same processes were runnable but **waiting for a core** (the run queue, from each"
+            " thread's `/proc/PID/task/TID/schedstat`), in cores: 0.10 means the process had work and no"
+            " core for 100 ms of every second. A request or event that waits here is latency no"
+            " code path shows:",
+            "",
+        ]
+        doc += table(
+            ["mode", "target ev/s", *waiting, "e2e p99 ms"],
+            [
+                [
+                    run["mode"],
+                    run["rate"],
+                    *[f"{run['cpu_wait_cores'].get(g, 0):.2f}" for g in waiting],
+                    run["e2e_ms"]["p99"],
+                ]
+                for run in wait_runs
+            ],
+        )
     per_event_runs = [run for run in f["runs"] if run.get("cpu_ms_per_event")]
     if per_event_runs:
         parts = [k for k in per_event_runs[0]["cpu_ms_per_event"] if k != "pipeline_total"]

@@ -335,6 +335,9 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
                         cpu = meter.stop()
                         cpu["bench_generator"] = cpu.pop("bench_process")
                         load["cpu_cores_used"] = {k: round(v / wall, 3) for k, v in cpu.items()}
+                        waits = dict(meter.waits)
+                        waits["bench_generator"] = waits.pop("bench_process")
+                        load["cpu_wait_cores"] = {k: round(v / wall, 3) for k, v in waits.items()}
                         load["cpu_ms_per_event"] = cpu_ms_per_event(cpu, load["accepted"])
                         batches_after = await batch_counters(procs)
                         load["mean_batch"] = mean_batches(batches_before, batches_after)

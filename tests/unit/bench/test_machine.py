@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 from bench.machine import busy_cores, cpu_times, wait_quiet
+from bench.procs import CpuMeter, run_queue_seconds
 from bench.report import _quiet_wait, _rest_of_machine
 
 
@@ -29,3 +33,20 @@ def test_the_report_shows_what_ran_beside_the_measured_processes() -> None:
     assert _rest_of_machine({"cpu_cores_used": {"api": 0.5}}) == "-"  # an older result
     assert _quiet_wait({"quiet_wait": {"waited_seconds": 3.0, "quiet": True}}) == "3.0"
     assert _quiet_wait({"quiet_wait": {"waited_seconds": 120.0, "quiet": False}}) == "120.0 !"
+
+
+def test_run_queue_waits_are_read_per_process_and_counted_per_group() -> None:
+    assert run_queue_seconds(os.getpid()) >= 0.0
+    # Busier than the cores: some of these processes have to wait for one.
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.5: pass"])
+        for _ in range((os.cpu_count() or 1) * 2)
+    ]
+    meter = CpuMeter(groups={"spinners": [p.pid for p in spinners]})
+    meter.start()
+    time.sleep(1.0)
+    meter.stop()
+    for p in spinners:
+        p.wait()
+    assert meter.waits["spinners"] > 0.1
+    assert run_queue_seconds(spinners[0].pid) == 0.0  # gone
