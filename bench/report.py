@@ -530,7 +530,15 @@ def operator_section(r: dict[str, Any], plots: Path) -> Doc:
         f" p95 {fmt(apply['p95'])} ms, max {fmt(apply['max'])} ms.",
         "",
         f"**{fmt(many['runtimes'])} runtimes** on one operator ({fleet_spec}):"
-        f" created in {fmt(many['create_calls_seconds'])} s; all converged (four Deployments in the"
+        + (
+            f" started after {fmt(many['quiet_wait_before_fleet']['waited_seconds'])} s of waiting for a"
+            " quiet machine"
+            + ("" if many["quiet_wait_before_fleet"].get("quiet") else " (it stayed busy)")
+            + ";"
+            if many.get("quiet_wait_before_fleet")
+            else ""
+        )
+        + f" created in {fmt(many['create_calls_seconds'])} s; all converged (four Deployments in the"
         f" status and `observedGeneration` current) after {fmt(many['converge_seconds'])} s"
         f" ({fmt(many['converged'])}/{fmt(many['runtimes'])} converged). Operator RSS: idle"
         f" {fmt(f['operator_idle_rss']['rss_mib'])} MiB,"

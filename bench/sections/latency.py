@@ -35,7 +35,7 @@ import asyncpg
 from smartflow_devstack.versions import REPO_ROOT
 
 from ..context import Context
-from ..machine import busy_cores, cpu_times, wait_quiet
+from ..machine import QUIET_BUSY_CORES, QUIET_LIMIT_SECONDS, busy_cores, cpu_times, wait_quiet
 from ..procs import LOG_DIR, CpuMeter, RuntimeProcess, postgres_backends, running
 from ..results import Result, Target
 from ..stats import summary
@@ -45,12 +45,6 @@ CHANNEL = "bench_consumed"
 PARTITIONS = 6
 KEYS = 500
 MAX_IN_FLIGHT = 512
-# Each rate starts on a quiet machine: the idle stack (control plane, node, idle runtime processes)
-# keeps about 0.2-0.3 of the 2 cores busy; work left by an earlier section (a namespace of 4,000
-# Deployments being garbage-collected kept the apiserver at ~1 core for minutes) would be measured
-# as the pipeline's latency. Bounded: after the limit the run goes ahead and its result says so.
-QUIET_BUSY_CORES = 0.5
-QUIET_LIMIT_SECONDS = 120.0
 REASON = "r" * 850  # makes the stored payload and the Kafka envelope about 1 KB
 
 TRIGGER_SQL = f"""
