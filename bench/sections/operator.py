@@ -216,13 +216,13 @@ async def fleet(
         await kube.create_secret(namespace, "db", {"dsn": ctx.settings_dsn})
         # The earlier steps' namespaces are still being garbage-collected (their Deployments,
         # ReplicaSets, Pods): the fleet starts once the control plane has caught up (bounded).
-        quiet = await wait_quiet(
+        machine_quiet = await wait_quiet(
             max_busy_cores=QUIET_BUSY_CORES,
             window=1.0 if ctx.smoke else 3.0,
             limit=0.0 if ctx.smoke else QUIET_LIMIT_SECONDS,
         )
-        if not quiet["quiet"]:
-            ctx.say(f"operator fleet: the machine stayed busy ({quiet['busy_cores_before']} cores)")
+        if not machine_quiet["quiet"]:
+            ctx.say(f"operator fleet: the machine stayed busy ({machine_quiet['busy_cores_before']} cores)")
         await op.start()
         idle_rss = op.rss()
         started = time.perf_counter()
@@ -302,7 +302,7 @@ async def fleet(
     writes = sum(v for k, v in idle_ops.items() if k in WRITE_METHODS)
     return {
         "runtimes": count,
-        "quiet_wait_before_fleet": quiet,
+        "quiet_wait_before_fleet": machine_quiet,
         "converged": done,
         "create_calls_seconds": round(created, 2),
         "converge_seconds": round(converge, 2) if done == count else None,
