@@ -285,7 +285,13 @@ def latency_section(r: dict[str, Any], plots: Path) -> Doc:
     doc = [
         "## 3. End-to-end latency (api write -> handler committed)",
         "",
-        f"{s['processes']}. {s['request']}; {fmt(s['seconds_per_rate'])} s per rate. Clock: {s['clock']}."
+        f"{s['processes']}. {s['request']}; {fmt(s['seconds_per_rate'])} s per rate"
+        + (
+            f", each after an unmeasured {fmt(s['warm_up_seconds_per_rate'])} s warm-up at the same rate"
+            if "warm_up_seconds_per_rate" in s
+            else ""
+        )
+        + f". Clock: {s['clock']}."
         f" Polling mode: {s['polling_mode']}; the relay's fallback poll is"
         f" {fmt(s['relay_defaults'].get('poll_interval_seconds'))} s. `accepted` counts requests answered"
         " 202;"
@@ -858,19 +864,6 @@ def write_report(results_dir: Path = RESULTS_DIR, out_dir: Path = BENCH_DIR) -> 
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of <name>.json files")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where REPORT.md and plots/ go")
-    args = parser.parse_args(argv)
-    print(write_report(args.results, args.out))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _rest_of_machine(run: dict[str, Any]) -> str:
     """The cores busy outside the measured processes during a latency run."""
     if "machine_busy_cores" not in run:
@@ -884,3 +877,16 @@ def _quiet_wait(run: dict[str, Any]) -> str:
     if not wait:
         return "-"
     return f"{fmt(wait['waited_seconds'])}" + ("" if wait.get("quiet") else " !")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory of <name>.json files")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where REPORT.md and plots/ go")
+    args = parser.parse_args(argv)
+    print(write_report(args.results, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

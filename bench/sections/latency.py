@@ -45,6 +45,7 @@ CHANNEL = "bench_consumed"
 PARTITIONS = 6
 KEYS = 500
 MAX_IN_FLIGHT = 512
+WARM_UP_SECONDS = 4.0
 REASON = "r" * 850  # makes the stored payload and the Kafka envelope about 1 KB
 
 TRIGGER_SQL = f"""
@@ -295,6 +296,13 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
                     database = dsn.rsplit("/", 1)[1]
                     own = [conn.get_server_pid(), listener.proc.pid]
                     for rate in rates:
+                        # Warm-up at the rate itself, not measured: the broker's JIT, PostgreSQL's
+                        # buffers and the processes' pools meet this traffic before the clock runs (a
+                        # full bench ran it after the relay section's millions of rows, and the first
+                        # seconds at 500 ev/s cost the broker and PostgreSQL twice their usual CPU).
+                        await generate(base, rate, WARM_UP_SECONDS if not ctx.smoke else 0.2)
+                        if await wait_all_consumed(conn, 60.0):
+                            raise RuntimeError(f"{mode}: warm-up at {rate} ev/s was not consumed within 60s")
                         quiet = await wait_quiet(
                             max_busy_cores=QUIET_BUSY_CORES,
                             # the smoke run (inside make test, beside other tests) only reads once
@@ -367,6 +375,7 @@ async def run(ctx: Context) -> Result:
             "clock": "request sent (generator) -> NOTIFY from an AFTER UPDATE trigger, delivered at commit",
             "relay_defaults": relay_defaults(),
             "polling_mode": "SMARTFLOW_RELAY_LISTEN_NOTIFY=false (no LISTEN; fallback poll only)",
+            "warm_up_seconds_per_rate": WARM_UP_SECONDS,
             "quiet_before_each_rate": f"< {QUIET_BUSY_CORES} cores busy over 3 s, waited for at most"
             f" {QUIET_LIMIT_SECONDS:.0f} s",
             "max_in_flight": MAX_IN_FLIGHT,
