@@ -116,3 +116,13 @@ async def wait_quiet(*, max_busy_cores: float, window: float = 3.0, limit: float
         if busy < max_busy_cores or waited >= limit:
             quiet = busy < max_busy_cores
             return {"waited_seconds": round(waited, 1), "busy_cores_before": busy, "quiet": quiet}
+
+
+async def wait_quiet_before_measuring(*, smoke: bool) -> dict[str, float]:
+    """:func:`wait_quiet` with the bench's bound; a smoke run (inside ``make test``, beside other
+    tests, so never quiet) only takes one short reading."""
+    return await wait_quiet(
+        max_busy_cores=QUIET_BUSY_CORES,
+        window=1.0 if smoke else 3.0,
+        limit=0.0 if smoke else QUIET_LIMIT_SECONDS,
+    )

@@ -35,7 +35,13 @@ import asyncpg
 from smartflow_devstack.versions import REPO_ROOT
 
 from ..context import Context
-from ..machine import QUIET_BUSY_CORES, QUIET_LIMIT_SECONDS, busy_cores, cpu_times, wait_quiet
+from ..machine import (
+    QUIET_BUSY_CORES,
+    QUIET_LIMIT_SECONDS,
+    busy_cores,
+    cpu_times,
+    wait_quiet_before_measuring,
+)
 from ..procs import LOG_DIR, CpuMeter, RuntimeProcess, postgres_backends, running
 from ..results import Result, Target
 from ..stats import summary
@@ -303,12 +309,7 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
                         await generate(base, rate, WARM_UP_SECONDS if not ctx.smoke else 0.2)
                         if await wait_all_consumed(conn, 60.0):
                             raise RuntimeError(f"{mode}: warm-up at {rate} ev/s was not consumed within 60s")
-                        quiet = await wait_quiet(
-                            max_busy_cores=QUIET_BUSY_CORES,
-                            # the smoke run (inside make test, beside other tests) only reads once
-                            window=1.0 if ctx.smoke else 3.0,
-                            limit=0.0 if ctx.smoke else QUIET_LIMIT_SECONDS,
-                        )
+                        quiet = await wait_quiet_before_measuring(smoke=ctx.smoke)
                         if not quiet["quiet"]:
                             ctx.say(f"latency: the machine stayed busy ({quiet['busy_cores_before']} cores)")
                         ctx.say(f"latency: {mode}, {rate} ev/s for {seconds:.0f}s")

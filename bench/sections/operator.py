@@ -48,7 +48,7 @@ from ..kube_tools import (
     kube_requests_by_resource,
     write_kubeconfig,
 )
-from ..machine import QUIET_BUSY_CORES, QUIET_LIMIT_SECONDS, wait_quiet
+from ..machine import wait_quiet_before_measuring
 from ..results import Result, Target
 from ..stats import summary
 
@@ -216,11 +216,7 @@ async def fleet(
         await kube.create_secret(namespace, "db", {"dsn": ctx.settings_dsn})
         # The earlier steps' namespaces are still being garbage-collected (their Deployments,
         # ReplicaSets, Pods): the fleet starts once the control plane has caught up (bounded).
-        machine_quiet = await wait_quiet(
-            max_busy_cores=QUIET_BUSY_CORES,
-            window=1.0 if ctx.smoke else 3.0,
-            limit=0.0 if ctx.smoke else QUIET_LIMIT_SECONDS,
-        )
+        machine_quiet = await wait_quiet_before_measuring(smoke=ctx.smoke)
         if not machine_quiet["quiet"]:
             ctx.say(f"operator fleet: the machine stayed busy ({machine_quiet['busy_cores_before']} cores)")
         await op.start()
