@@ -83,6 +83,7 @@ def versions(*, postgres: str | None = None, kube: str | None = None) -> dict[st
 # as the pipeline's latency. Bounded: after the limit the run goes ahead and its result says so.
 QUIET_BUSY_CORES = 0.5
 QUIET_LIMIT_SECONDS = 120.0
+QUIET_WINDOW_SECONDS = 3.0
 
 
 def cpu_times() -> tuple[float, float]:
@@ -101,7 +102,9 @@ def busy_cores(before: tuple[float, float], after: tuple[float, float]) -> float
     return round(busy / total * cores, 3) if total > 0 else 0.0
 
 
-async def wait_quiet(*, max_busy_cores: float, window: float = 3.0, limit: float = 120.0) -> dict[str, float]:
+async def wait_quiet(
+    *, max_busy_cores: float, window: float = QUIET_WINDOW_SECONDS, limit: float = QUIET_LIMIT_SECONDS
+) -> dict[str, float]:
     """Wait until the machine is quiet: fewer than ``max_busy_cores`` busy over ``window`` seconds
     (e.g. a garbage collection of thousands of objects an earlier section left to the control
     plane, or a node still starting). Gives up after ``limit`` seconds: a measurement on a
@@ -123,6 +126,6 @@ async def wait_quiet_before_measuring(*, smoke: bool) -> dict[str, float]:
     tests, so never quiet) only takes one short reading."""
     return await wait_quiet(
         max_busy_cores=QUIET_BUSY_CORES,
-        window=1.0 if smoke else 3.0,
+        window=1.0 if smoke else QUIET_WINDOW_SECONDS,
         limit=0.0 if smoke else QUIET_LIMIT_SECONDS,
     )

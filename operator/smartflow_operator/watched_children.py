@@ -53,13 +53,10 @@ def shared(value: Any) -> Any:
 def compact(body: Mapping[str, Any], *, api_version: str, kind: str) -> dict[str, Any]:
     """The indexed value of one child: the object without ``metadata.managedFields``, its strings
     shared with every other kept child (:func:`shared`)."""
-    metadata = {
-        sys.intern(key): shared(value)
-        for key, value in (body.get("metadata") or {}).items()
-        if key != "managedFields"
-    }
-    obj = {sys.intern(key): shared(value) for key, value in body.items() if key != "metadata"}
-    obj["metadata"] = metadata
+    metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
+    obj: dict[str, Any] = shared(
+        {**{key: value for key, value in body.items() if key != "metadata"}, "metadata": metadata}
+    )
     obj.setdefault("apiVersion", api_version)
     obj.setdefault("kind", kind)
     return obj
