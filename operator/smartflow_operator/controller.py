@@ -103,6 +103,16 @@ def combined(reports: list[PatchFor]) -> PatchFor:
     return patch_for
 
 
+def for_kopf(error: OperatorError, retry: int) -> kopf.TemporaryError | kopf.PermanentError:
+    """The kopf outcome of a failed change pass: retried after :func:`backoff_delay` unless waiting
+    cannot help (``retriable``). Pure."""
+    if isinstance(error, ConfigurationError):
+        return kopf.TemporaryError(f"{error.reason}: {error.message}", delay=backoff_delay(retry))
+    if not error.retriable:
+        return kopf.PermanentError(str(error))
+    return kopf.TemporaryError(str(error), delay=backoff_delay(retry))
+
+
 def first_resync_delay(interval: float, draw: float) -> float:
     """The wait before a runtime's first periodic resync: between half an interval and one and a
     half (``draw`` in [0, 1)), so the resyncs of runtimes resumed together spread over a whole
@@ -138,6 +148,9 @@ class Controller:
         self._child_pending: set[Key] = set()  # runtimes with a child-event pass scheduled
         self._reports: dict[Key, list[PatchFor]] = {}  # autoscaler reports waiting for the gate
         self._child_seen: dict[Key, tuple[Any, ...]] = {}  # (namespace, Deployment): fingerprint
+        # Runtimes whose last change pass failed, with the generation it failed on (or the newest
+        # generation a pass already ran for since, see ``spec_changed``).
+        self._failed: dict[Key, int] = {}
         # Every runtime's children from the watches (set per leadership term): a pass lists nothing.
         self.children: WatchedChildren | None = None
         # The operator's shared Secret/ConfigMap reads (set per term): what periodic resyncs read.
@@ -146,23 +159,51 @@ class Controller:
         self.views: Callable[[str, str], Mapping[str, Any] | None] | None = None
 
     async def reconcile(
-        self, namespace: str, name: str, *, logger: Logger, retry: int = 0, new: bool = False
+        self,
+        namespace: str,
+        name: str,
+        *,
+        logger: Logger,
+        retry: int = 0,
+        new: bool = False,
+        generation: int | None = None,
     ) -> None:
         """For create/update/resume handlers: always runs; failures are retried by kopf with backoff.
-        ``new``: the create handler (see ``reconcile.reconcile``)."""
+        ``new``: the create handler (see ``reconcile.reconcile``). ``generation``: the runtime's
+        ``metadata.generation`` the handler ran for; remembered when the pass fails, so that the
+        next spec change is tried at once (:meth:`spec_changed`), not when the backoff ends."""
+        key = (namespace, name)
         try:
             with urgent():
-                await self._serialized(
-                    (namespace, name), lambda: self._measured(namespace, name, logger, new=new)
-                )
-        except ConfigurationError as error:
-            raise kopf.TemporaryError(
-                f"{error.reason}: {error.message}", delay=backoff_delay(retry)
-            ) from error
+                await self._serialized(key, lambda: self._measured(namespace, name, logger, new=new))
         except OperatorError as error:
-            if not error.retriable:
-                raise kopf.PermanentError(str(error)) from error
-            raise kopf.TemporaryError(str(error), delay=backoff_delay(retry)) from error
+            if generation is not None:
+                self._failed[key] = generation
+            raise for_kopf(error, retry) from error
+
+    async def spec_changed(
+        self, namespace: str, name: str, *, generation: int | None, logger: Logger
+    ) -> None:
+        """A watch event of a runtime: when its last change pass failed and the event shows a newer
+        spec (another ``metadata.generation``), a pass now, once per generation.
+
+        kopf keeps a failed create or update handler's backoff (10 s, 20 s, 40 s, ... up to 5 min)
+        through later edits: while no pass of the runtime has succeeded, a change is still the same
+        cause to it, so a user who fixed the spec (a consumer-group conflict, a wrong field) would
+        wait out the backoff. Like a controller-runtime work queue, where a new event enqueues the
+        object at once whatever its requeue delay, the fix is tried when it arrives. The pass is the
+        resync's (best effort, never raises); kopf's delayed retry runs later and finds nothing
+        left to do."""
+        key = (namespace, name)
+        failed = self._failed.get(key)
+        if failed is None or generation is None or generation == failed:
+            return
+        self._failed[key] = generation
+        logger.info(
+            "the spec changed since the last pass failed: reconciling now (generation %s)", generation
+        )
+        with urgent():
+            await self.resync(namespace, name, logger=logger)
 
     async def resync(
         self,
@@ -272,6 +313,7 @@ class Controller:
     def forget(self, namespace: str, name: str) -> None:
         """The runtime is gone (or going): drop what this controller remembers of it."""
         self._config.pop((namespace, name), None)
+        self._failed.pop((namespace, name), None)
         self._consumers.forget(namespace, name)
 
     async def run_resync(
@@ -372,6 +414,7 @@ class Controller:
             if not result.found:
                 self._config.pop(key, None)
                 self._consumers.forget(*key)
+            self._failed.pop(key, None)  # reconciled: a later edit waits for kopf's handlers again
         except ConfigurationError as error:
             self.metrics.reconciles.labels(result="degraded").inc()
             self.metrics.errors.labels(reason=error.reason).inc()

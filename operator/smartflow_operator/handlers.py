@@ -41,6 +41,11 @@ def watched_children() -> WatchedChildren:
     return WatchedChildren(CHILD_INDEXES.values())
 
 
+def _generation(body: Mapping[str, Any]) -> int | None:
+    generation = (body.get("metadata") or {}).get("generation")
+    return generation if isinstance(generation, int) else None
+
+
 def _attach(memo: Any, handler_kwargs: Mapping[str, Any]) -> None:
     children: WatchedChildren | None = getattr(memo, "watched_children", None)
     if children is not None:
@@ -110,12 +115,22 @@ def register(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def runtime_changed(
-        *, namespace: str | None, name: str, memo: Any, retry: int, reason: Any, logger: Logger, **kwargs: Any
+        *,
+        namespace: str | None,
+        name: str,
+        body: Mapping[str, Any],
+        memo: Any,
+        retry: int,
+        reason: Any,
+        logger: Logger,
+        **kwargs: Any,
     ) -> None:
         _attach(memo, kwargs)  # the child indexes, for the passes this handler starts
         controller: Controller = memo.controller
         new = str(reason) == "create"  # a new runtime: no children to list yet
-        await controller.reconcile(str(namespace), name, logger=logger, retry=retry, new=new)
+        await controller.reconcile(
+            str(namespace), name, logger=logger, retry=retry, new=new, generation=_generation(body)
+        )
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def runtime_seen(
@@ -130,10 +145,14 @@ def register(registry: kopf.OperatorRegistry) -> None:
         loops: RuntimeLoops = memo.runtime_loops
         await loops.observe(type, body, logger=logger)
         metadata = body.get("metadata") or {}
+        controller: Controller = memo.controller
+        namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
         if type == "DELETED" or metadata.get("deletionTimestamp"):
             # Its consumer group is free again (conflicts.py) and its configuration not needed.
-            controller: Controller = memo.controller
-            controller.forget(str(metadata.get("namespace")), str(metadata.get("name")))
+            controller.forget(namespace, name)
+        else:
+            # A fix to a runtime whose pass failed is tried now, not when kopf's backoff ends.
+            await controller.spec_changed(namespace, name, generation=_generation(body), logger=logger)
 
     @kopf.on.event(
         "apps",

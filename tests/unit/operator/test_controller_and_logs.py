@@ -6,9 +6,11 @@ import asyncio
 import json
 import logging
 
+import kopf
 import pytest
 
 from smartflow_operator.controller import Controller, first_resync_delay
+from smartflow_operator.errors import ConfigurationError
 from smartflow_operator.kube import KubeClient
 from smartflow_operator.logs import JsonFormatter, RoutineSuccessFilter
 from smartflow_operator.metrics import OperatorMetrics
@@ -85,6 +87,58 @@ class TestPeriodicResync:
         await controller.run_resync("ns", "rt", interval=60.0, stopped=Flag(), logger=logging.getLogger())
         assert waits == [45.0, 60.0, 60.0, 60.0]
         assert passes == ["rt", "rt", "rt"]
+
+
+class TestSpecChangeAfterAFailedPass:
+    """A fixed spec is tried when its event arrives, not when kopf's backoff of the failed handler ends."""
+
+    async def test_a_new_generation_after_a_failure_gets_one_pass_at_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        controller = _controller()
+        outcomes = [ConfigurationError("ConsumerGroupConflict", "spec.kafka: taken"), None]
+        passes: list[str] = []
+
+        async def reconcile(namespace: str, name: str, **options: object) -> ReconcileResult:
+            passes.append("change" if options["new"] else "resync")
+            outcome = outcomes.pop(0)
+            if outcome is not None:
+                raise outcome
+            return ReconcileResult()
+
+        monkeypatch.setattr("smartflow_operator.controller.reconcile", reconcile)
+        log = logging.getLogger()
+        with pytest.raises(kopf.TemporaryError) as refused:
+            await controller.reconcile("ns", "rt", logger=log, retry=1, new=True, generation=1)
+        assert refused.value.delay == 20.0  # kopf would wait this long before trying again
+        await controller.spec_changed("ns", "rt", generation=1, logger=log)  # its own status write
+        assert passes == ["change"]
+        await controller.spec_changed("ns", "rt", generation=2, logger=log)  # the user's fix
+        assert passes == ["change", "resync"]
+        await controller.spec_changed("ns", "rt", generation=3, logger=log)  # reconciled: kopf's turn
+        assert passes == ["change", "resync"]
+
+    async def test_a_new_generation_that_still_fails_is_tried_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        controller = _controller()
+        passes = 0
+
+        async def reconcile(*_: object, **__: object) -> ReconcileResult:
+            nonlocal passes
+            passes += 1
+            raise ConfigurationError("SecretNotFound", "spec.database.dsnSecretRef: no Secret db")
+
+        monkeypatch.setattr("smartflow_operator.controller.reconcile", reconcile)
+        log = logging.getLogger()
+        with pytest.raises(kopf.TemporaryError):
+            await controller.reconcile("ns", "rt", logger=log, generation=4)
+        for _ in range(3):  # the events of its own status writes show the same generation
+            await controller.spec_changed("ns", "rt", generation=5, logger=log)
+        assert passes == 2
+        controller.forget("ns", "rt")
+        await controller.spec_changed("ns", "rt", generation=6, logger=log)
+        assert passes == 2  # gone: nothing remembered
 
 
 class TestJsonLogs:
