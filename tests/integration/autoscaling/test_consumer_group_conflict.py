@@ -33,9 +33,10 @@ def _runtime(name: str, secret: str, *, bootstrap_servers: str, topic: str, grou
 
 def _kopf_retry_due(runtime: dict[str, Any]) -> float | None:
     """When kopf next retries the runtime's failed change handler (epoch seconds), from its
-    progress annotation (``smartflow.io/<handler>``, the operator's progress storage)."""
+    progress annotation (``smartflow.io/<handler id>``, the operator's progress storage; the id is
+    ``register.<locals>.runtime_changed``, sanitized)."""
     for key, value in ((runtime.get("metadata") or {}).get("annotations") or {}).items():
-        if key.startswith("smartflow.io/runtime_changed"):
+        if key.startswith("smartflow.io/") and "runtime_changed" in key:
             delayed = json.loads(value).get("delayed")
             if delayed:
                 return datetime.fromisoformat(delayed).timestamp()
