@@ -11,10 +11,11 @@ mapping of errors to kopf's retry semantics. Held in kopf's ``memo`` and called 
   same gate: the role's Deployment applied once with the new count, the status written once (the
   reconciler's view and the autoscaler's report together), no Secret read (the configuration of
   the last full pass is reused while the runtime's generation is the same). A child Deployment
-  event reuses it too; spec changes, retries and the configuration check always read afresh, the
-  periodic resync through the shared reads (a copy at most half a check interval old). A pass that
+  event reuses it too; the periodic resync reads through the shared reads (a copy at most half a
+  check interval old), change passes too but never take an absence from them. A pass that
   reuses the configuration also takes the runtime from the watch
-  (no GET) when the watch shows the generation that configuration was read for.
+  (no GET) when the watch shows the generation that configuration was read for; a change pass
+  takes the body kopf handed its handler.
 * An autoscaling report without a scale (:meth:`Controller.report`) is written in the same gate,
   so it never conflicts with a pass; reports waiting at once share one write, and a pass takes the
   reports waiting for it into its own status write.
@@ -55,7 +56,7 @@ from .reconcile import (
 )
 from .resource import SmartflowRuntime
 from .runtime_status import reported_fingerprint
-from .shared_reads import SharedReads
+from .shared_reads import PresentOrFresh, Reader, SharedReads
 from .status_writer import PatchFor, write_status
 from .watched_children import WatchedChildren
 
@@ -166,18 +167,25 @@ class Controller:
         logger: Logger,
         retry: int = 0,
         new: bool = False,
-        generation: int | None = None,
+        body: Mapping[str, Any] | None = None,
     ) -> None:
         """For create/update/resume handlers: always runs; failures are retried by kopf with backoff.
-        ``new``: the create handler (see ``reconcile.reconcile``). ``generation``: the runtime's
-        ``metadata.generation`` the handler ran for; remembered when the pass fails, so that the
-        next spec change is tried at once (:meth:`spec_changed`), not when the backoff ends."""
+        ``new``: the create handler (see ``reconcile.reconcile``). ``body``: the runtime as kopf
+        handed it to the handler (the watch's newest event): the pass applies that spec without
+        a GET, and a status written from it after the object moved on conflicts and is rebuilt
+        from a fresh read (``status_writer``). A GET per change was one of a new runtime's eleven
+        requests. Its ``metadata.generation`` is remembered when the pass fails, so that the next
+        spec change is tried at once (:meth:`spec_changed`), not when kopf's backoff ends."""
         key = (namespace, name)
+        view = dict(body) if body is not None else None
         try:
             with urgent():
-                await self._serialized(key, lambda: self._measured(namespace, name, logger, new=new))
+                await self._serialized(
+                    key, lambda: self._measured(namespace, name, logger, new=new, view=view)
+                )
         except OperatorError as error:
-            if generation is not None:
+            generation = (view or {}).get("metadata", {}).get("generation")
+            if isinstance(generation, int):
                 self._failed[key] = generation
             raise for_kopf(error, retry) from error
 
@@ -349,15 +357,18 @@ class Controller:
             if gate.queued == 0 and self._gates.get(key) is gate:
                 del self._gates[key]  # nobody holds or waits for it: a runtime gone leaves nothing behind
 
-    def _fetcher(self, key: Key, *, reuse: bool, periodic: bool = False) -> FetchConfig:
+    def _fetcher(self, key: Key, *, reuse: bool, periodic: bool = False, change: bool = False) -> FetchConfig:
         async def fetch(runtime: SmartflowRuntime, kube: KubeClient) -> dict[tuple[Kind, str], Any]:
             known = self._config.get(key)
             if reuse and known is not None and known[0] == runtime.generation:
                 return known[1]
             # A periodic resync may take a Secret read by another runtime's loop a moment ago (the
             # shared reads, at most half a configuration-check interval old): with 1,000 runtimes on
-            # one Secret that is a GET every 2.5 s instead of 1,000 a minute.
-            source = self.reads if periodic and self.reads is not None else kube
+            # one Secret that is a GET every 2.5 s instead of 1,000 a minute. A change pass shares
+            # reads of present objects only (``PresentOrFresh``); other passes read afresh.
+            source: Reader = kube
+            if self.reads is not None and (periodic or change):
+                source = self.reads if periodic else PresentOrFresh(self.reads)
             fetched = await fetch_config(runtime, source)
             self._config[key] = (runtime.generation, fetched)
             return fetched
@@ -387,11 +398,12 @@ class Controller:
         replicas: Mapping[Role, int] | None = None,
         new: bool = False,
         periodic: bool = False,
+        view: Mapping[str, Any] | None = None,
     ) -> ReconcileResult:
         started = time.monotonic()
         key = (namespace, name)
         waiting = self._reports.pop(key, None)  # autoscaler reports: written with this pass's status
-        seen = self._seen_for(key) if reuse_config else None
+        seen = view if view is not None else self._seen_for(key) if reuse_config else None
         if waiting:
             # In the order they were made, this pass's own report last: for a role, the newest wins
             # (a role's loop goes on polling while its earlier report waits here).
@@ -403,7 +415,7 @@ class Controller:
                 kube=self.kube,
                 logger=logger,
                 schema_versions=self.schema_versions,
-                fetch=self._fetcher(key, reuse=reuse_config, periodic=periodic),
+                fetch=self._fetcher(key, reuse=reuse_config, periodic=periodic, change=view is not None),
                 also_status=also_status,
                 replicas=replicas,
                 consumers=self._consumers,

@@ -128,9 +128,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
         _attach(memo, kwargs)  # the child indexes, for the passes this handler starts
         controller: Controller = memo.controller
         new = str(reason) == "create"  # a new runtime: no children to list yet
-        await controller.reconcile(
-            str(namespace), name, logger=logger, retry=retry, new=new, generation=_generation(body)
-        )
+        await controller.reconcile(str(namespace), name, logger=logger, retry=retry, new=new, body=body)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def runtime_seen(

@@ -55,7 +55,7 @@ from .names import ANNOTATION_APPLIED_HASH, KIND, LABEL_INSTANCE, Role
 from .resource import SmartflowRuntime
 from .runtime_status import Problem, compute_status, status_patch
 from .schema_gate import SchemaGate
-from .shared_reads import SharedReads
+from .shared_reads import Reader
 from .status import SmartflowRuntimeStatus
 from .status_writer import PatchFor, write_status
 from .watched_children import ChildKey
@@ -244,19 +244,17 @@ def merge_status_patches(
     return merged
 
 
-async def fetch_config(
-    runtime: SmartflowRuntime, kube: KubeClient | SharedReads
-) -> dict[tuple[Kind, str], Any]:
+async def fetch_config(runtime: SmartflowRuntime, kube: Reader) -> dict[tuple[Kind, str], Any]:
     """GET every Secret/ConfigMap the spec references (None for a missing one); ``kube`` as in
     :func:`fetch_objects`."""
     return await fetch_objects(kube, runtime.namespace, all_referenced_objects(runtime.spec))
 
 
 async def fetch_objects(
-    kube: KubeClient | SharedReads, namespace: str, objects: Sequence[tuple[Kind, str]]
+    kube: Reader, namespace: str, objects: Sequence[tuple[Kind, str]]
 ) -> dict[tuple[Kind, str], Any]:
     """GET (never list) each Secret/ConfigMap by name: its data, or None when it does not exist.
-    ``kube`` is the client, or the operator's :class:`SharedReads` (one GET serves many loops)."""
+    ``kube``: the client, or the operator's shared reads (one GET serves many loops, ``shared_reads``)."""
     fetched: dict[tuple[Kind, str], Any] = {}
     for kind, name in objects:
         obj = await kube.get(SECRETS if kind == "Secret" else CONFIG_MAPS, namespace, name)

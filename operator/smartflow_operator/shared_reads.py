@@ -15,13 +15,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import KubeError
 from .kube import KubeClient, ResourceKind
 
 Clock = Callable[[], float]
 Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+class Reader(Protocol):
+    """What reads a Secret or ConfigMap for a pass: the client, :class:`SharedReads` or
+    :class:`PresentOrFresh`."""
+
+    async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
 class SharedReads:
@@ -37,13 +44,20 @@ class SharedReads:
         self._in_flight: dict[Key, asyncio.Future[dict[str, Any] | None]] = {}
         self._swept = clock()
 
-    async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get(
+        self, kind: ResourceKind, namespace: str, name: str, *, shared_absence: bool = True
+    ) -> dict[str, Any] | None:
         """The object (None when it does not exist), read at most ``max_age_seconds`` ago.
+        ``shared_absence=False``: a cached "does not exist" is not reused (read again).
         Raises what ``KubeClient.get`` raises; a failed read is not kept."""
         key = (kind.kind, namespace, name)
         now = self._clock()
         known = self._read.get(key)
-        if known is not None and now - known[0] < self.max_age_seconds:
+        if (
+            known is not None
+            and now - known[0] < self.max_age_seconds
+            and (shared_absence or known[1] is not None)
+        ):
             return known[1]
         pending = self._in_flight.get(key)
         if pending is not None:
@@ -82,3 +96,19 @@ class SharedReads:
         self._swept = now
         for key in [key for key, (at, _) in self._read.items() if now - at >= 4 * self.max_age_seconds]:
             del self._read[key]
+
+
+class PresentOrFresh:
+    """The shared reads as a change pass (create, update, resume, retry) uses them: an object read
+    in the last ``max_age_seconds`` is reused, but an absence never is (it is read again). With
+    1,000 runtimes created on one Secret that is a GET per interval instead of one per runtime,
+    and a user who creates the Secret and then the runtime, or adds a missing one, is never told
+    it is missing from a read older than their fix. A copy of a present object is at most
+    ``max_age_seconds`` old: an informer's cache trails the same way, and the configuration check
+    rolls the pods when the content changed."""
+
+    def __init__(self, reads: SharedReads) -> None:
+        self._reads = reads
+
+    async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._reads.get(kind, namespace, name, shared_absence=False)

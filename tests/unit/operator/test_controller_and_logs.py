@@ -89,6 +89,10 @@ class TestPeriodicResync:
         assert passes == ["rt", "rt", "rt"]
 
 
+def _body(generation: int) -> dict[str, object]:
+    return {"metadata": {"namespace": "ns", "name": "rt", "generation": generation}, "spec": {}}
+
+
 class TestSpecChangeAfterAFailedPass:
     """A fixed spec is tried when its event arrives, not when kopf's backoff of the failed handler ends."""
 
@@ -101,6 +105,8 @@ class TestSpecChangeAfterAFailedPass:
 
         async def reconcile(namespace: str, name: str, **options: object) -> ReconcileResult:
             passes.append("change" if options["new"] else "resync")
+            if options["new"]:  # kopf's body, not a GET
+                assert options["seen"] == _body(1)
             outcome = outcomes.pop(0)
             if outcome is not None:
                 raise outcome
@@ -109,7 +115,7 @@ class TestSpecChangeAfterAFailedPass:
         monkeypatch.setattr("smartflow_operator.controller.reconcile", reconcile)
         log = logging.getLogger()
         with pytest.raises(kopf.TemporaryError) as refused:
-            await controller.reconcile("ns", "rt", logger=log, retry=1, new=True, generation=1)
+            await controller.reconcile("ns", "rt", logger=log, retry=1, new=True, body=_body(1))
         assert refused.value.delay == 20.0  # kopf would wait this long before trying again
         await controller.spec_changed("ns", "rt", generation=1, logger=log)  # its own status write
         assert passes == ["change"]
@@ -132,7 +138,7 @@ class TestSpecChangeAfterAFailedPass:
         monkeypatch.setattr("smartflow_operator.controller.reconcile", reconcile)
         log = logging.getLogger()
         with pytest.raises(kopf.TemporaryError):
-            await controller.reconcile("ns", "rt", logger=log, generation=4)
+            await controller.reconcile("ns", "rt", logger=log, body=_body(4))
         for _ in range(3):  # the events of its own status writes show the same generation
             await controller.spec_changed("ns", "rt", generation=5, logger=log)
         assert passes == 2

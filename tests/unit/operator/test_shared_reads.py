@@ -10,7 +10,7 @@ import pytest
 
 from smartflow_operator.errors import KubeError
 from smartflow_operator.kube import CONFIG_MAPS, SECRETS, ResourceKind
-from smartflow_operator.shared_reads import SharedReads
+from smartflow_operator.shared_reads import PresentOrFresh, SharedReads
 
 
 class RecordingKube:
@@ -19,6 +19,7 @@ class RecordingKube:
         self.version = 1
         self.fail: BaseException | None = None
         self.gate: asyncio.Event | None = None
+        self.missing = False
 
     async def get(self, kind: ResourceKind, namespace: str, name: str) -> dict[str, Any] | None:
         self.gets.append((kind.kind, namespace, name))
@@ -26,6 +27,8 @@ class RecordingKube:
             await self.gate.wait()
         if self.fail is not None:
             raise self.fail
+        if self.missing:
+            return None
         return {"metadata": {"resourceVersion": str(self.version)}}
 
 
@@ -105,3 +108,20 @@ async def test_max_age_zero_reads_every_time() -> None:
     for _ in range(3):
         await reads.get(SECRETS, "ns", "db")
     assert len(kube.gets) == 3
+
+
+async def test_a_change_pass_shares_a_present_object_but_reads_an_absence_again() -> None:
+    kube, clock = RecordingKube(), Clock()
+    reads = reads_with(kube, clock)
+    change = PresentOrFresh(reads)
+    kube.missing = True
+    assert await reads.get(SECRETS, "ns", "db") is None  # a periodic reader saw it missing
+    assert await reads.get(SECRETS, "ns", "db") is None
+    assert len(kube.gets) == 1
+    kube.missing = False  # the user creates the Secret, then the runtime
+    assert await change.get(SECRETS, "ns", "db") is not None
+    assert len(kube.gets) == 2  # not told "missing" from the older read
+    for _ in range(1000):  # a thousand runtimes created on it share that read
+        assert await change.get(SECRETS, "ns", "db") is not None
+    assert await reads.get(SECRETS, "ns", "db") is not None  # and the periodic readers see it too
+    assert len(kube.gets) == 2
