@@ -9,7 +9,7 @@ from an event handler instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -52,6 +52,25 @@ def _attach(memo: Any, handler_kwargs: Mapping[str, Any]) -> None:
         children.attach(handler_kwargs)
 
 
+class LeanStatusDiffBaseStorage(kopf.StatusDiffBaseStorage):
+    """kopf's ``StatusDiffBaseStorage`` whose essence (the spec, labels and annotations kopf
+    compares to tell an update from a resync) is built without deep-copying what it then throws
+    away. kopf's ``build`` deep-copies the whole object and deletes ``metadata`` and ``status``
+    afterwards; it runs on every watch event of every runtime, and the status and
+    ``managedFields`` are most of a runtime's bytes: 12.5 % of the operator's CPU while 1,000
+    runtimes converged. Here kopf's own ``build`` gets the object without them, so the essence is
+    the same (``tests/unit/operator/test_kopf_storage.py`` compares the two). With ``extra_fields``
+    (a handler watching a status field; none here) it is kopf's own build unchanged."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        if extra_fields:
+            return super().build(body=body, extra_fields=extra_fields)
+        metadata = body.get("metadata") or {}
+        lean = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        lean["metadata"] = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=None)
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """kopf's bookkeeping under our own prefix, and no automatic Events (we post our own, on change).
 
@@ -61,7 +80,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     the create handler ran again on every event. In the status the bound is the object's own
     (etcd's 1.5 MiB for spec plus this copy), so specs up to about 700 KB work."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(name="kopf")
+    settings.persistence.diffbase_storage = LeanStatusDiffBaseStorage(name="kopf")
     settings.posting.enabled = False
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watch: fewer permissions
     settings.watching.server_timeout = 300
