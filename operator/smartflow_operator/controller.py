@@ -114,6 +114,12 @@ def for_kopf(error: OperatorError, retry: int) -> kopf.TemporaryError | kopf.Per
     return kopf.TemporaryError(str(error), delay=backoff_delay(retry))
 
 
+def generation_of(body: Mapping[str, Any] | None) -> int | None:
+    """``metadata.generation`` of a runtime as a watch or kopf showed it (None if it has none). Pure."""
+    generation = ((body or {}).get("metadata") or {}).get("generation")
+    return generation if isinstance(generation, int) else None
+
+
 def first_resync_delay(interval: float, draw: float) -> float:
     """The wait before a runtime's first periodic resync: between half an interval and one and a
     half (``draw`` in [0, 1)), so the resyncs of runtimes resumed together spread over a whole
@@ -184,16 +190,16 @@ class Controller:
                     key, lambda: self._measured(namespace, name, logger, new=new, view=view)
                 )
         except OperatorError as error:
-            generation = (view or {}).get("metadata", {}).get("generation")
-            if isinstance(generation, int):
+            generation = generation_of(view)
+            if generation is not None:
                 self._failed[key] = generation
             raise for_kopf(error, retry) from error
 
     async def spec_changed(
-        self, namespace: str, name: str, *, generation: int | None, logger: Logger
+        self, namespace: str, name: str, *, body: Mapping[str, Any], logger: Logger
     ) -> None:
-        """A watch event of a runtime: when its last change pass failed and the event shows a newer
-        spec (another ``metadata.generation``), a pass now, once per generation.
+        """A watch event of a runtime (``body``): when its last change pass failed and the event
+        shows a newer spec (another ``metadata.generation``), a pass now, once per generation.
 
         kopf keeps a failed create or update handler's backoff (10 s, 20 s, 40 s, ... up to 5 min)
         through later edits: while no pass of the runtime has succeeded, a change is still the same
@@ -204,6 +210,7 @@ class Controller:
         left to do."""
         key = (namespace, name)
         failed = self._failed.get(key)
+        generation = generation_of(body)
         if failed is None or generation is None or generation == failed:
             return
         self._failed[key] = generation
@@ -384,8 +391,7 @@ class Controller:
         known = self._config.get(key)
         if view is None or known is None:
             return None
-        generation = (view.get("metadata") or {}).get("generation")
-        return view if generation == known[0] else None
+        return view if generation_of(view) == known[0] else None
 
     async def _measured(
         self,

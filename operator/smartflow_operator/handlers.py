@@ -41,11 +41,6 @@ def watched_children() -> WatchedChildren:
     return WatchedChildren(CHILD_INDEXES.values())
 
 
-def _generation(body: Mapping[str, Any]) -> int | None:
-    generation = (body.get("metadata") or {}).get("generation")
-    return generation if isinstance(generation, int) else None
-
-
 def _attach(memo: Any, handler_kwargs: Mapping[str, Any]) -> None:
     children: WatchedChildren | None = getattr(memo, "watched_children", None)
     if children is not None:
@@ -169,7 +164,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
             controller.forget(namespace, name)
         else:
             # A fix to a runtime whose pass failed is tried now, not when kopf's backoff ends.
-            await controller.spec_changed(namespace, name, generation=_generation(body), logger=logger)
+            await controller.spec_changed(namespace, name, body=body, logger=logger)
 
     @kopf.on.event(
         "apps",

@@ -117,11 +117,11 @@ class TestSpecChangeAfterAFailedPass:
         with pytest.raises(kopf.TemporaryError) as refused:
             await controller.reconcile("ns", "rt", logger=log, retry=1, new=True, body=_body(1))
         assert refused.value.delay == 20.0  # kopf would wait this long before trying again
-        await controller.spec_changed("ns", "rt", generation=1, logger=log)  # its own status write
+        await controller.spec_changed("ns", "rt", body=_body(1), logger=log)  # its own status write
         assert passes == ["change"]
-        await controller.spec_changed("ns", "rt", generation=2, logger=log)  # the user's fix
+        await controller.spec_changed("ns", "rt", body=_body(2), logger=log)  # the user's fix
         assert passes == ["change", "resync"]
-        await controller.spec_changed("ns", "rt", generation=3, logger=log)  # reconciled: kopf's turn
+        await controller.spec_changed("ns", "rt", body=_body(3), logger=log)  # reconciled: kopf's turn
         assert passes == ["change", "resync"]
 
     async def test_a_new_generation_that_still_fails_is_tried_once(
@@ -140,10 +140,10 @@ class TestSpecChangeAfterAFailedPass:
         with pytest.raises(kopf.TemporaryError):
             await controller.reconcile("ns", "rt", logger=log, body=_body(4))
         for _ in range(3):  # the events of its own status writes show the same generation
-            await controller.spec_changed("ns", "rt", generation=5, logger=log)
+            await controller.spec_changed("ns", "rt", body=_body(5), logger=log)
         assert passes == 2
         controller.forget("ns", "rt")
-        await controller.spec_changed("ns", "rt", generation=6, logger=log)
+        await controller.spec_changed("ns", "rt", body=_body(6), logger=log)
         assert passes == 2  # gone: nothing remembered
 
 
