@@ -149,7 +149,8 @@ def relay_section(r: dict[str, Any], plots: Path) -> Doc:
         " the last"
         " `published_at`. The raw baseline is one aiokafka producer in the bench process sending the same"
         " (key, value) pairs with the relay's producer settings"
-        f" ({s['producer_settings']}), run after each relay run; its median is the ratio's base.",
+        f" ({s['producer_settings']}), run after each relay run; its median is the ratio's base."
+        + (f" Before the measured runs, {s['warm_up']}." if "warm_up" in s else ""),
         "",
     ]
     if "raw_batch_producer_runs" in f:
@@ -689,6 +690,16 @@ def findings(results: dict[str, dict[str, Any]]) -> Doc:
             f" backends {fmt(first.get('postgres_backends'))} ms and the broker"
             f" {fmt(first.get('kafka_broker'))} ms."
         )
+        pipeline = sum(first.get(k) or 0 for k in ("relay_processes", "postgres_backends", "kafka_broker"))
+        raw_median = results["relay"]["figures"].get("raw_producer_median_events_per_second")
+        if pipeline and raw_median:
+            cores = results["relay"]["machine"]["cores"]
+            cpu += (
+                f" Those {fmt(pipeline)} ms per 1k events alone cap one relay at about"
+                f" {fmt(int(round(cores * 1e6 / pipeline, -2)))} ev/s on {cores} cores, against the"
+                f" {fmt(int(round(0.6 * raw_median, -2)))} ev/s that 0.6x of the raw producer's median"
+                " asks for."
+            )
         if len(runs) > 1 and runs[-1]["events_per_second"] > 1.5 * runs[0]["events_per_second"]:
             notes.append(
                 f"Relay: {rates}. Throughput grows with relay processes although they share"
