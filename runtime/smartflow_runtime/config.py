@@ -67,6 +67,7 @@ _EXPECTATIONS: dict[str, str] = {
     "outbox_backoff_base_seconds": "a number of seconds >= 0 and <= 3600",
     "outbox_backoff_cap_seconds": "a number of seconds >= 0 and <= 86400",
     "consumer_max_poll_records": "an integer 1..10000",
+    "consumer_commit_interval_seconds": "a number of seconds >= 0 and <= 10",
     "memory_worker_concurrency": "an integer 1..64",
     "memory_worker_lease_seconds": "a number of seconds 1..3600",
     "kafka_security_protocol": "one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
@@ -141,6 +142,7 @@ class Settings(BaseModel):
     outbox_backoff_base_seconds: float = Field(default=1.0, ge=0, le=3600)
     outbox_backoff_cap_seconds: float = Field(default=32.0, ge=0, le=86400)
     consumer_max_poll_records: int = Field(default=500, ge=1, le=10000)
+    consumer_commit_interval_seconds: float = Field(default=0.1, ge=0, le=10)
     memory_worker_concurrency: int = Field(default=1, ge=1, le=64)
     memory_worker_lease_seconds: float = Field(default=30.0, ge=1, le=3600)
     # Kafka security (docs/runtime.md "TLS and SASL"); every Kafka client the runtime makes uses it.

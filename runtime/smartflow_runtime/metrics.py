@@ -85,6 +85,12 @@ class RuntimeMetrics:
             "Consumer-group assignments this process's consumer received (one per completed rebalance).",
             registry=registry,
         )
+        self.consumer_offset_commits = Counter(
+            "smartflow_consumer_offset_commits_total",
+            "Offset commits this process's consumer sent, by outcome (ok, failed).",
+            ["outcome"],
+            registry=registry,
+        )
         self.handler_latency = Histogram(
             "smartflow_handler_latency_seconds",
             "Time to lock, handle and mark one event (one DB transaction).",

@@ -472,6 +472,7 @@ def build_component(component: Component, deps: Dependencies) -> Service:
             metrics=deps.metrics,
             backoff=BackoffPolicy(*settings.backoff_seconds),
             max_poll_records=settings.consumer_max_poll_records,
+            commit_interval_seconds=settings.consumer_commit_interval_seconds,
             consumer_options=deps.security.kafka,
         )
     if component is Component.MEMORY_WORKER:

@@ -143,6 +143,13 @@ class Consumer:
             across its partitions (default 100; 0 keeps one transaction per partition always).
         consumer_options: extra aiokafka consumer options (``session_timeout_ms``, the security
             options...); auto commit is always off.
+        commit_interval_seconds: offsets of handled batches are committed at most this often
+            (default 0.1; 0 commits after every batch). An offset commit is the broker's dearest
+            request (1.7 ms of its CPU against 1.1 ms for a one-message produce, measured here),
+            and at moderate rates a batch is a few events; the database already holds what was
+            consumed, so a later commit costs at most redeliveries the batch skips. Pending
+            offsets are committed before partitions are revoked, on stop, and when the interval
+            ends with no further batch.
     """
 
     def __init__(
@@ -162,9 +169,13 @@ class Consumer:
         db_retry_seconds: float = 1.0,
         consumer_options: Mapping[str, Any] | None = None,
         merge_partitions_up_to: int = 100,
+        commit_interval_seconds: float = 0.1,
     ) -> None:
         if merge_partitions_up_to < 0:
             raise ValueError("merge_partitions_up_to must be >= 0")
+        if commit_interval_seconds < 0:
+            raise ValueError("commit_interval_seconds must be >= 0")
+        self._commit_interval = commit_interval_seconds
         self._merge_up_to = merge_partitions_up_to
         self.client_id = client_id or default_client_id("consumer")
         self._pool = pool
@@ -183,7 +194,10 @@ class Consumer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
-        self._commit_task: asyncio.Task[None] | None = None  # the offset commit in flight
+        self._commit_task: asyncio.Task[None] | None = None  # the committer (see _commit_pending)
+        self._pending_offsets: dict[TopicPartition, int] = {}  # handled, not yet committed
+        self._commit_now = asyncio.Event()  # ends the committer's wait for the interval
+        self._last_commit = 0.0
         self._last_progress = 0.0
         self._deps = DependencyStatus()
         self._revoke_pending = False
@@ -259,7 +273,10 @@ class Consumer:
                 failures += 1
                 await self._on_cycle_error(error, failures)
                 if self._kafka is not None:
-                    # Records fetched but not handled must come again: rewind to the committed offsets.
+                    # Records fetched but not handled must come again: rewind to the committed
+                    # offsets. Offsets handled but not yet committed are forgotten (what they
+                    # cover comes again and is skipped as done), so no commit moves backwards.
+                    self._pending_offsets.clear()
                     with contextlib.suppress(Exception):
                         await self._kafka.seek_to_committed()
                 pause = outage_retry_seconds(failures, cap=self._db_retry_seconds * 2)
@@ -343,21 +360,43 @@ class Consumer:
             done = await asyncio.gather(*(self._process_partitions(group) for group in groups))
             offsets = {tp: offset for found in done for tp, offset in found.items()}
             if offsets:
-                await self._committed()  # one commit in flight at a time: they land in order
-                self._commit_task = asyncio.create_task(self._commit(offsets), name="offset commit")
+                self._pending_offsets.update(offsets)
+                if self._commit_task is None or self._commit_task.done():
+                    self._commit_task = asyncio.create_task(self._commit_pending(), name="offset commit")
+
+    async def _commit_pending(self) -> None:
+        """The committer: one task at a time commits the pending offsets, at most once per
+        ``commit_interval_seconds``, until none are left (it never raises: see :meth:`_commit`).
+
+        Offsets are committed while the next poll and batch go on: the commit is a round trip to
+        the group coordinator, and waiting for it before polling again put that round trip into
+        every event's latency (at moderate rates the loop runs back to back). One committer means
+        commits land in order; the offsets only move forward and follow the batches' database
+        commits, so a commit not yet made costs at most a redelivery, which the batch skips as
+        already done."""
+        while self._pending_offsets:
+            wait = self._last_commit + self._commit_interval - time.monotonic()
+            if wait > 0 and not self._commit_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._commit_now.wait()
+            offsets, self._pending_offsets = self._pending_offsets, {}
+            self._last_commit = time.monotonic()
+            await self._commit(offsets)
 
     async def _committed(self) -> None:
-        """Wait for the offset commit in flight, if any (it never raises: see :meth:`_commit`).
-
-        A batch's offsets are committed while the next poll and batch go on: the commit is a
-        round trip to the group coordinator, and waiting for it before polling again put that
-        round trip into every event's latency (at moderate rates the loop runs back to back). The
-        offsets only move forward and follow the batch's database commit, so an unfinished commit
-        costs at most a redelivery, which the batch skips as already done. A revoke, a stop and a
-        dropped client wait for it."""
-        task, self._commit_task = self._commit_task, None
-        if task is not None:
-            await task
+        """Commit the pending offsets now and wait until they are (a revoke, a stop and a dropped
+        client call this, so the next owner of a partition starts after what was handled)."""
+        self._commit_now.set()
+        try:
+            task, self._commit_task = self._commit_task, None
+            if task is not None:
+                await task
+            if self._pending_offsets:  # handled after the committer's last round
+                offsets, self._pending_offsets = self._pending_offsets, {}
+                await self._commit(offsets)
+        finally:
+            self._commit_now.clear()
 
     async def _process_partitions(self, partitions: Sequence[Sequence[Any]]) -> dict[TopicPartition, int]:
         """Apply the records of ``partitions`` (each in offset order) in one transaction; returns the
@@ -402,7 +441,9 @@ class Consumer:
         try:
             async with asyncio.timeout(_COMMIT_TIMEOUT_SECONDS):
                 await self._kafka.commit(dict(offsets))
+            self._metrics.consumer_offset_commits.labels("ok").inc()
         except Exception as error:
+            self._metrics.consumer_offset_commits.labels("failed").inc()
             # Effects are durable and idempotent: a lost commit only means a harmless redelivery.
             log.warning("offset commit failed (messages will be redelivered): %s", wrap_kafka_error(error))
 

@@ -40,6 +40,7 @@ def make_consumer(
     group: str,
     reg: HandlerRegistry | None = None,
     backoff: BackoffPolicy = FAST,
+    commit_interval_seconds: float = 0.1,
 ) -> Consumer:
     return Consumer(
         pool=pool,
@@ -51,6 +52,7 @@ def make_consumer(
         backoff=backoff,
         poll_timeout_ms=200,
         consumer_options={"session_timeout_ms": 6000, "heartbeat_interval_ms": 500},
+        commit_interval_seconds=commit_interval_seconds,
     )
 
 
@@ -432,3 +434,73 @@ async def test_offsets_are_committed_only_after_the_effect_is_durable(
 
 async def _published(pool: Any, n: int) -> bool:
     return (await status_counts(pool)).get("published", 0) == n
+
+
+async def _post_one_by_one(pool: Any, topic: str, user: str, count: int) -> None:
+    """``count`` chat messages (two events each), one commit each, 20 ms apart: many small polls."""
+    async with pool.acquire() as conn:
+        for i in range(count):
+            await commands.post_chat_message(
+                conn,
+                conversation_id=f"{user}{i}",
+                user_id=user,
+                content="abcd",
+                role="assistant",
+                topic=topic,
+            )
+            await asyncio.sleep(0.02)
+
+
+def _commits(consumer: Consumer) -> float:
+    return sample(consumer._metrics, "smartflow_consumer_offset_commits_total", {"outcome": "ok"})
+
+
+async def test_offsets_are_committed_once_per_interval_and_the_last_ones_without_a_further_poll(
+    pool: Any, bootstrap_servers: str, topic: str, unique_name: str
+) -> None:
+    group = f"g-{unique_name}"
+    relay = Relay(
+        pool=pool, bootstrap_servers=bootstrap_servers, metrics=RuntimeMetrics(CollectorRegistry()),
+        notify_linger_seconds=0,
+    )  # fmt: skip
+    consumer = make_consumer(pool, bootstrap_servers, topic, group, commit_interval_seconds=0.5)
+    async with relay, consumer:
+        await wait_until(lambda: _assigned_all(consumer), within=20, what="the consumer owns every partition")
+        started = asyncio.get_running_loop().time()
+        await _post_one_by_one(pool, topic, "c", 25)
+        await wait_until(lambda: all_consumed(pool, 50), within=30, what="50 consumed")
+        # No event comes after the last poll: its offsets are committed when the interval ends.
+        await wait_until(
+            lambda: _committed_is(bootstrap_servers, group, topic, 50),
+            within=3,
+            what="all 50 offsets committed",
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+        polls = sample(consumer._metrics, "smartflow_consumer_batch_size_count")
+        commits = _commits(consumer)
+    assert polls >= 10, f"{polls} polls: the events did not arrive in small polls"
+    # One commit per started interval at most (the first one at once), not one per poll.
+    assert 1 <= commits <= elapsed / 0.5 + 2 and commits < polls, (commits, polls, elapsed)
+
+
+async def test_a_stop_commits_the_offsets_still_waiting_for_their_interval(
+    pool: Any, bootstrap_servers: str, topic: str, unique_name: str
+) -> None:
+    group = f"g-{unique_name}"
+    relay = Relay(pool=pool, bootstrap_servers=bootstrap_servers, metrics=RuntimeMetrics(CollectorRegistry()))
+    consumer = make_consumer(pool, bootstrap_servers, topic, group, commit_interval_seconds=10)
+    async with relay:
+        async with consumer:
+            await wait_until(
+                lambda: _assigned_all(consumer), within=20, what="the consumer owns every partition"
+            )
+            await _post_one_by_one(pool, topic, "w", 10)
+            await wait_until(lambda: all_consumed(pool, 20), within=30, what="20 consumed")
+            # The first poll's offsets went at once; the rest wait for the 10 s interval.
+            assert await committed_total(bootstrap_servers, group, topic) < 20
+        assert await committed_total(bootstrap_servers, group, topic) == 20
+    assert _commits(consumer) == 2
+
+
+async def _committed_is(bootstrap_servers: str, group: str, topic: str, n: int) -> bool:
+    return await committed_total(bootstrap_servers, group, topic) == n

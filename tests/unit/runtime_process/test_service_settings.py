@@ -44,6 +44,7 @@ def test_defaults_are_the_services_own_defaults() -> None:
     assert settings.outbox_max_attempts == DEFAULT_MAX_ATTEMPTS == 20
     assert settings.backoff_seconds == (BackoffPolicy().base_seconds, BackoffPolicy().cap_seconds) == (1, 32)
     assert settings.consumer_max_poll_records == _default(Consumer, "max_poll_records") == 500
+    assert settings.consumer_commit_interval_seconds == _default(Consumer, "commit_interval_seconds") == 0.1
     assert settings.memory_worker_concurrency == _default(MemoryWorker, "concurrency") == 1
     assert settings.memory_worker_lease_seconds == _default(MemoryWorker, "lease_seconds") == 30
 
@@ -61,6 +62,7 @@ def test_values_are_read_from_the_environment() -> None:
             "SMARTFLOW_OUTBOX_BACKOFF_BASE_SECONDS": "0.5",
             "SMARTFLOW_OUTBOX_BACKOFF_CAP_SECONDS": "10",
             "SMARTFLOW_CONSUMER_MAX_POLL_RECORDS": "100",
+            "SMARTFLOW_CONSUMER_COMMIT_INTERVAL_SECONDS": "0",
             "SMARTFLOW_MEMORY_WORKER_CONCURRENCY": "4",
             "SMARTFLOW_MEMORY_WORKER_LEASE_SECONDS": "60",
         },
@@ -71,6 +73,7 @@ def test_values_are_read_from_the_environment() -> None:
     assert (settings.relay_poll_interval_seconds, settings.relay_listen_notify) == (0.25, False)
     assert (settings.outbox_max_attempts, settings.backoff_seconds) == (5, (0.5, 10.0))
     assert settings.consumer_max_poll_records == 100
+    assert settings.consumer_commit_interval_seconds == 0
     assert (settings.memory_worker_concurrency, settings.memory_worker_lease_seconds) == (4, 60.0)
 
 
@@ -85,6 +88,7 @@ def test_every_bad_tuning_variable_is_named_in_one_error() -> None:
             "SMARTFLOW_OUTBOX_MAX_ATTEMPTS": "0",
             "SMARTFLOW_OUTBOX_BACKOFF_BASE_SECONDS": "-1",
             "SMARTFLOW_CONSUMER_MAX_POLL_RECORDS": "20000",
+            "SMARTFLOW_CONSUMER_COMMIT_INTERVAL_SECONDS": "-0.1",
             "SMARTFLOW_MEMORY_WORKER_CONCURRENCY": "1.5",
             "SMARTFLOW_MEMORY_WORKER_LEASE_SECONDS": "x",
         }
@@ -98,6 +102,7 @@ def test_every_bad_tuning_variable_is_named_in_one_error() -> None:
         "SMARTFLOW_OUTBOX_MAX_ATTEMPTS: must be an integer 1..1000, got '0'",
         "SMARTFLOW_OUTBOX_BACKOFF_BASE_SECONDS: must be a number of seconds >= 0 and <= 3600, got '-1'",
         "SMARTFLOW_CONSUMER_MAX_POLL_RECORDS: must be an integer 1..10000, got '20000'",
+        "SMARTFLOW_CONSUMER_COMMIT_INTERVAL_SECONDS: must be a number of seconds >= 0 and <= 10, got '-0.1'",
         "SMARTFLOW_MEMORY_WORKER_CONCURRENCY: must be an integer 1..64, got '1.5'",
         "SMARTFLOW_MEMORY_WORKER_LEASE_SECONDS: must be a number of seconds 1..3600, got 'x'",
     ]
