@@ -69,7 +69,7 @@ async def envelopes(conn: asyncpg.Connection) -> list[tuple[bytes, bytes]]:
     out = []
     for record in rows:
         row = OutboxRow.from_record(record)
-        out.append((row.message_key.encode(), Envelope.of_row(row).encode()))
+        out.append((row.message_key.encode(), Envelope.encode_row(row)))
     return out
 
 

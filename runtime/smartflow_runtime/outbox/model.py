@@ -67,6 +67,9 @@ class OutboxRow:
     max_attempts: int
     available_at: datetime
     last_error: str | None = None
+    # The payload as PostgreSQL returned it (jsonb's text), when it came from a row: the relay
+    # puts it into the envelope as it is instead of encoding ``payload`` again.
+    payload_text: str | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> OutboxRow:
@@ -86,6 +89,7 @@ class OutboxRow:
             max_attempts=record["max_attempts"],
             available_at=record["available_at"],
             last_error=record["last_error"],
+            payload_text=payload if isinstance(payload, str) else None,
         )
 
 
@@ -161,6 +165,21 @@ class Envelope:
             payload=row.payload,
         )
 
+    @staticmethod
+    def encode_row(row: OutboxRow) -> bytes:
+        """``Envelope.of_row(row).encode()``, but with the row's stored payload text spliced in
+        when it has one: the same JSON object, without decoding and re-encoding the payload
+        (about 10 of the relay's ~48 us of CPU per 1 KB event). The payload keeps PostgreSQL's
+        jsonb formatting (``{"a": 1, "b": 2}``); ``payload`` sorts last, so it closes the object."""
+        if row.payload_text is None:
+            return Envelope.of_row(row).encode()
+        # Keys in sorted order and strings quoted by json's own C encoder, as encode() writes them.
+        return (
+            f'{{"aggregate_id":{_quote(row.aggregate_id)},"event_id":"{row.event_id}",'
+            f'"event_type":{_quote(row.event_type)},"event_version":{int(row.event_version)},'
+            f'"outbox_id":{int(row.id)},"payload":{row.payload_text}}}'
+        ).encode()
+
     def encode(self) -> bytes:
         return json.dumps(
             {
@@ -174,6 +193,10 @@ class Envelope:
             separators=(",", ":"),
             sort_keys=True,
         ).encode("utf-8")
+
+
+_quote = json.encoder.encode_basestring_ascii
+"""A str as a JSON string literal, escaped as ``json.dumps`` (ensure_ascii) escapes it."""
 
 
 def outbox_id_of(raw: bytes | None) -> int | None:

@@ -510,7 +510,7 @@ class Relay:
     async def _send(self, rows: Sequence[OutboxRow]) -> list[SmartflowError | None]:
         """Send every row (per partition in id order, so per-key order holds); one result per row."""
         records = [
-            Record(row.topic, row.message_key.encode("utf-8"), Envelope.of_row(row).encode()) for row in rows
+            Record(row.topic, row.message_key.encode("utf-8"), Envelope.encode_row(row)) for row in rows
         ]
         deliveries = await send_batched(self._producer, records, max_request_size=self._max_request_size)
         futures = list({id(d): d for d in deliveries if isinstance(d, asyncio.Future)}.values())
