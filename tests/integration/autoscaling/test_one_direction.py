@@ -104,10 +104,12 @@ async def test_one_scale_change_costs_one_deployment_write_and_at_most_one_statu
         # No other Deployment applied, and the child event's pass applies nothing again.
         assert _count(requests, "PATCH", contains="/deployments/") == 1, label
         assert _count(requests, "PATCH", contains="/smartflowruntimes/", excludes="/status") == 0, label
-        # One status write by the scale pass itself; at most one more when the real Deployment
-        # controller reports the new ReplicaSet's pods (updatedReplicas), as on any cluster. The
-        # pods never get ready here (placeholder image), so nothing else can change the status.
-        assert _count(requests, "PATCH", contains=f"/smartflowruntimes/{NAME}/status") <= 2, label
+        # One status write by the scale pass itself, and one per report of the real Deployment
+        # controller about the new ReplicaSet's pods (updatedReplicas...), as on any cluster: one
+        # report usually, two on a loaded machine (3 writes seen once in a full `make test`, with
+        # no other request). The pods never get ready here (placeholder image), so nothing else
+        # can change the status; a writer per poll would show 5 or more (4 polls in the window).
+        assert _count(requests, "PATCH", contains=f"/smartflowruntimes/{NAME}/status") <= 3, label
         assert _count(requests, "GET", contains="/secrets/") == 0, label
         assert _count(requests, "GET", contains="/configmaps/") == 0, label
         for method in ("POST", "PATCH", "DELETE"):
