@@ -361,8 +361,11 @@ class Consumer:
             offsets = {tp: offset for found in done for tp, offset in found.items()}
             if offsets:
                 self._pending_offsets.update(offsets)
-                if self._commit_task is None or self._commit_task.done():
-                    self._commit_task = asyncio.create_task(self._commit_pending(), name="offset commit")
+                self._start_committer()
+
+    def _start_committer(self) -> None:
+        if self._pending_offsets and (self._commit_task is None or self._commit_task.done()):
+            self._commit_task = asyncio.create_task(self._commit_pending(), name="offset commit")
 
     async def _commit_pending(self) -> None:
         """The committer: one task at a time commits the pending offsets, at most once per
@@ -387,14 +390,12 @@ class Consumer:
     async def _committed(self) -> None:
         """Commit the pending offsets now and wait until they are (a revoke, a stop and a dropped
         client call this, so the next owner of a partition starts after what was handled)."""
-        self._commit_now.set()
+        self._commit_now.set()  # the committer skips its wait for the interval
         try:
+            self._start_committer()
             task, self._commit_task = self._commit_task, None
             if task is not None:
-                await task
-            if self._pending_offsets:  # handled after the committer's last round
-                offsets, self._pending_offsets = self._pending_offsets, {}
-                await self._commit(offsets)
+                await task  # it runs until nothing is pending
         finally:
             self._commit_now.clear()
 

@@ -103,6 +103,19 @@ class TestEnvelope:
         head = Envelope.of_row(from_db).encode().split(b',"payload":')[0]
         assert raw.startswith(head + b',"payload":')
 
+    def test_encode_writes_the_bytes_of_json_dumps_with_sorted_keys(self) -> None:
+        payload = {"z": {"b": 1, "a": [1.5, None, True]}, "\u00e9": '\u00fc "q"\n'}
+        envelope = Envelope(9, uuid.UUID(int=5), "t.e", 2, 'agg "\u00fc"', payload)
+        expected = {
+            "outbox_id": 9,
+            "event_id": str(uuid.UUID(int=5)),
+            "event_type": "t.e",
+            "event_version": 2,
+            "aggregate_id": 'agg "\u00fc"',
+            "payload": payload,
+        }
+        assert envelope.encode() == json.dumps(expected, separators=(",", ":"), sort_keys=True).encode()
+
     def test_a_row_without_stored_text_is_encoded_as_before(self) -> None:
         assert Envelope.encode_row(row()) == Envelope.of_row(row()).encode()
 
