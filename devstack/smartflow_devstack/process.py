@@ -77,6 +77,30 @@ def alive(pid: int) -> bool:
     return True
 
 
+def pause(pid: int, *, timeout: float = 10.0) -> None:
+    """SIGSTOP ``pid`` and return once every one of its threads has stopped.
+
+    ``kill`` only queues the stop: one thread takes it and then stops the others, and on a busy
+    machine a thread may run on for a while. A CI run saw a broker answer a request sent just
+    after its SIGSTOP; callers that then expect silence must wait for the stop to land.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while not _all_threads_stopped(pid):
+        if time.monotonic() > deadline:
+            raise StackError(f"process {pid} not stopped {timeout:.0f}s after SIGSTOP")
+        time.sleep(0.01)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            # The state follows the command name, which may itself hold ") ".
+            states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+    return all(state in ("T", "t", "Z", "X") for state in states)
+
+
 def wait_until(
     check: Callable[[], bool], *, what: str, timeout: float, pid: int | None = None, log: Path | None = None
 ) -> None:

@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from smartflow_devstack import kafka as kafka_stack
-from smartflow_devstack.process import free_port, stop
+from smartflow_devstack.process import free_port, pause, stop
 from smartflow_operator.autoscaling.errors import KafkaUnavailable, TopicNotFound
 from smartflow_operator.autoscaling.probes import OFFSETS_MAX_AGE_SECONDS, ConsumerProbe, Probes
 
@@ -205,7 +205,7 @@ async def test_a_failed_read_does_not_tear_down_the_clients_of_reads_in_flight(
             probe = probes.consumer(broker.bootstrap_servers, user="ns/first")
             assert probes.consumer(broker.bootstrap_servers, user="ns/second") is probe
             assert (await probe.read(topic=topic, group=group)).metric == 4
-            os.kill(broker.pid, signal.SIGSTOP)
+            await asyncio.to_thread(pause, broker.pid)  # every broker thread stopped, not just signalled
             try:
                 first = asyncio.create_task(probe.read(topic=topic, group=group))
                 await asyncio.sleep(1.5)
