@@ -562,6 +562,16 @@ def operator_section(r: dict[str, Any], plots: Path) -> Doc:
         ),
         "",
     ]
+    if many.get("converge_cpu_cores"):
+        cpu = many["converge_cpu_cores"]
+        doc += [
+            f"**While converging** (first create -> last runtime converged), in cores:"
+            f" {', '.join(f'{k} {fmt(v, 2)}' for k, v in cpu.items() if k != 'machine_busy')}; the"
+            f" whole machine {fmt(cpu['machine_busy'], 2)} of {r['machine']['cores']}. Requests the"
+            f" apiserver served from every client: {many['converge_apiserver_requests_by_verb']}; the"
+            f" operator's own client: {many['converge_operator_requests_by_method']}.",
+            "",
+        ]
     if "idle_window_seconds" in many:
         doc += [
             f"**Idle, {fmt(many['runtimes'])} runtimes** ({fmt(many['idle_window_seconds'])} s window, one"
@@ -678,6 +688,84 @@ def profile_section(r: dict[str, Any]) -> Doc:
     return doc
 
 
+SATURATION_GOAL = 1500.0  # ev/s, the latency section's saturation target
+CONVERGE_GOAL = 120.0  # s, the operator section's 1,000-runtime target
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")  # apiserver_request_total verbs
+
+
+def saturation_finding(latency: dict[str, Any]) -> list[str]:
+    """The CPU ceiling the saturation run's per-event cost puts on the trio, against the goal."""
+    sat = latency["figures"].get("saturation") or {}
+    top = next(
+        (
+            r
+            for r in latency["figures"]["runs"]
+            if r["mode"] == "notify" and r["rate"] == sat.get("offered_events_per_second")
+        ),
+        None,
+    )
+    per = (top or {}).get("cpu_ms_per_event") or {}
+    if not per.get("pipeline_total") or sat.get("capped_by_offer"):
+        return []
+    cores = latency["machine"]["cores"]
+    generator = per.get("bench_generator") or 0.0
+    spent = per["pipeline_total"] + generator
+    parts = ", ".join(
+        f"{name} {fmt(per[key], 2)}"
+        for key, name in (
+            ("api_process", "api"),
+            ("postgres_backends", "PostgreSQL"),
+            ("consumer_process", "consumer"),
+            ("relay_process", "relay"),
+            ("kafka_broker", "broker"),
+        )
+        if per.get(key) is not None
+    )
+    waiting = (top.get("cpu_wait_cores") or {}).get("postgres_backends")
+    return [
+        f"Saturation: {fmt(sat['sustained_events_per_second'])} ev/s sustained at"
+        f" {fmt(sat['offered_events_per_second'])} offered. Each event cost the pipeline"
+        f" {fmt(per['pipeline_total'], 2)} ms CPU ({parts}) and the generator, on the same cores,"
+        f" {fmt(generator, 2)} ms: {fmt(spent, 2)} ms per event caps the trio at about"
+        f" {fmt(int(round(cores * 1000 / spent, -1)))} ev/s on {cores} cores, where"
+        f" {fmt(int(SATURATION_GOAL))} ev/s asks for at most {fmt(cores * 1000 / SATURATION_GOAL, 2)} ms per"
+        " event, generator included"
+        + (f"; PostgreSQL's backends waited for a core {fmt(waiting, 2)} cores on average" if waiting else "")
+        + "."
+    ]
+
+
+def convergence_finding(operator: dict[str, Any]) -> list[str]:
+    """What the machine did while 1,000 runtimes converged: CPU by process, requests by verb."""
+    many = operator["figures"]["many_runtimes"]
+    cpu = many.get("converge_cpu_cores")
+    took = many.get("converge_seconds")
+    if not cpu or not took:
+        return []
+    cores = operator["machine"]["cores"]
+    busy = cpu["machine_busy"]
+    named = {k: v for k, v in cpu.items() if k != "machine_busy"}
+    parts = ", ".join(
+        f"{k.replace('_', '-')} {fmt(v, 2)}" for k, v in sorted(named.items(), key=lambda kv: -kv[1])
+    )
+    writes = sum(v for k, v in many["converge_apiserver_requests_by_verb"].items() if k in WRITE_VERBS)
+    own = sum(v for k, v in many["converge_operator_requests_by_method"].items() if k != "GET")
+    count = many["runtimes"]
+    verdict = (
+        "the machine's CPU bounds the rate"
+        if busy >= 0.85 * cores
+        else "the machine had CPU to spare, so the rate is bound by latency, not CPU"
+    )
+    return [
+        f"Operator: {fmt(count)} runtimes converged in {fmt(took)} s"
+        + (f" (goal {fmt(int(CONVERGE_GOAL))} s)" if took > CONVERGE_GOAL else "")
+        + f". Meanwhile {fmt(busy, 2)} of {cores} cores were busy ({parts}, the rest elsewhere);"
+        f" the apiserver served {fmt(writes)} writes from every client ({fmt(writes / count, 1)} per"
+        f" runtime), {fmt(own)} of them the operator's ({fmt(own / count, 1)} per runtime, kopf's own"
+        f" patches not counted): {verdict}."
+    ]
+
+
 def findings(results: dict[str, dict[str, Any]]) -> Doc:
     """Where each gap comes from, stated from measured quantities only."""
     notes: list[str] = []
@@ -780,6 +868,7 @@ def findings(results: dict[str, dict[str, Any]]) -> Doc:
                 f" {fmt(sum(busiest['cpu_cores_used'].values()), 2)} of the {cores} cores, generator"
                 " included: past that point requests queue and the latency tail grows."
             )
+        notes += saturation_finding(results["latency"])
     claims = (results.get("profile") or {}).get("figures", {}).get("relay_claim_query") or []
     if len(claims) >= 2:
         first, last = claims[0], claims[-1]
@@ -797,6 +886,7 @@ def findings(results: dict[str, dict[str, Any]]) -> Doc:
             f" {last['sort_method']}): {verdict}."
         )
     if "operator" in results:
+        notes += convergence_finding(results["operator"])
         noop = results["operator"]["figures"]["noop_resync"]
         per_minute = noop.get("writes_per_minute_idle_autoscaled_runtime")
         if per_minute:

@@ -48,12 +48,18 @@ from ..kube_tools import (
     kube_requests_by_resource,
     write_kubeconfig,
 )
-from ..machine import wait_quiet_before_measuring
+from ..machine import busy_cores, cpu_times, wait_quiet_before_measuring
+from ..procs import CpuMeter
 from ..results import Result, Target
 from ..stats import summary
 
 ROLES = 4  # split mode: api, relay, consumer, memory-worker
 AUTOSCALING = {"enabled": True, "minReplicas": 1, "maxReplicas": 6, "targetPerReplica": 100}
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Counter increases between two readings, by key."""
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
 
 
 def body(ctx: Context, name: str, topic: str, *, autoscaling: bool = True) -> dict[str, Any]:
@@ -221,6 +227,20 @@ async def fleet(
             ctx.say(f"operator fleet: the machine stayed busy ({machine_quiet['busy_cores_before']} cores)")
         await op.start()
         idle_rss = op.rss()
+        # Where the convergence time goes: CPU of each control-plane process and of the operator,
+        # the machine's busy cores, and every client's requests, from the first create to the
+        # last runtime converged.
+        meter = CpuMeter(
+            groups={
+                "kube_apiserver": [info.apiserver_pid],
+                "etcd": [info.etcd_pid],
+                "kube_controller_manager": [info.controller_manager_pid],
+                "operator": [op.pid],
+            }
+        )
+        api_at_start, op_at_start = await kube.apiserver_requests(), kube_requests(await op.metrics())
+        machine_at_start = cpu_times()
+        meter.start()
         started = time.perf_counter()
         await create_all(kube, namespace, [fleet_body(ctx, f"many-{i}", topic) for i in range(count)])
         created = time.perf_counter() - started
@@ -241,6 +261,10 @@ async def fleet(
                 break
             await asyncio.sleep(2.0 if count >= 100 else 0.3)
         converge = time.perf_counter() - started
+        converge_cpu = meter.stop()
+        machine_busy = busy_cores(machine_at_start, cpu_times())
+        converge_api = delta(await kube.apiserver_requests(), api_at_start)
+        converge_ops = delta(kube_requests(await op.metrics()), op_at_start)
         ctx.say(f"operator fleet: {done}/{count} converged after {converge:.1f}s")
         # Idle means nothing left to report: wait (bounded) until the Deployment controller has
         # rolled out every Deployment (it works through them at its own client's rate) and the
@@ -274,8 +298,8 @@ async def fleet(
             if value - by_resource_before.get(key, 0.0) > 0
         }
         settled_rss = op.rss()
-        idle_ops = {k: after_op.get(k, 0.0) - before_op.get(k, 0.0) for k in after_op}
-        idle_api = {k: after_api.get(k, 0.0) - before_api.get(k, 0.0) for k in after_api}
+        idle_ops = delta(after_op, before_op)
+        idle_api = delta(after_api, before_api)
         ctx.say(f"operator fleet: idle window {elapsed:.0f}s: operator {idle_ops}, apiserver {idle_api}")
         timed_out: list[str] = []
         latencies = await apply_latency(
@@ -303,6 +327,14 @@ async def fleet(
         "create_calls_seconds": round(created, 2),
         "converge_seconds": round(converge, 2) if done == count else None,
         "progress": progress,
+        "converge_cpu_cores": {
+            group: round(seconds / converge, 3)
+            for group, seconds in converge_cpu.items()
+            if group != "bench_process"
+        }
+        | {"bench": round(converge_cpu["bench_process"] / converge, 3), "machine_busy": machine_busy},
+        "converge_apiserver_requests_by_verb": {k: round(v) for k, v in sorted(converge_api.items()) if v},
+        "converge_operator_requests_by_method": {k: round(v) for k, v in sorted(converge_ops.items()) if v},
         "operator_idle_rss_before_fleet": idle_rss,
         "rss_mib_max_sampled": max(rss_samples) if rss_samples else None,
         "rss_mib_after_settling": settled_rss["rss_mib"],
