@@ -667,7 +667,9 @@ def profile_section(r: dict[str, Any]) -> Doc:
         "## 6. Where the time goes (cProfile)",
         "",
         f"One relay and one consumer process ran {fmt(r['settings']['events'])} events each under cProfile"
-        " (`bench.launch --profile`); throughput under the profiler is lower and only the shares matter.",
+        " (`bench.launch --profile`)"
+        + (", and one api process served a fixed request rate" if f.get("api") else "")
+        + "; throughput under the profiler is lower and only the shares matter.",
         "",
     ]
     for role in ("relay", "consumer"):
@@ -685,6 +687,37 @@ def profile_section(r: dict[str, Any]) -> Doc:
             for x in p["top_own_time"][:8]
         ]
         doc += table([f"{role}: top own time", "calls", "own s", "cumulative s"], rows)
+    api = f.get("api")
+    if api:
+        busy = sum(x["own_s"] for x in api["by_layer"] if not x["layer"].startswith("event loop"))
+        doc += [
+            f"**api** at {fmt(api['rate'])} requests/s for {fmt(api['seconds'])} s (after 1 s of warm-up"
+            f" at that rate; POST /v1/tasks/{{id}}/urgency as in section 3, on asyncio's loop under the"
+            f" profiler): {fmt(api['requests_profiled'])} requests profiled, HTTP p50"
+            f" {fmt(api['http_ms']['p50'])} ms, {fmt(api['errors'])} errors;"
+            f" {fmt(api['total_seconds'], 2)} s profiled, {fmt(busy, 2)} s of it busy"
+            f" ({fmt(busy * 1e6 / api['requests_profiled'] if api['requests_profiled'] else None)} us per"
+            f" request under the profiler); {fmt(api.get('socket_sends_per_event'), 2)} socket sends per"
+            " request. Own time by layer (where a request's CPU goes):",
+            "",
+        ]
+        rows = [
+            [
+                x["layer"],
+                x["own_s"],
+                x["us_per_request"],
+                f"{fmt(x['own_s'] * 100 / busy)} %" if busy else "-",
+            ]
+            for x in api["by_layer"]
+            if not x["layer"].startswith("event loop")
+        ]
+        doc += table(["api: layer", "own s", "us per request", "share of busy"], rows)
+        rows = [
+            [f"`{x['function'][:90]}`", x["calls"], x["own_s"], x["cumulative_s"]]
+            for x in api["top_own_time"]
+            if "epoll" not in x["function"]
+        ][:8]
+        doc += table(["api: top own time", "calls", "own s", "cumulative s"], rows)
     return doc
 
 

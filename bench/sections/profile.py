@@ -1,4 +1,5 @@
-"""Section 6: where the time goes. One relay and one consumer process run under cProfile.
+"""Section 6: where the time goes. One relay, one consumer and one api process run under cProfile
+(the api at a fixed request rate from the latency section's open-loop generator).
 
 Profiling slows Python down (about 1.5-2x), so these runs are separate from the throughput runs
 and only their *shares* matter: the top functions by own time and by cumulative time, plus the
@@ -17,11 +18,14 @@ import asyncpg
 
 from .. import events
 from ..context import Context
+from ..procs import RuntimeProcess, running
 from ..results import Result
 from . import consumer as consumer_section
+from . import latency as latency_section
 from . import relay as relay_section
 
 TOP = 15
+API_RATE, API_SECONDS = 500, 10.0  # the e2e target's rate
 
 
 # Start-up work (imports, class creation) is not the hot path; leave it out of the top lists.
@@ -54,6 +58,74 @@ def summarise(path: Path, events: int) -> dict[str, Any]:
         "socket_sends_per_event": round(sends / events, 2) if events else None,
         "top_own_time": top("own_s"),
         "top_cumulative_time": top("cumulative_s"),
+    }
+
+
+# Own time by layer: which library a request's or event's CPU goes to. A frame belongs to the
+# first layer whose marker its file path contains; stdlib frames are named by module.
+LAYERS = (
+    ("event loop idle (epoll wait)", ("'poll' of 'select.epoll'", "select.select")),
+    ("aiohttp (HTTP server, yarl, multidict)", ("/aiohttp/", "/yarl/", "/multidict/", "/propcache/")),
+    ("pydantic (request/response models)", ("/pydantic/", "/pydantic_core/")),
+    ("asyncpg (PostgreSQL protocol, pool)", ("/asyncpg/",)),
+    ("aiokafka", ("/aiokafka/", "/kafka/")),
+    ("prometheus_client (metrics)", ("/prometheus_client/",)),
+    ("smartflow_runtime (our code)", ("/smartflow_runtime/",)),
+    ("asyncio (loop, transports, tasks)", ("/asyncio/", "selectors.py")),
+    ("logging", ("/logging/",)),
+    ("json", ("/json/", "_json")),
+    ("sockets (send/recv)", ("_socket.socket",)),
+)
+
+
+def by_layer(path: Path, requests: int) -> list[dict[str, Any]]:
+    """Own CPU time per layer, in seconds and in microseconds per request (or event)."""
+    stats = pstats.Stats(str(path))
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    totals: dict[str, float] = {}
+    for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in raw.items():
+        where = f"{filename}:{func}"
+        if any(marker in where for marker in STARTUP):
+            continue
+        layer = next((name for name, markers in LAYERS if any(m in where for m in markers)), "other")
+        totals[layer] = totals.get(layer, 0.0) + tt
+    order = [name for name, _ in LAYERS] + ["other"]
+    return [
+        {
+            "layer": name,
+            "own_s": round(totals[name], 3),
+            "us_per_request": round(totals[name] * 1e6 / requests, 1) if requests else None,
+        }
+        for name in order
+        if totals.get(name)
+    ]
+
+
+async def api_profile(
+    ctx: Context, dsn: str, topic: str, path: Path, rate: int, seconds: float
+) -> dict[str, Any]:
+    """One api process under cProfile at ``rate`` requests/s for ``seconds`` (after a warm-up at
+    the same rate): where a request's own time goes, by layer and by function."""
+    env = {
+        "SMARTFLOW_DATABASE_DSN": dsn,
+        "SMARTFLOW_KAFKA_BOOTSTRAP_SERVERS": ctx.servers.bootstrap_servers,
+        "SMARTFLOW_KAFKA_TOPIC": topic,
+    }
+    api = RuntimeProcess("api", env, profile=path)
+    async with running([api]):
+        base = f"http://127.0.0.1:{api.http_port}"
+        warm = await latency_section.generate(base, rate, 1.0)
+        load = await latency_section.generate(base, rate, seconds)
+    requests = warm["accepted"] + load["accepted"]
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "requests_profiled": requests,
+        "achieved_rate": load["achieved_rate"],
+        "http_ms": load["http_ms"],
+        "errors": load["errors"] + warm["errors"],
+        "by_layer": by_layer(path, requests),
+        **summarise(path, requests),
     }
 
 
@@ -120,8 +192,8 @@ async def run(ctx: Context) -> Result:
     result.settings.update({"events": count, "profiler": "cProfile (bench.launch --profile)", "top": TOP})
     out = ctx.work_dir / "profiles"
     out.mkdir(parents=True, exist_ok=True)
-    relay_prof, consumer_prof = out / "relay.prof", out / "consumer.prof"
-    for stale in (relay_prof, consumer_prof):
+    relay_prof, consumer_prof, api_prof = out / "relay.prof", out / "consumer.prof", out / "api.prof"
+    for stale in (relay_prof, consumer_prof, api_prof):
         stale.unlink(missing_ok=True)
     async with (
         ctx.servers.database("profile") as dsn,
@@ -138,6 +210,9 @@ async def run(ctx: Context) -> Result:
             await conn.close()
         ctx.say(f"profile: consumer, {count} events")
         consumer_figures = await consumer_section.real_run(ctx, dsn, pairs, 1, 120.0, profile=consumer_prof)
+        api_rate, api_seconds = (100, 1.0) if ctx.smoke else (API_RATE, API_SECONDS)
+        ctx.say(f"profile: api, {api_rate} requests/s for {api_seconds:.0f}s")
+        api_figures = await api_profile(ctx, dsn, topic, api_prof, api_rate, api_seconds)
     result.figures = {
         "relay": {
             "events_per_second_under_profiler": relay_figures["events_per_second"],
@@ -147,6 +222,7 @@ async def run(ctx: Context) -> Result:
             "events_per_second_under_profiler": consumer_figures["events_per_second"],
             **summarise(consumer_prof, count),
         },
+        "api": api_figures,
         "envelope_mean_bytes": events.mean_size(pairs),
         "relay_claim_query": await claim_query_cost(ctx, (500, 2000) if ctx.smoke else (1000, 5000, 20000)),
     }

@@ -8,6 +8,7 @@ stack file), and results go to a temporary directory, so real results in bench/r
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -84,6 +85,13 @@ def test_runtime_sections(
     profile = results["profile"]["figures"]
     for role in ("relay", "consumer"):
         assert profile[role]["total_seconds"] > 0 and profile[role]["top_own_time"]
+    api = profile["api"]
+    assert api["requests_profiled"] > 0 and api["errors"] == 0
+    layers = {x["layer"]: x for x in api["by_layer"]}
+    # A request's time is seen in the HTTP server, the database driver and our own code.
+    for layer in ("aiohttp (HTTP server, yarl, multidict)", "asyncpg (PostgreSQL protocol, pool)",
+                  "smartflow_runtime (our code)"):  # fmt: skip
+        assert layers[layer]["us_per_request"] > 0, layer
 
     for name in ("relay", "consumer"):
         assert all(t["measured"] is not None for t in results[name]["targets"])
@@ -112,6 +120,11 @@ def test_operator_sections(
     fleet = operator["many_runtimes"]
     assert fleet["converged"] == fleet["runtimes"] and fleet["converge_seconds"] > 0
     assert fleet["peak_rss_mib"] > 0
+    # Where the convergence time went: the control plane and the operator worked, the operator wrote.
+    assert fleet["converge_cpu_cores"]["kube_apiserver"] > 0 and fleet["converge_cpu_cores"]["operator"] > 0
+    assert 0 < fleet["converge_cpu_cores"]["machine_busy"] <= (os.cpu_count() or 1) * 1.05
+    assert fleet["converge_operator_requests_by_method"].get("PATCH", 0) > 0
+    assert sum(fleet["converge_apiserver_requests_by_verb"].values()) > 0
     assert fleet["apply_at_size_ms"]["count"] == 2 and fleet["apply_at_size_ms"]["p50"] > 0
     assert fleet["idle_window_seconds"] > 0 and fleet["idle_apiserver_requests_per_second"] > 0
     assert fleet["idle_operator_writes"] == 0  # the fleet's idle window: a quiet operator writes nothing
