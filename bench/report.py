@@ -83,7 +83,8 @@ def header(results: dict[str, dict[str, Any]]) -> Doc:
         "- Servers: the local stack on 127.0.0.1 (PostgreSQL with fsync=off and synchronous_commit=off, a"
         " single-node KRaft Kafka, etcd + kube-apiserver); every server, runtime process, the operator"
         " and the"
-        " load generator share the same cores.",
+        " load generator share the same cores. PostgreSQL has ssl=on and the bench's DSNs name no"
+        " sslmode, so every runtime connection is TLS (asyncpg's default, `prefer`); Kafka is plaintext.",
         "",
         "Load average (1/5/15 min) when each section started and ended; other work on the machine makes"
         " figures noisier, so read them with this column:",
