@@ -102,6 +102,18 @@ def header(results: dict[str, dict[str, Any]]) -> Doc:
         for r in results.values()
     ]
     doc += table(["section", "mode", "started (UTC)", "took", "load at start", "load at end"], rows)
+    if "warmup" in results:
+        warm = results["warmup"]["figures"]
+        costs = warm["broker_cpu_ms_per_1k_messages_by_burst"]
+        state = (
+            "it settled" if warm["settled"] else "it **never settled**: the figures below carry a cold broker"
+        )
+        doc += [
+            f"Before the sections the Kafka broker was warmed for {fmt(warm['seconds'])} s (a JVM minutes old"
+            " costs several times the CPU per message; `bench/sections/warmup.py`): its CPU ms per 1k"
+            f" messages, burst by burst, {', '.join(fmt(c) for c in costs)}; {state}.",
+            "",
+        ]
     return doc
 
 
@@ -966,7 +978,7 @@ def claim_table(f: dict[str, Any]) -> Doc:
 
 def write_report(results_dir: Path = RESULTS_DIR, out_dir: Path = BENCH_DIR) -> Path:
     found = load_results(results_dir)
-    order = ["relay", "consumer", "latency", "scaling", "operator", "profile", "pods_ready"]
+    order = ["warmup", "relay", "consumer", "latency", "scaling", "operator", "profile", "pods_ready"]
     results = {
         name: found[name] for name in sorted(found, key=lambda n: order.index(n) if n in order else 99)
     }

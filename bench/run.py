@@ -25,6 +25,8 @@ from .results import BENCH_DIR, RESULTS_DIR
 # kube-controller-manager are busy with that for a while.
 SECTIONS = ("relay", "consumer", "latency", "scaling", "pods_ready", "profile", "operator")
 NEEDS_KUBE = frozenset({"scaling", "pods_ready", "operator"})
+# Sections whose figures include the broker's CPU or latency: the broker is warmed before them.
+USES_KAFKA = frozenset({"relay", "consumer", "latency", "scaling", "profile"})
 
 
 async def _run(names: Sequence[str], smoke: bool, results_dir: Path, stack_file: Path | None) -> int:
@@ -67,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--report-dir", type=Path, default=BENCH_DIR, help="where REPORT.md and plots/ go")
     args = parser.parse_args(argv)
     names = [s for s in SECTIONS if not args.only or s in args.only]
+    if USES_KAFKA & set(names):
+        names.insert(0, "warmup")  # bench/sections/warmup.py: why
     started = time.monotonic()
     failures = asyncio.run(_run(names, args.smoke, args.results_dir, args.stack_file))
     if not args.no_report:
