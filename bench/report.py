@@ -717,7 +717,7 @@ def profile_section(r: dict[str, Any]) -> Doc:
         rows = [
             [
                 x["layer"],
-                x["own_s"],
+                fmt(x["own_s"], 2),
                 x["us_per_request"],
                 f"{fmt(x['own_s'] * 100 / busy)} %" if busy else "-",
             ]

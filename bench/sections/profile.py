@@ -187,7 +187,7 @@ async def claim_query_cost(ctx: Context, backlogs: tuple[int, ...]) -> list[dict
 
 
 async def run(ctx: Context) -> Result:
-    result = ctx.result("profile", "Profile of the relay and consumer processes (cProfile)")
+    result = ctx.result("profile", "Profile of the relay, consumer and api processes (cProfile)")
     count = 1000 if ctx.smoke else 5000
     result.settings.update({"events": count, "profiler": "cProfile (bench.launch --profile)", "top": TOP})
     out = ctx.work_dir / "profiles"
