@@ -85,3 +85,13 @@ def test_no_convergence_finding_without_the_measurements() -> None:
     old = operator(1.9, 180.0)
     del old["figures"]["many_runtimes"]["converge_cpu_cores"]
     assert convergence_finding(old) == []
+
+
+def test_the_broker_warm_up_stops_when_two_bursts_agree() -> None:
+    from bench.sections.warmup import settled
+
+    assert not settled([])
+    assert not settled([95.5])
+    assert not settled([95.5, 49.1, 32.7, 27.3, 53.6])  # a JVM still compiling: costs jump around
+    assert settled([95.5, 20.0, 18.2])  # within 15 %
+    assert not settled([0.0, 0.0])  # nothing measured is not settled
