@@ -67,8 +67,13 @@ EXECUTE FUNCTION bench_consumed_notify();
 """
 
 
-def ready_file_exists(path: Path) -> bool:
-    return path.exists()
+def ready_backend(path: Path) -> int | None:
+    """The listener's PostgreSQL backend pid once its ready file is complete (newline-terminated)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.endswith("\n") else None
 
 
 class Listener:
@@ -76,6 +81,7 @@ class Listener:
 
     def __init__(self, dsn: str) -> None:
         self.out = LOG_DIR / f"notify-{uuid.uuid4().hex[:6]}.txt"
+        self.backend_pid: int | None = None
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.listener", dsn, CHANNEL, str(self.out)],
@@ -87,7 +93,8 @@ class Listener:
     async def wait_ready(self) -> None:
         ready = Path(str(self.out) + ".ready")
         for _ in range(200):
-            if ready_file_exists(ready):
+            self.backend_pid = ready_backend(ready)  # its PostgreSQL backend: bench cost, not the pipeline's
+            if self.backend_pid is not None:
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError("notification listener exited")
@@ -297,7 +304,8 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
                 async with running(procs):
                     base = f"http://127.0.0.1:{procs[2].http_port}"
                     database = dsn.rsplit("/", 1)[1]
-                    own = [conn.get_server_pid(), listener.proc.pid]
+                    # The bench's own backends (this connection, the listener's) are not the pipeline's.
+                    own = [conn.get_server_pid(), *([listener.backend_pid] if listener.backend_pid else [])]
                     for rate in rates:
                         # Warm-up at the rate itself, not measured (its events are in no run's
                         # ``sent``): the broker's JIT, PostgreSQL's buffers and the processes' pools
