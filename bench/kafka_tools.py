@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -28,6 +29,18 @@ async def produce(bootstrap: str, topic: str, pairs: Sequence[tuple[bytes, bytes
         "seconds": round(elapsed, 4),
         "events_per_second": round(len(pairs) / elapsed, 1),
     }
+
+
+def group_consumer(bootstrap: str, topic: str, prefix: str) -> AIOKafkaConsumer:
+    """A consumer of ``topic`` in a new group (``prefix`` + random suffix), reading from the start
+    and committing only when told to."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"{prefix}-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
 
 
 async def group_state(bootstrap: str, group: str) -> tuple[str, int]:

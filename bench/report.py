@@ -734,9 +734,19 @@ def profile_section(r: dict[str, Any]) -> Doc:
     return doc
 
 
-SATURATION_GOAL = 1500.0  # ev/s, the latency section's saturation target
-CONVERGE_GOAL = 120.0  # s, the operator section's 1,000-runtime target
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")  # apiserver_request_total verbs
+
+
+def goal(result: dict[str, Any], name_starts: str, name_ends: str = "") -> float | None:
+    """The goal of the section's target whose name starts (and ends) so, as the section set it."""
+    return next(
+        (
+            t["goal"]
+            for t in result.get("targets", [])
+            if t["name"].startswith(name_starts) and t["name"].endswith(name_ends)
+        ),
+        None,
+    )
 
 
 def saturation_finding(latency: dict[str, Any]) -> list[str]:
@@ -751,7 +761,8 @@ def saturation_finding(latency: dict[str, Any]) -> list[str]:
         None,
     )
     per = (top or {}).get("cpu_ms_per_event") or {}
-    if not per.get("pipeline_total") or sat.get("capped_by_offer"):
+    wanted = goal(latency, "saturation of")
+    if not per.get("pipeline_total") or sat.get("capped_by_offer") or not wanted:
         return []
     cores = latency["machine"]["cores"]
     generator = per.get("bench_generator") or 0.0
@@ -774,7 +785,7 @@ def saturation_finding(latency: dict[str, Any]) -> list[str]:
         f" {fmt(per['pipeline_total'], 2)} ms CPU ({parts}) and the generator, on the same cores,"
         f" {fmt(generator, 2)} ms: {fmt(spent, 2)} ms per event caps the trio at about"
         f" {fmt(int(round(cores * 1000 / spent, -1)))} ev/s on {cores} cores, where"
-        f" {fmt(int(SATURATION_GOAL))} ev/s asks for at most {fmt(cores * 1000 / SATURATION_GOAL, 2)} ms per"
+        f" {fmt(int(wanted))} ev/s asks for at most {fmt(cores * 1000 / wanted, 2)} ms per"
         " event, generator included"
         + (f"; PostgreSQL's backends waited for a core {fmt(waiting, 2)} cores on average" if waiting else "")
         + "."
@@ -789,6 +800,7 @@ def convergence_finding(operator: dict[str, Any]) -> list[str]:
     if not cpu or not took:
         return []
     cores = operator["machine"]["cores"]
+    limit = goal(operator, "", "runtimes converge")
     busy = cpu["machine_busy"]
     named = {k: v for k, v in cpu.items() if k != "machine_busy"}
     parts = ", ".join(
@@ -804,7 +816,7 @@ def convergence_finding(operator: dict[str, Any]) -> list[str]:
     )
     return [
         f"Operator: {fmt(count)} runtimes converged in {fmt(took)} s"
-        + (f" (goal {fmt(int(CONVERGE_GOAL))} s)" if took > CONVERGE_GOAL else "")
+        + (f" (goal {fmt(int(limit))} s)" if limit is not None and took > limit else "")
         + f". Meanwhile {fmt(busy, 2)} of {cores} cores were busy ({parts}, the rest elsewhere);"
         f" the apiserver served {fmt(writes)} writes from every client ({fmt(writes / count, 1)} per"
         f" runtime), {fmt(own)} of them the operator's ({fmt(own / count, 1)} per runtime, kopf's own"

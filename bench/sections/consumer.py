@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer
 
 from .. import events
 from ..context import Context
-from ..kafka_tools import produce, wait_group_stable
+from ..kafka_tools import group_consumer, produce, wait_group_stable
 from ..procs import CpuMeter, RuntimeProcess, postgres_backends, running
 from ..results import Result, Target
 
@@ -119,13 +118,7 @@ async def raw_run(ctx: Context, dsn: str, pairs: list[tuple[bytes, bytes]], with
     assert pool is not None
     try:
         async with ctx.servers.topic("consumerraw", partitions=PARTITIONS) as topic:
-            consumer = AIOKafkaConsumer(
-                topic,
-                bootstrap_servers=ctx.servers.bootstrap_servers,
-                group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-            )
+            consumer = group_consumer(ctx.servers.bootstrap_servers, topic, "bench-raw")
             await consumer.start()
             try:
                 while not consumer.assignment():

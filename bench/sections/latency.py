@@ -81,7 +81,6 @@ class Listener:
 
     def __init__(self, dsn: str) -> None:
         self.out = LOG_DIR / f"notify-{uuid.uuid4().hex[:6]}.txt"
-        self.backend_pid: int | None = None
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.listener", dsn, CHANNEL, str(self.out)],
@@ -90,12 +89,14 @@ class Listener:
             start_new_session=True,
         )
 
-    async def wait_ready(self) -> None:
+    async def wait_ready(self) -> int:
+        """Until the listener listens; returns its PostgreSQL backend's pid (bench cost, not the
+        pipeline's)."""
         ready = Path(str(self.out) + ".ready")
         for _ in range(200):
-            self.backend_pid = ready_backend(ready)  # its PostgreSQL backend: bench cost, not the pipeline's
-            if self.backend_pid is not None:
-                return
+            backend = ready_backend(ready)
+            if backend is not None:
+                return backend
             if self.proc.poll() is not None:
                 raise RuntimeError("notification listener exited")
             await asyncio.sleep(0.05)
@@ -300,12 +301,12 @@ async def one_mode(ctx: Context, mode: str, rates: tuple[int, ...], seconds: flo
             ]
             listener = Listener(dsn)
             try:
-                await listener.wait_ready()
+                listener_backend = await listener.wait_ready()
                 async with running(procs):
                     base = f"http://127.0.0.1:{procs[2].http_port}"
                     database = dsn.rsplit("/", 1)[1]
                     # The bench's own backends (this connection, the listener's) are not the pipeline's.
-                    own = [conn.get_server_pid(), *([listener.backend_pid] if listener.backend_pid else [])]
+                    own = [conn.get_server_pid(), listener_backend]
                     for rate in rates:
                         # Warm-up at the rate itself, not measured (its events are in no run's
                         # ``sent``): the broker's JIT, PostgreSQL's buffers and the processes' pools

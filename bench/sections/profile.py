@@ -32,8 +32,7 @@ API_RATE, API_SECONDS = 500, 10.0  # the e2e target's rate
 STARTUP = ("<frozen", "importlib", "builtins.exec", "marshal", "builtins.compile", "__build_class__", "_ssl.")
 
 
-def summarise(path: Path, events: int) -> dict[str, Any]:
-    stats = pstats.Stats(str(path))
+def summarise(stats: pstats.Stats, events: int) -> dict[str, Any]:
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = stats.total_tt  # type: ignore[attr-defined]
     rows = []
@@ -78,9 +77,8 @@ LAYERS = (
 )
 
 
-def by_layer(path: Path, requests: int) -> list[dict[str, Any]]:
+def by_layer(stats: pstats.Stats, requests: int) -> list[dict[str, Any]]:
     """Own CPU time per layer, in seconds and in microseconds per request (or event)."""
-    stats = pstats.Stats(str(path))
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     totals: dict[str, float] = {}
     for (filename, _line, func), (_cc, _nc, tt, _ct, _callers) in raw.items():
@@ -117,6 +115,7 @@ async def api_profile(
         warm = await latency_section.generate(base, rate, 1.0)
         load = await latency_section.generate(base, rate, seconds)
     requests = warm["accepted"] + load["accepted"]
+    stats = pstats.Stats(str(path))  # read once for both views
     return {
         "rate": rate,
         "seconds": seconds,
@@ -124,8 +123,8 @@ async def api_profile(
         "achieved_rate": load["achieved_rate"],
         "http_ms": load["http_ms"],
         "errors": load["errors"] + warm["errors"],
-        "by_layer": by_layer(path, requests),
-        **summarise(path, requests),
+        "by_layer": by_layer(stats, requests),
+        **summarise(stats, requests),
     }
 
 
@@ -216,11 +215,11 @@ async def run(ctx: Context) -> Result:
     result.figures = {
         "relay": {
             "events_per_second_under_profiler": relay_figures["events_per_second"],
-            **summarise(relay_prof, count),
+            **summarise(pstats.Stats(str(relay_prof)), count),
         },
         "consumer": {
             "events_per_second_under_profiler": consumer_figures["events_per_second"],
-            **summarise(consumer_prof, count),
+            **summarise(pstats.Stats(str(consumer_prof)), count),
         },
         "api": api_figures,
         "envelope_mean_bytes": events.mean_size(pairs),

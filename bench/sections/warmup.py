@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from smartflow_runtime.outbox.kafka import build_producer
 
 from ..context import Context
+from ..kafka_tools import group_consumer
 from ..procs import cpu_seconds
 from ..results import Result
 
@@ -82,13 +82,7 @@ async def run(ctx: Context) -> Result:
     began = time.monotonic()
     async with ctx.servers.topic("warmup", partitions=PARTITIONS) as topic:
         producer = build_producer(ctx.servers.bootstrap_servers, "bench-warmup", None)
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=ctx.servers.bootstrap_servers,
-            group_id=f"bench-warmup-{uuid.uuid4().hex[:6]}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = group_consumer(ctx.servers.bootstrap_servers, topic, "bench-warmup")
         await producer.start()
         await consumer.start()
         try:

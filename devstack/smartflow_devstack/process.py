@@ -86,19 +86,20 @@ def pause(pid: int, *, timeout: float = 10.0) -> None:
     """
     os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + timeout
-    while not _all_threads_stopped(pid):
+    while not set(thread_states(pid)) <= {"T", "t", "Z", "X"}:  # stopped (or ended)
         if time.monotonic() > deadline:
             raise StackError(f"process {pid} not stopped {timeout:.0f}s after SIGSTOP")
         time.sleep(0.01)
 
 
-def _all_threads_stopped(pid: int) -> bool:
+def thread_states(pid: int) -> list[str]:
+    """The scheduler state letter of each of ``pid``'s threads (``/proc/PID/task/TID/stat``)."""
     states = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
             # The state follows the command name, which may itself hold ") ".
             states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
-    return all(state in ("T", "t", "Z", "X") for state in states)
+    return states
 
 
 def wait_until(

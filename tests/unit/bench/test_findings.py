@@ -15,6 +15,7 @@ def latency(per_event: dict[str, float], *, sustained: float, capped: bool = Fal
     }
     return {
         "machine": {"cores": 2},
+        "targets": [{"name": "saturation of 1 api + 1 relay + 1 consumer (notify)", "goal": 1500.0}],
         "figures": {
             "runs": [{"mode": "notify", "rate": 500, "cpu_ms_per_event": {}}, run],
             "saturation": {
@@ -44,6 +45,7 @@ def test_no_saturation_finding_when_the_offer_was_the_limit() -> None:
 def operator(busy: float, converge: float) -> dict[str, Any]:
     return {
         "machine": {"cores": 2},
+        "targets": [{"name": "1,000 runtimes converge", "goal": 120.0}],
         "figures": {
             "many_runtimes": {
                 "runtimes": 1000,
@@ -85,13 +87,3 @@ def test_no_convergence_finding_without_the_measurements() -> None:
     old = operator(1.9, 180.0)
     del old["figures"]["many_runtimes"]["converge_cpu_cores"]
     assert convergence_finding(old) == []
-
-
-def test_the_broker_warm_up_stops_when_two_bursts_agree() -> None:
-    from bench.sections.warmup import settled
-
-    assert not settled([])
-    assert not settled([95.5])
-    assert not settled([95.5, 49.1, 32.7, 27.3, 53.6])  # a JVM still compiling: costs jump around
-    assert settled([95.5, 20.0, 18.2])  # within 15 %
-    assert not settled([0.0, 0.0])  # nothing measured is not settled

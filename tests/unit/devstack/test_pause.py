@@ -5,9 +5,8 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
-from smartflow_devstack.process import pause
+from smartflow_devstack.process import pause, thread_states
 
 # Four threads spinning: each must be taken off the CPU by the stop, not only the one that got it.
 BUSY = """
@@ -22,21 +21,14 @@ spin()
 """
 
 
-def _states(pid: int) -> list[str]:
-    return [
-        (task / "stat").read_text().rpartition(")")[2].split()[0]
-        for task in Path(f"/proc/{pid}/task").iterdir()
-    ]
-
-
 def test_every_thread_is_stopped_when_pause_returns() -> None:
     proc = subprocess.Popen([sys.executable, "-c", BUSY], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        assert len(_states(proc.pid)) == 5
+        assert len(thread_states(proc.pid)) == 5
         for _ in range(20):
             pause(proc.pid)
-            assert set(_states(proc.pid)) == {"T"}
+            assert set(thread_states(proc.pid)) == {"T"}
             os.kill(proc.pid, signal.SIGCONT)
     finally:
         proc.kill()
